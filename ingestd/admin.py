@@ -1,0 +1,83 @@
+"""The admin HTTP server: /livez, /readyz, /status (JSON) and /metrics (Prometheus).
+
+It starts before the pipeline and stops after it, so probes answer through startup and drain:
+/readyz is 503 while starting, while draining, and while a required component is unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from ingestd import __version__
+from ingestd.config import AdminConfig
+from ingestd.health import Health
+
+log = structlog.get_logger("ingestd.admin")
+
+StatusSource = Callable[[], dict[str, Any]]
+
+
+class AdminServer:
+    name = "admin"
+
+    def __init__(self, config: AdminConfig, health: Health) -> None:
+        self.config = config
+        self.health = health
+        self._status_sources: dict[str, StatusSource] = {}
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def add_status(self, name: str, source: StatusSource) -> None:
+        """Show *source()* under *name* on /status (a stage's counters and state)."""
+        self._status_sources[name] = source
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        app = web.Application()
+        app.router.add_get("/livez", self._livez)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, _, port = self.config.endpoint.rpartition(":")
+        site = web.TCPSite(self._runner, host, int(port), reuse_port=True)
+        await site.start()
+        # Port 0 in the config means "any free port" (tests); report the one we got.
+        self.port = int(self._runner.addresses[0][1])
+        log.info("admin_listening", endpoint=f"{host}:{self.port}")
+
+    async def stop(self, deadline: float) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def _livez(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready = self.health.ready
+        body = orjson.dumps(self.health.snapshot(), option=orjson.OPT_INDENT_2)
+        return web.Response(
+            body=body, status=200 if ready else 503, content_type="application/json"
+        )
+
+    async def _status(self, request: web.Request) -> web.Response:
+        payload: dict[str, Any] = {"version": __version__, "health": self.health.snapshot()}
+        for name, source in self._status_sources.items():
+            payload[name] = source()
+        return web.Response(
+            body=orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS),
+            content_type="application/json",
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

@@ -1,0 +1,116 @@
+"""Command line: arguments -> config -> run on uvloop -> exit code. The only place that exits.
+
+Exit codes: 0 success, 1 runtime failure (a stage could not start, a command failed),
+2 bad usage or an invalid config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+import uvloop
+import yaml
+
+from ingestd import __version__, config
+from ingestd.errors import ConfigError
+from ingestd.pipeline import StartupError
+from ingestd.telemetry import setup_logging
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+log = structlog.get_logger("ingestd.cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except ConfigError as exc:
+        print(f"ingestd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ingestd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ingestd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    _config_option(run)
+    run.set_defaults(handler=_run)
+
+    check = sub.add_parser("check-config", help="validate a config file; list every problem")
+    check.add_argument("file", nargs="?", default=os.environ.get("INGESTD_CONFIG"))
+    check.set_defaults(handler=_check_config)
+
+    show = sub.add_parser("print-config", help="print the effective config, secrets masked")
+    show.add_argument("file", nargs="?", default=os.environ.get("INGESTD_CONFIG"))
+    show.set_defaults(handler=_print_config)
+
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("INGESTD_CONFIG"),
+        help="config file (default: $INGESTD_CONFIG)",
+    )
+
+
+def load_config(path: str | None) -> config.Config:
+    if not path:
+        raise ConfigError(["no config file given (use -c FILE or set INGESTD_CONFIG)"])
+    return config.load(path)
+
+
+def run_async(coro: Coroutine[Any, Any, int]) -> int:
+    """Run *coro* on uvloop and return its exit code."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    setup_logging(cfg.telemetry)
+    from ingestd.daemon import serve  # the daemon pulls in grpc, psycopg, elasticsearch
+
+    async def go() -> int:
+        await serve(cfg)
+        return EXIT_OK
+
+    try:
+        return run_async(go())
+    except StartupError as exc:
+        log.error("startup_failed", error=str(exc))
+        print(f"ingestd: startup failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except asyncio.CancelledError:
+        log.warning("aborted", reason="second signal")
+        return EXIT_FAILURE
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    load_config(args.file)
+    print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+def _print_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    yaml.safe_dump(config.redacted(cfg), sys.stdout, sort_keys=False)
+    return EXIT_OK

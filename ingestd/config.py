@@ -1,0 +1,331 @@
+"""The configuration file: YAML -> `${env:...}` expansion -> a frozen, validated `Config` tree.
+
+One `...Config` class per section of the file; every stage receives only its own section.
+Every problem in a file is reported at once, each with its dotted path (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from ingestd.errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_SECRET_KEYS = ("password", "token", "api_key", "secret")
+
+MiB = 1024 * 1024
+
+
+def _endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port with a port in 1..65535, got {value!r}")
+    if not host:
+        raise ValueError(f"host missing in {value!r} (use 0.0.0.0:{port} to listen everywhere)")
+    return value
+
+
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    """Base of every section: frozen, keyword-only, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TlsConfig(Section):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be set together")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("client_ca_file needs cert_file and key_file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+class GrpcReceiverConfig(Section):
+    enabled: bool = True
+    endpoint: Endpoint = "0.0.0.0:4317"
+    # 4 MiB is grpc's default and surprises users (collector #1494); OTLP's spec PR #782
+    # recommends 64 MiB. 16 MiB holds ~30k SDK-sized spans.
+    max_recv_msg_size_mib: Annotated[int, Field(ge=1, le=256)] = 16
+    tls: TlsConfig = TlsConfig()
+
+
+class HttpReceiverConfig(Section):
+    enabled: bool = True
+    endpoint: Endpoint = "0.0.0.0:4318"
+    # The Collector's default is 20 MiB; we cap the compressed and the decompressed size apart
+    # so that a small compressed bomb is refused without inflating it all.
+    max_request_body_bytes: ByteSize = ByteSize(20 * MiB)
+    max_decompressed_bytes: ByteSize = ByteSize(64 * MiB)
+    read_header_timeout_s: PositiveFloat = 10.0
+    idle_timeout_s: PositiveFloat = 60.0
+    tls: TlsConfig = TlsConfig()
+
+
+class ReceiversConfig(Section):
+    grpc: GrpcReceiverConfig = GrpcReceiverConfig()
+    http: HttpReceiverConfig = HttpReceiverConfig()
+
+
+class IngestConfig(Section):
+    """How requests become rows, and when the client hears back."""
+
+    # committed: answer after the rows are committed (nothing acknowledged is ever lost).
+    # accepted: answer once buffered (faster; a crash loses what was buffered).
+    ack: Literal["committed", "accepted"] = "committed"
+    # How long a request may wait for buffer space before it is refused as Overloaded.
+    enqueue_timeout_s: Annotated[float, Field(ge=0)] = 2.0
+    # How long a committed-mode request waits for its rows to be stored before it is answered
+    # UNAVAILABLE (the client retries; dedup keeps the retry from duplicating).
+    ack_timeout_s: PositiveFloat = 30.0
+    # Records stamped further in the future than this are rejected (clock skew).
+    max_future_skew_s: PositiveFloat = 86400.0
+
+
+class BatchConfig(Section):
+    """When a buffered batch is flushed: whichever limit is reached first."""
+
+    max_rows: PositiveInt = 8192
+    max_bytes: ByteSize = ByteSize(8 * MiB)
+    flush_interval_s: PositiveFloat = 0.2
+
+
+class BufferConfig(Section):
+    """How much one sink may hold in memory before new requests are refused."""
+
+    max_items: PositiveInt = 262_144
+    max_bytes: ByteSize = ByteSize(128 * MiB)
+
+
+class RetryConfig(Section):
+    """Jittered exponential backoff under a deadline, for transient sink errors."""
+
+    initial_backoff_s: PositiveFloat = 0.1
+    max_backoff_s: PositiveFloat = 5.0
+    max_elapsed_s: PositiveFloat = 60.0
+
+    @model_validator(mode="after")
+    def _order(self) -> RetryConfig:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError(
+                f"max_backoff_s must be >= initial_backoff_s "
+                f"({self.max_backoff_s} < {self.initial_backoff_s})"
+            )
+        return self
+
+
+class PoolConfig(Section):
+    min_size: Annotated[int, Field(ge=0)] = 2
+    max_size: PositiveInt = 8
+    connect_timeout_s: PositiveFloat = 5.0
+
+    @model_validator(mode="after")
+    def _order(self) -> PoolConfig:
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size must be >= min_size ({self.max_size} < {self.min_size})")
+        return self
+
+
+class TimescaleSinkConfig(Section):
+    enabled: bool = True
+    dsn: str = "postgresql://ingestd@127.0.0.1:5432/deep_eyes"
+    pool: PoolConfig = PoolConfig()
+    # Parallel COPYs per table; more than the database's cores only adds contention.
+    writers: PositiveInt = 2
+    batch: BatchConfig = BatchConfig()
+    buffer: BufferConfig = BufferConfig()
+    retry: RetryConfig = RetryConfig()
+
+
+class ElasticsearchSinkConfig(Section):
+    enabled: bool = True
+    urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"], min_length=1)
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+    request_timeout_s: PositiveFloat = 30.0
+    writers: PositiveInt = 2
+    gzip: bool = False
+    batch: BatchConfig = BatchConfig(max_rows=20_000, max_bytes=ByteSize(4 * MiB))
+    buffer: BufferConfig = BufferConfig()
+    retry: RetryConfig = RetryConfig()
+
+
+class SinksConfig(Section):
+    timescale: TimescaleSinkConfig = TimescaleSinkConfig()
+    elasticsearch: ElasticsearchSinkConfig = ElasticsearchSinkConfig()
+
+
+class RedisConfig(Section):
+    enabled: bool = True
+    url: str = "redis://127.0.0.1:6379/0"
+    # Every Redis call is bounded by this; ingest never waits longer on Redis.
+    timeout_ms: PositiveInt = 50
+
+
+class AdminConfig(Section):
+    """The small HTTP server for probes, status and metrics."""
+
+    endpoint: Endpoint = "0.0.0.0:13133"
+    # How often each sink and Redis are probed for /readyz.
+    check_interval_s: PositiveFloat = 2.0
+
+
+class TelemetryConfig(Section):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: JSON when stderr is not a terminal (containers), readable text on a terminal.
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+
+class ShutdownConfig(Section):
+    # Keep below Kubernetes' terminationGracePeriodSeconds (30 s by default) with margin.
+    grace_s: PositiveFloat = 25.0
+
+
+class Config(Section):
+    """The root of the configuration file."""
+
+    receivers: ReceiversConfig = ReceiversConfig()
+    ingest: IngestConfig = IngestConfig()
+    sinks: SinksConfig = SinksConfig()
+    redis: RedisConfig = RedisConfig()
+    admin: AdminConfig = AdminConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+
+
+def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    """Read, expand and validate a config file; raise ConfigError with every problem found."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    return parse(text, environ=environ, source=str(path))
+
+
+def parse(text: str, *, environ: dict[str, str] | None = None, source: str = "<config>") -> Config:
+    """Validate config text; see `load`."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of sections"])
+    problems: list[str] = []
+    expanded = _expand(raw, os.environ if environ is None else environ, (), problems)
+    try:
+        config = Config.model_validate(expanded)
+    except ValidationError as exc:
+        problems.extend(_describe(exc))
+        config = None
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def _expand(node: Any, environ: Any, path: tuple[str | int, ...], problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand(v, environ, (*path, str(k)), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, environ, (*path, i), problems) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return str(environ[name])
+        if default is not None:
+            return default
+        problems.append(f"{_dotted(path)}: environment variable {name} is not set")
+        return ""
+
+    whole = _ENV_REF.fullmatch(node)
+    value = _ENV_REF.sub(substitute, node)
+    if whole:
+        # A value that is only a reference takes the type its text spells (port: ${env:P}).
+        try:
+            typed = yaml.safe_load(value) if value else value
+        except yaml.YAMLError:
+            return value
+        return typed if isinstance(typed, str | int | float | bool) else value
+    return value
+
+
+def _describe(exc: ValidationError) -> Iterator[str]:
+    for error in exc.errors(include_url=False):
+        loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        yield f"{_dotted(loc) or '<root>'}: {message}"
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, with secrets masked, for `print-config`."""
+    masked: dict[str, Any] = _mask(config.model_dump(mode="json"))
+    return masked
+
+
+def _mask(node: Any, key: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: _mask(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_mask(v, key) for v in node]
+    if isinstance(node, str):
+        if node and any(s in key.lower() for s in _SECRET_KEYS):
+            return "***"
+        if "://" in node:
+            return _mask_url(node)
+    return node
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,1 @@
+"""Pure OTLP -> rows (traces, metrics) and -> documents (logs). No I/O."""

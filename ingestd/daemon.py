@@ -1,0 +1,107 @@
+"""The daemon: wires the config into a pipeline, serves it, and drains it on a signal.
+
+The first SIGTERM or SIGINT drains (readiness fails first, receivers stop, buffers flush within
+`shutdown.grace_s`); a second one cancels everything at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass, field
+
+import structlog
+
+from ingestd import __version__
+from ingestd.admin import AdminServer
+from ingestd.config import Config
+from ingestd.health import Health, Prober, State
+from ingestd.metrics import BUILD_INFO
+from ingestd.pipeline import Pipeline, Stage, deadline_in
+from ingestd.sinks.elasticsearch import ElasticsearchSink
+from ingestd.sinks.timescale import TimescaleSink
+from ingestd.state.redis import RedisState
+
+log = structlog.get_logger("ingestd.daemon")
+
+
+@dataclass
+class Daemon:
+    """Everything one ingestd process runs, built from the config."""
+
+    config: Config
+    health: Health
+    admin: AdminServer
+    pipeline: Pipeline
+    stages: dict[str, Stage] = field(default_factory=dict)
+
+
+def build(config: Config) -> Daemon:
+    """Build every stage from its config section, downstream first."""
+    health = Health()
+    prober = Prober(health, config.admin.check_interval_s)
+    admin = AdminServer(config.admin, health)
+    stages: list[Stage] = []
+
+    if config.sinks.timescale.enabled:
+        timescale = TimescaleSink(config.sinks.timescale)
+        prober.add("timescale", timescale.probe)
+        stages.append(timescale)
+    if config.sinks.elasticsearch.enabled:
+        elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
+        prober.add("elasticsearch", elasticsearch.probe)
+        stages.append(elasticsearch)
+    if config.redis.enabled:
+        redis = RedisState(config.redis)
+        # Redis is shared state, not storage: without it ingest goes on, degraded.
+        prober.add("redis", redis.probe, required=False, when_failing=State.DEGRADED)
+        stages.append(redis)
+    stages.append(prober)
+
+    return Daemon(
+        config=config,
+        health=health,
+        admin=admin,
+        pipeline=Pipeline(stages),
+        stages={s.name: s for s in stages},
+    )
+
+
+async def serve(config: Config) -> None:
+    """Run until the first signal, then drain within the grace period. Raises StartupError."""
+    daemon = build(config)
+    BUILD_INFO.labels(version=__version__).set(1)
+    stopping = _watch_signals()
+    async with asyncio.TaskGroup() as tasks:
+        await daemon.admin.start(tasks)
+        try:
+            await daemon.pipeline.start(tasks)
+            daemon.health.started = True
+            log.info("ingestd_ready_to_serve", version=__version__)
+            await stopping.wait()
+            log.info("draining", grace_s=config.shutdown.grace_s)
+        finally:
+            daemon.health.draining = True
+            await daemon.pipeline.stop(deadline_in(config.shutdown.grace_s))
+            await daemon.admin.stop(deadline_in(1.0))
+    log.info("stopped")
+
+
+def _watch_signals() -> asyncio.Event:
+    """Return an event set by the first SIGTERM/SIGINT; the second one cancels the main task."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    main = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if not stopping.is_set():
+            log.info("signal_received", signal=signal.Signals(signum).name, action="drain")
+            stopping.set()
+        else:
+            log.warning("signal_received", signal=signal.Signals(signum).name, action="abort")
+            if main is not None:
+                main.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stopping

@@ -1,0 +1,89 @@
+"""The whole exception vocabulary of ingestd.
+
+```
+IngestdError
++-- ConfigError            every problem at once, each with a dotted path
++-- StageClosed            we closed it (shutdown race or bug)
++-- BadRequest             the request cannot be decoded or is not OTLP       permanent
+|   +-- PayloadTooLarge    over a configured size limit                        permanent
+|   +-- UnsupportedMedia   content type or encoding we do not speak            permanent
++-- Unauthenticated        missing or wrong bearer token                       permanent
++-- Overloaded             full right now; client may retry                    retryable
+|   +-- RateLimited        the tenant is over its ingest limit                 retryable
++-- DeliveryError          a downstream write failed
+    +-- SinkUnavailable    connection, 429/503, serialization failure          retryable
+    +-- Rejected           the sink will never accept this data                permanent
+```
+
+Code branches on the class or on `retryable`, never on message text. The single table that
+maps these to gRPC and HTTP statuses lives in `ingestd.receiver.status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class IngestdError(Exception):
+    """Base of every error ingestd raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class ConfigError(IngestdError):
+    """The configuration is invalid; `problems` holds one line per problem, each with its path."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class StageClosed(IngestdError):
+    """A stage was asked to consume after it stopped (a shutdown race)."""
+
+    retryable = True
+
+
+class BadRequest(IngestdError):
+    """The request cannot be decoded, or is not a valid OTLP export request."""
+
+
+class PayloadTooLarge(BadRequest):
+    """The request body is over a configured limit, before or after decompression."""
+
+
+class UnsupportedMedia(BadRequest):
+    """A content type or content encoding ingestd does not speak."""
+
+
+class Unauthenticated(IngestdError):
+    """The bearer token is missing or unknown."""
+
+
+class Overloaded(IngestdError):
+    """A buffer is full right now; the client should retry after `retry_after_s`."""
+
+    retryable = True
+
+
+class RateLimited(Overloaded):
+    """The tenant is over its configured ingest rate."""
+
+
+class DeliveryError(IngestdError):
+    """A write to a sink failed."""
+
+
+class SinkUnavailable(DeliveryError):
+    """The sink cannot take data now (connection lost, 429/503, serialization failure)."""
+
+    retryable = True
+
+
+class Rejected(DeliveryError):
+    """The sink will never accept this data (mapping conflict, constraint violation)."""

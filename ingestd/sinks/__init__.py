@@ -1,0 +1,1 @@
+"""Writers to the downstream stores: TimescaleDB (binary COPY) and Elasticsearch (bulk)."""

@@ -1,0 +1,1 @@
+"""State shared by every replica (dedup, pressure, rate limits), kept in Redis."""

@@ -1,0 +1,146 @@
+"""The config file: loading, env expansion, and reporting every problem with its path."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingestd import config
+from ingestd.errors import ConfigError
+
+
+def problems_of(text: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config.parse(text, environ=environ or {})
+    return info.value.problems
+
+
+def test_empty_file_gives_defaults() -> None:
+    """An empty file is valid and every key takes its documented default."""
+    cfg = config.parse("", environ={})
+    assert cfg.receivers.grpc.endpoint == "0.0.0.0:4317"
+    assert cfg.ingest.ack == "committed"
+    assert cfg.sinks.timescale.batch.max_rows == 8192
+
+
+def test_shipped_default_config_loads() -> None:
+    """deploy/ingestd.yaml loads once the dev stack's env file variables are set."""
+    env = {
+        "INGESTD_PG_DSN": "postgresql://u:p@127.0.0.1:5432/deep_eyes",
+        "INGESTD_ES_URL": "http://127.0.0.1:9200",
+        "INGESTD_REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    cfg = config.load("deploy/ingestd.yaml", environ=env)
+    assert cfg.sinks.timescale.dsn == env["INGESTD_PG_DSN"]
+    assert cfg.sinks.elasticsearch.urls == [env["INGESTD_ES_URL"]]
+
+
+def test_unknown_key_is_reported_with_its_path() -> None:
+    """A misspelt key is an error naming the full dotted path."""
+    assert problems_of("sinks:\n  timescale:\n    writerz: 3\n") == [
+        "sinks.timescale.writerz: unknown key"
+    ]
+
+
+def test_wrong_type_is_reported() -> None:
+    """A value of the wrong type names the key and the expected type."""
+    (problem,) = problems_of("sinks:\n  timescale:\n    writers: many\n")
+    assert problem.startswith("sinks.timescale.writers: ")
+    assert "integer" in problem
+
+
+def test_bad_value_is_reported() -> None:
+    """Out-of-range values and bad endpoints are refused with a reason."""
+    (problem,) = problems_of("receivers:\n  grpc:\n    endpoint: localhost\n")
+    assert problem.startswith("receivers.grpc.endpoint: ")
+    assert "host:port" in problem
+
+
+def test_cross_field_rule_is_reported() -> None:
+    """A rule over two keys (pool max >= min) names the section and both values."""
+    (problem,) = problems_of("sinks:\n  timescale:\n    pool: {min_size: 4, max_size: 2}\n")
+    assert problem == "sinks.timescale.pool: max_size must be >= min_size (2 < 4)"
+
+
+def test_missing_required_env_variable_is_reported() -> None:
+    """A reference to an unset variable without a default is a problem at that key."""
+    assert problems_of("redis:\n  url: ${env:NOPE}\n") == [
+        "redis.url: environment variable NOPE is not set"
+    ]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """Several problems in one file come back together, not one per run."""
+    text = (
+        "receivers:\n  grpc: {endpoint: nope, bogus: 1}\n"
+        "sinks:\n  timescale: {writers: 0}\n"
+        "ingest: {ack: sometimes}\n"
+        "redis: {url: '${env:MISSING}'}\n"
+        "extra_section: {}\n"
+    )
+    problems = problems_of(text)
+    paths = sorted(p.split(":", 1)[0] for p in problems)
+    assert paths == [
+        "extra_section",
+        "ingest.ack",
+        "receivers.grpc.bogus",
+        "receivers.grpc.endpoint",
+        "redis.url",
+        "sinks.timescale.writers",
+    ]
+
+
+def test_env_expansion_with_and_without_default() -> None:
+    """${env:VAR} takes the variable; ${env:VAR:-d} falls back to d; whole refs keep types."""
+    text = (
+        "sinks:\n  timescale:\n    dsn: postgresql://${env:PGUSER}@h/db\n"
+        "    writers: ${env:WRITERS:-3}\n"
+        "redis:\n  timeout_ms: ${env:REDIS_MS}\n"
+    )
+    cfg = config.parse(text, environ={"PGUSER": "alice", "REDIS_MS": "7"})
+    assert cfg.sinks.timescale.dsn == "postgresql://alice@h/db"
+    assert cfg.sinks.timescale.writers == 3
+    assert cfg.redis.timeout_ms == 7
+
+
+def test_env_default_may_be_empty() -> None:
+    """${env:VAR:-} is the empty string, as in the Collector."""
+    cfg = config.parse("sinks:\n  elasticsearch:\n    username: ${env:U:-}\n", environ={})
+    assert cfg.sinks.elasticsearch.username == ""
+
+
+def test_byte_sizes_accept_units() -> None:
+    """Byte-size keys take plain integers or units such as 8MiB."""
+    cfg = config.parse("sinks:\n  timescale:\n    batch: {max_bytes: 2MiB}\n", environ={})
+    assert cfg.sinks.timescale.batch.max_bytes == 2 * 1024 * 1024
+
+
+def test_config_is_frozen() -> None:
+    """A loaded config cannot be changed by a stage."""
+    cfg = config.parse("", environ={})
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.ingest.ack = "accepted"  # type: ignore[misc]
+
+
+def test_redacted_masks_secrets() -> None:
+    """print-config masks passwords in DSNs and secret-named keys."""
+    cfg = config.parse(
+        "sinks:\n  timescale: {dsn: 'postgresql://u:hunter2@h/db'}\n"
+        "  elasticsearch: {password: hunter2, api_key: k}\n",
+        environ={},
+    )
+    shown = config.redacted(cfg)
+    assert shown["sinks"]["timescale"]["dsn"] == "postgresql://u:***@h/db"
+    assert shown["sinks"]["elasticsearch"]["password"] == "***"
+    assert shown["sinks"]["elasticsearch"]["api_key"] == "***"
+    assert "hunter2" not in repr(shown)
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: object) -> None:
+    """A missing file is reported as a config problem, not a traceback."""
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load("/nonexistent/ingestd.yaml")
+
+
+def test_not_a_mapping_is_refused() -> None:
+    """A file whose top level is a list is refused with a clear line."""
+    assert problems_of("- a\n- b\n") == ["<config>: the top level must be a mapping of sections"]
