@@ -6,7 +6,7 @@ sink, reason, outcome; never a tenant or an application id.
 
 from __future__ import annotations
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 # -- lifecycle and health -------------------------------------------------------------------
 COMPONENT_UP = Gauge(
@@ -15,3 +15,85 @@ COMPONENT_UP = Gauge(
     ["component"],
 )
 BUILD_INFO = Gauge("ingestd_build_info", "Always 1; the version is a label", ["version"])
+
+# -- batcher (one per sink: metrics, traces, logs) --------------------------------------------
+BATCHER_BUFFERED_ITEMS = Gauge(
+    "ingestd_batcher_buffered_items",
+    "Items held by a sink's batcher (buffered or being written)",
+    ["sink"],
+)
+BATCHER_BUFFERED_BYTES = Gauge(
+    "ingestd_batcher_buffered_bytes", "Bytes held by a sink's batcher (OTLP wire size)", ["sink"]
+)
+BATCHER_CAPACITY_ITEMS = Gauge(
+    "ingestd_batcher_capacity_items", "Configured item limit of a sink's buffer", ["sink"]
+)
+BATCHER_CAPACITY_BYTES = Gauge(
+    "ingestd_batcher_capacity_bytes", "Configured byte limit of a sink's buffer", ["sink"]
+)
+BATCHER_FLUSHES = Counter(
+    "ingestd_batcher_flushes_total",
+    "Batches cut, by trigger (size, bytes, age, drain)",
+    ["sink", "reason"],
+)
+BATCHER_REFUSED_ITEMS = Counter(
+    "ingestd_batcher_refused_items_total",
+    "Items refused at the buffer (buffer_full, too_large); the client was told to retry",
+    ["sink", "reason"],
+)
+BATCHER_DROPPED_ITEMS = Counter(
+    "ingestd_batcher_dropped_items_total",
+    "Items given up on after buffering (retries_exhausted, rejected, shutdown, internal_error)",
+    ["sink", "reason"],
+)
+BATCH_ROWS = Histogram(
+    "ingestd_batch_items",
+    "Items per written batch",
+    ["sink"],
+    buckets=(1, 16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
+)
+BATCH_BYTES = Histogram(
+    "ingestd_batch_bytes",
+    "Bytes (OTLP wire size) per written batch",
+    ["sink"],
+    buckets=tuple(2**k for k in range(10, 27, 2)),
+)
+
+# -- sinks --------------------------------------------------------------------------------------
+SINK_WRITE_SECONDS = Histogram(
+    "ingestd_sink_write_seconds",
+    "Time of one write attempt of one batch, by outcome (ok, unavailable, rejected, error)",
+    ["sink", "outcome"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SINK_RETRIES = Counter(
+    "ingestd_sink_retries_total", "Batch write attempts retried after a transient error", ["sink"]
+)
+
+# -- receivers and acknowledgement ---------------------------------------------------------------
+RECEIVER_ACCEPTED_ITEMS = Counter(
+    "ingestd_receiver_accepted_items_total",
+    "Items acknowledged to clients (stored, or buffered in ack: accepted mode)",
+    ["signal", "transport"],
+)
+RECEIVER_REFUSED_ITEMS = Counter(
+    "ingestd_receiver_refused_items_total",
+    "Items of requests answered with an error status, by error class",
+    ["signal", "transport", "reason"],
+)
+RECEIVER_REJECTED_ITEMS = Counter(
+    "ingestd_receiver_rejected_items_total",
+    "Items refused for good inside otherwise accepted requests (OTLP partial success), by reason",
+    ["signal", "reason"],
+)
+RECEIVER_REQUESTS = Counter(
+    "ingestd_receiver_requests_total",
+    "Export requests by outcome status (ok, partial, or the error code sent)",
+    ["signal", "transport", "status"],
+)
+ACK_SECONDS = Histogram(
+    "ingestd_ack_latency_seconds",
+    "Time from a decoded request to its answer, by outcome",
+    ["signal", "transport", "outcome"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
+)

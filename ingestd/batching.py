@@ -1,0 +1,481 @@
+"""The per-sink batcher: a bounded buffer flushed by size, bytes or age into parallel writers.
+
+`client -> receiver -> Batcher [bounded: items, bytes] -> writers -> BatchWriter -> server`
+
+A request hands the batcher one `Part` (its rows for this sink) and, in `ack: committed` mode,
+awaits `part.done`, which resolves only once the writer has committed the batch holding it.
+Parts of many concurrent requests share one batch; a part is never split across batches, so a
+request's rows commit together (the Timescale writer's exactly-once ledger relies on it).
+
+Memory is bounded: items and bytes are counted from `submit` until the batch holding them is
+finished, so a slow or retrying sink keeps its batches, the buffer fills, and `submit` refuses
+new requests with `Overloaded` (a retry hint for the client) after `enqueue_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from ingestd.config import BatchConfig, BufferConfig, RetryConfig
+from ingestd.errors import (
+    DeliveryError,
+    IngestdError,
+    Overloaded,
+    PayloadTooLarge,
+    Rejected,
+    SinkUnavailable,
+    StageClosed,
+)
+from ingestd.metrics import (
+    BATCH_BYTES,
+    BATCH_ROWS,
+    BATCHER_BUFFERED_BYTES,
+    BATCHER_BUFFERED_ITEMS,
+    BATCHER_CAPACITY_BYTES,
+    BATCHER_CAPACITY_ITEMS,
+    BATCHER_DROPPED_ITEMS,
+    BATCHER_FLUSHES,
+    BATCHER_REFUSED_ITEMS,
+    SINK_RETRIES,
+    SINK_WRITE_SECONDS,
+)
+from ingestd.pipeline import remaining
+from ingestd.retry import SYSTEM_CLOCK, Clock, backoff_delays
+
+log = structlog.get_logger("ingestd.batching")
+
+
+@dataclass(frozen=True, slots=True)
+class PartResult:
+    """What the sink did with one part: how many of its items it refused for good, and why."""
+
+    rejected: int = 0
+    message: str = ""
+    # True when an earlier attempt (or another replica) had already stored this part.
+    duplicate: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class Part:
+    """One request's items for one sink. `payload` is whatever the sink's writer understands."""
+
+    payload: Any
+    items: int
+    nbytes: int
+    # The request's identity (dedup key); b"" when the caller has none.
+    key: bytes = b""
+    enqueued_at: float = 0.0
+    done: asyncio.Future[PartResult] = field(default_factory=lambda: _new_future())
+
+
+def _new_future() -> asyncio.Future[PartResult]:
+    future: asyncio.Future[PartResult] = asyncio.get_running_loop().create_future()
+    # A request that gave up waiting (ack timeout, client gone) leaves nobody to read the
+    # outcome; reading it here keeps asyncio from logging "exception never retrieved".
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
+
+
+@dataclass(eq=False, slots=True)
+class Batch:
+    parts: list[Part]
+    items: int
+    nbytes: int
+    reason: str
+    # Unique per batch, stable across retries of the same batch.
+    id: bytes = field(default_factory=lambda: os.urandom(16))
+    attempt: int = 0
+
+
+class BatchWriter(Protocol):
+    """A sink's write side. One call writes one whole batch, all or nothing per part."""
+
+    name: str
+
+    async def write_batch(self, batch: Batch) -> Sequence[PartResult]:
+        """Store *batch*; return one result per part, in order.
+
+        Raises SinkUnavailable when the batch may be retried as it is (connection lost, server
+        busy), and Rejected when the sink will never take any of it. Must be idempotent: a
+        batch retried after an unknown outcome is stored exactly once.
+        """
+        ...
+
+
+class Batcher:
+    """A bounded buffer for one sink (one table or one data stream family)."""
+
+    def __init__(
+        self,
+        name: str,
+        writer: BatchWriter,
+        *,
+        batch: BatchConfig,
+        buffer: BufferConfig,
+        writers: int,
+        retry: RetryConfig,
+        retry_until_stopped: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.name = f"batcher.{name}"
+        self.sink = name
+        self._writer = writer
+        self._batch = batch
+        self._buffer = buffer
+        self._writers = writers
+        self._retry = retry
+        # In `ack: accepted` mode the client already has its answer: giving up on a batch
+        # loses data, so retry until shutdown instead of for retry.max_elapsed_s.
+        self._retry_until_stopped = retry_until_stopped
+        self._clock = clock
+
+        self._pending: collections.deque[Part] = collections.deque()
+        self._pending_items = 0
+        self._pending_bytes = 0
+        self._held_items = 0  # pending + being written: what the limits bound
+        self._held_bytes = 0
+        self._space_queue: collections.deque[Part] = collections.deque()
+        self._space_freed = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._ready: asyncio.Queue[Batch] = asyncio.Queue(maxsize=writers)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight: set[Batch] = set()
+        self._closing = False
+        self._stop_deadline: float | None = None
+        self._last_error: str = ""
+        self._counts: collections.Counter[str] = collections.Counter()
+
+        BATCHER_CAPACITY_ITEMS.labels(sink=name).set(buffer.max_items)
+        BATCHER_CAPACITY_BYTES.labels(sink=name).set(buffer.max_bytes)
+        self._g_items = BATCHER_BUFFERED_ITEMS.labels(sink=name)
+        self._g_bytes = BATCHER_BUFFERED_BYTES.labels(sink=name)
+
+    # -- the request side ---------------------------------------------------------------------
+
+    async def submit(self, part: Part, *, timeout_s: float) -> Part:
+        """Buffer *part*, waiting up to *timeout_s* for room.
+
+        Raises Overloaded when there is no room in time, PayloadTooLarge when the part could
+        never fit, StageClosed once stopping. The caller may then await `part.done`.
+        """
+        if self._closing:
+            raise StageClosed(f"{self.sink}: shutting down", retry_after_s=1.0)
+        if part.items > self._buffer.max_items or part.nbytes > self._buffer.max_bytes:
+            self._refuse(part, "too_large")
+            raise PayloadTooLarge(
+                f"{self.sink}: a request of {part.items} items / {part.nbytes} bytes exceeds "
+                f"the buffer ({self._buffer.max_items} items / {self._buffer.max_bytes} bytes)"
+            )
+        if self._space_queue or not self._fits(part):
+            await self._wait_for_room(part, timeout_s)
+        part.enqueued_at = self._clock.now()
+        self._pending.append(part)
+        self._pending_items += part.items
+        self._pending_bytes += part.nbytes
+        self._held_items += part.items
+        self._held_bytes += part.nbytes
+        self._g_items.set(self._held_items)
+        self._g_bytes.set(self._held_bytes)
+        self._drained.clear()
+        self._wake.set()
+        return part
+
+    def _fits(self, part: Part) -> bool:
+        return (
+            self._held_items + part.items <= self._buffer.max_items
+            and self._held_bytes + part.nbytes <= self._buffer.max_bytes
+        )
+
+    async def _wait_for_room(self, part: Part, timeout_s: float) -> None:
+        # First come, first served: a big request that waits is not starved by small ones.
+        self._space_queue.append(part)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self._closing and not (self._space_queue[0] is part and self._fits(part)):
+                    await self._space_freed.wait()
+        except TimeoutError:
+            self._refuse(part, "buffer_full")
+            raise Overloaded(
+                f"{self.sink}: buffer full ({self._held_items} items, {self._held_bytes} bytes)",
+                retry_after_s=self.retry_hint_s(),
+            ) from None
+        finally:
+            self._space_queue.remove(part)
+            self._signal_space()
+        if self._closing:
+            raise StageClosed(f"{self.sink}: shutting down", retry_after_s=1.0)
+
+    def _signal_space(self) -> None:
+        # Wake every waiter once; each re-checks whether it is at the head and fits.
+        self._space_freed.set()
+        self._space_freed = asyncio.Event()
+
+    def _refuse(self, part: Part, reason: str) -> None:
+        BATCHER_REFUSED_ITEMS.labels(sink=self.sink, reason=reason).inc(part.items)
+        self._counts[f"refused_{reason}"] += part.items
+
+    def retry_hint_s(self) -> float:
+        """How long a refused client should wait: grows with how full the buffer is."""
+        fill = max(
+            self._held_items / self._buffer.max_items, self._held_bytes / self._buffer.max_bytes
+        )
+        return round(min(30.0, max(1.0, 2 * self._batch.flush_interval_s + 5.0 * fill)), 1)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        self._tasks.append(tasks.create_task(self._flush_loop(), name=f"{self.name}.flush"))
+        for i in range(self._writers):
+            self._tasks.append(tasks.create_task(self._write_loop(), name=f"{self.name}.w{i}"))
+
+    async def stop(self, deadline: float) -> None:
+        """Refuse new parts, flush what is buffered, wait for the writers until *deadline*.
+
+        What is still unwritten at the deadline is failed with SinkUnavailable so that waiting
+        clients retry, and counted as dropped.
+        """
+        if self._stop_deadline is not None:
+            return
+        self._closing = True
+        # The deadline is in time.monotonic(); retries run on self._clock (a fake one in tests).
+        self._stop_deadline = self._clock.now() + remaining(deadline)
+        self._signal_space()
+        self._wake.set()
+        if self._held_items and self._tasks:
+            try:
+                async with asyncio.timeout(remaining(deadline)):
+                    await self._drained.wait()
+            except TimeoutError:
+                pass
+        leftovers = self._unfinished_parts()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._fail_leftovers(leftovers)
+
+    def _unfinished_parts(self) -> list[Part]:
+        parts = list(self._pending)
+        for batch in self._in_flight:
+            parts.extend(batch.parts)
+        while not self._ready.empty():
+            parts.extend(self._ready.get_nowait().parts)
+        return parts
+
+    def _fail_leftovers(self, leftovers: list[Part]) -> None:
+        if not leftovers:
+            return
+        error = SinkUnavailable(f"{self.sink}: not written before shutdown", retry_after_s=1.0)
+        items = sum(p.items for p in leftovers if not p.done.done())
+        for part in leftovers:
+            if not part.done.done():
+                part.done.set_exception(error)
+        self._pending.clear()
+        self._in_flight.clear()
+        BATCHER_DROPPED_ITEMS.labels(sink=self.sink, reason="shutdown").inc(items)
+        log.error("drain_incomplete", sink=self.sink, items=items, parts=len(leftovers))
+
+    # -- flushing -----------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            reason = await self._next_flush_reason()
+            batch = self._cut(reason)
+            self._counts["batches"] += 1
+            BATCHER_FLUSHES.labels(sink=self.sink, reason=reason).inc()
+            await self._ready.put(batch)
+
+    async def _next_flush_reason(self) -> str:
+        while True:
+            if self._pending:
+                if self._pending_items >= self._batch.max_rows:
+                    return "size"
+                if self._pending_bytes >= self._batch.max_bytes:
+                    return "bytes"
+                if self._closing:
+                    return "drain"
+                delay = self._pending[0].enqueued_at + self._batch.flush_interval_s
+                delay -= self._clock.now()
+                if delay <= 0:
+                    return "age"
+                await self._wait_wake(delay)
+            else:
+                await self._wait_wake(None)
+
+    async def _wait_wake(self, delay: float | None) -> None:
+        self._wake.clear()
+        if delay is None:
+            await self._wake.wait()
+            return
+        waker = asyncio.ensure_future(self._wake.wait())
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        try:
+            await asyncio.wait((waker, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waker.cancel()
+            sleeper.cancel()
+
+    def _cut(self, reason: str) -> Batch:
+        """Take whole parts from the front up to the batch limits (always at least one)."""
+        parts: list[Part] = []
+        items = nbytes = 0
+        while self._pending:
+            head = self._pending[0]
+            if parts and (
+                items + head.items > self._batch.max_rows
+                or nbytes + head.nbytes > self._batch.max_bytes
+            ):
+                break
+            self._pending.popleft()
+            parts.append(head)
+            items += head.items
+            nbytes += head.nbytes
+        self._pending_items -= items
+        self._pending_bytes -= nbytes
+        return Batch(parts=parts, items=items, nbytes=nbytes, reason=reason)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = await self._ready.get()
+            self._in_flight.add(batch)
+            try:
+                await self._write_with_retry(batch)
+            finally:
+                self._in_flight.discard(batch)
+                self._release(batch)
+
+    async def _write_with_retry(self, batch: Batch) -> None:
+        delays = backoff_delays(self._retry)
+        give_up_at = self._clock.now() + self._retry.max_elapsed_s
+        while True:
+            batch.attempt += 1
+            began = self._clock.now()
+            try:
+                results = await self._writer.write_batch(batch)
+            except SinkUnavailable as exc:
+                self._observe(began, "unavailable")
+                delay = next(delays)
+                if self._out_of_time(give_up_at, delay):
+                    self._fail(batch, exc, "retries_exhausted")
+                    return
+                SINK_RETRIES.labels(sink=self.sink).inc()
+                self._counts["retries"] += 1
+                self._note_error(batch, exc, delay)
+                await self._clock.sleep(delay)
+            except Rejected as exc:
+                self._observe(began, "rejected")
+                self._fail(batch, exc, "rejected")
+                return
+            except Exception as exc:  # a bug in a writer must not lose the batch silently
+                self._observe(began, "error")
+                log.exception("write_failed_unexpectedly", sink=self.sink, items=batch.items)
+                wrapped = SinkUnavailable(f"{self.sink}: internal error: {exc}", retry_after_s=1)
+                self._fail(batch, wrapped, "internal_error")
+                return
+            else:
+                self._observe(began, "ok")
+                self._complete(batch, results)
+                return
+
+    def _out_of_time(self, give_up_at: float, delay: float) -> bool:
+        now = self._clock.now()
+        if self._stop_deadline is not None and now + delay >= self._stop_deadline:
+            return True
+        return not self._retry_until_stopped and now + delay > give_up_at
+
+    def _note_error(self, batch: Batch, exc: IngestdError, delay: float) -> None:
+        message = exc.message[:300]
+        if message != self._last_error or batch.attempt == 2:
+            log.warning(
+                "batch_write_retry",
+                sink=self.sink,
+                items=batch.items,
+                attempt=batch.attempt,
+                retry_in_s=round(delay, 3),
+                error=message,
+            )
+        self._last_error = message
+
+    def _observe(self, began: float, outcome: str) -> None:
+        SINK_WRITE_SECONDS.labels(sink=self.sink, outcome=outcome).observe(
+            self._clock.now() - began
+        )
+
+    def _complete(self, batch: Batch, results: Sequence[PartResult]) -> None:
+        if len(results) != len(batch.parts):
+            raise RuntimeError(f"{self.sink}: writer returned {len(results)} results")
+        BATCH_ROWS.labels(sink=self.sink).observe(batch.items)
+        BATCH_BYTES.labels(sink=self.sink).observe(batch.nbytes)
+        rejected = 0
+        for part, result in zip(batch.parts, results, strict=True):
+            rejected += result.rejected
+            if not part.done.done():
+                part.done.set_result(result)
+        self._counts["items_written"] += batch.items - rejected
+        self._counts["items_rejected"] += rejected
+        if self._last_error:
+            log.info("sink_recovered", sink=self.sink, after_attempts=batch.attempt)
+            self._last_error = ""
+        log.debug(
+            "batch_flushed",
+            sink=self.sink,
+            items=batch.items,
+            bytes=batch.nbytes,
+            parts=len(batch.parts),
+            reason=batch.reason,
+            attempts=batch.attempt,
+        )
+
+    def _fail(self, batch: Batch, exc: DeliveryError | IngestdError, reason: str) -> None:
+        BATCHER_DROPPED_ITEMS.labels(sink=self.sink, reason=reason).inc(batch.items)
+        self._counts[f"failed_{reason}"] += batch.items
+        log.error(
+            "batch_failed",
+            sink=self.sink,
+            items=batch.items,
+            parts=len(batch.parts),
+            attempts=batch.attempt,
+            reason=reason,
+            error=exc.message[:300],
+        )
+        for part in batch.parts:
+            if not part.done.done():
+                part.done.set_exception(exc)
+
+    def _release(self, batch: Batch) -> None:
+        self._held_items -= batch.items
+        self._held_bytes -= batch.nbytes
+        self._g_items.set(self._held_items)
+        self._g_bytes.set(self._held_bytes)
+        if self._held_items == 0:
+            self._drained.set()
+        self._signal_space()
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and fill for /status."""
+        return {
+            "held_items": self._held_items,
+            "held_bytes": self._held_bytes,
+            "pending_items": self._pending_items,
+            "max_items": self._buffer.max_items,
+            "max_bytes": self._buffer.max_bytes,
+            "batches_in_flight": len(self._in_flight),
+            "closing": self._closing,
+            "last_error": self._last_error,
+            **dict(self._counts),
+        }
+
+
+StatsSource = Callable[[], dict[str, Any]]

@@ -1,0 +1,185 @@
+"""Between the receivers and the batchers: one decoded OTLP request in, one outcome out.
+
+Both transports call `Ingest.export` with a decoded request. It converts the request into the
+payload of the signal's sink (pure code in `ingestd.convert`), hands that to the sink's
+batcher as one part, and, in `ack: committed` mode, waits until the part is committed.
+Records a converter refuses come back as partial success; everything else is stored or the
+whole request fails with a retryable error, never half of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from ingestd.batching import Batcher, Part, PartResult
+from ingestd.config import IngestConfig
+from ingestd.errors import IngestdError, SinkUnavailable
+from ingestd.metrics import (
+    ACK_SECONDS,
+    RECEIVER_ACCEPTED_ITEMS,
+    RECEIVER_REFUSED_ITEMS,
+    RECEIVER_REJECTED_ITEMS,
+)
+
+log = structlog.get_logger("ingestd.ingest")
+
+
+class Signal(enum.StrEnum):
+    TRACES = "traces"
+    METRICS = "metrics"
+    LOGS = "logs"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who sent a request and how."""
+
+    transport: str  # "grpc" or "http"
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """What the client hears on success: how many records were refused for good, and why."""
+
+    rejected: int = 0
+    message: str = ""
+
+
+@dataclass(slots=True)
+class Converted:
+    """A converter's output for one request: the sink payload plus what it refused."""
+
+    payload: Any
+    items: int
+    nbytes: int
+    rejected: int = 0
+    # reason -> count, for metrics; plus one example message for the client.
+    reject_reasons: Counter[str] = field(default_factory=Counter)
+    reject_example: str = ""
+
+    def reject(self, reason: str, example: str) -> None:
+        self.rejected += 1
+        self.reject_reasons[reason] += 1
+        if not self.reject_example:
+            self.reject_example = example
+
+
+Converter = Callable[[Any], Converted]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one signal goes: its converter and its sink's batcher."""
+
+    convert: Converter
+    batcher: Batcher
+
+
+class Ingest:
+    """The request side of the pipeline, shared by the gRPC and HTTP receivers."""
+
+    def __init__(self, config: IngestConfig, routes: dict[Signal, Route]) -> None:
+        self.config = config
+        self.routes = routes
+        # Requests being stored right now, by key: an identical retry joins the first one
+        # instead of buffering the same rows twice.
+        self._in_flight: dict[bytes, Part] = {}
+
+    def accepts(self, signal: Signal) -> bool:
+        return signal in self.routes
+
+    async def export(
+        self, signal: Signal, request: Any, *, key: bytes, ctx: RequestContext, wire_bytes: int
+    ) -> ExportResult:
+        """Store one decoded request; return the partial-success outcome.
+
+        Raises IngestdError subclasses (Overloaded, SinkUnavailable, Rejected, StageClosed,
+        PayloadTooLarge) for the receiver to map to a status. Blocks, in committed mode, until
+        the request's rows are committed or `ingest.ack_timeout_s` passes.
+        """
+        began = time.monotonic()
+        outcome = "error"
+        try:
+            result = await self._export(signal, request, key=key, ctx=ctx, wire_bytes=wire_bytes)
+            outcome = "ok" if not result.rejected else "partial"
+            return result
+        except IngestdError as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            ACK_SECONDS.labels(signal=signal, transport=ctx.transport, outcome=outcome).observe(
+                time.monotonic() - began
+            )
+
+    async def _export(
+        self, signal: Signal, request: Any, *, key: bytes, ctx: RequestContext, wire_bytes: int
+    ) -> ExportResult:
+        route = self.routes[signal]
+        converted = route.convert(request)
+        self._count_rejects(signal, converted)
+        if converted.items == 0:
+            return ExportResult(converted.rejected, converted.reject_example)
+
+        part = self._in_flight.get(key) if key else None
+        if part is None:
+            part = Part(
+                payload=converted.payload, items=converted.items, nbytes=wire_bytes, key=key
+            )
+            try:
+                await route.batcher.submit(part, timeout_s=self.config.enqueue_timeout_s)
+            except IngestdError as exc:
+                self._refused(signal, ctx, converted.items, exc)
+                raise
+            if key:
+                self._in_flight[key] = part
+                part.done.add_done_callback(lambda _f: self._in_flight.pop(key, None))
+
+        if self.config.ack == "accepted":
+            RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(
+                converted.items
+            )
+            return ExportResult(converted.rejected, converted.reject_example)
+
+        stored = await self._wait_committed(signal, ctx, part, converted.items)
+        RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(
+            converted.items - stored.rejected
+        )
+        if stored.rejected:
+            RECEIVER_REJECTED_ITEMS.labels(signal=signal, reason="sink").inc(stored.rejected)
+        rejected = converted.rejected + stored.rejected
+        return ExportResult(rejected, converted.reject_example or stored.message)
+
+    async def _wait_committed(
+        self, signal: Signal, ctx: RequestContext, part: Part, items: int
+    ) -> PartResult:
+        try:
+            async with asyncio.timeout(self.config.ack_timeout_s):
+                # shield: a client that goes away must not cancel a part other requests share.
+                return await asyncio.shield(part.done)
+        except TimeoutError:
+            exc = SinkUnavailable(
+                f"{signal}: not stored within {self.config.ack_timeout_s}s", retry_after_s=2.0
+            )
+            self._refused(signal, ctx, items, exc)
+            raise exc from None
+        except IngestdError as exc:
+            self._refused(signal, ctx, items, exc)
+            raise
+
+    def _count_rejects(self, signal: Signal, converted: Converted) -> None:
+        for reason, count in converted.reject_reasons.items():
+            RECEIVER_REJECTED_ITEMS.labels(signal=signal, reason=reason).inc(count)
+
+    def _refused(self, signal: Signal, ctx: RequestContext, items: int, exc: IngestdError) -> None:
+        RECEIVER_REFUSED_ITEMS.labels(
+            signal=signal, transport=ctx.transport, reason=type(exc).__name__
+        ).inc(items)
