@@ -87,6 +87,8 @@ class HttpReceiverConfig(Section):
     max_request_body_bytes: ByteSize = ByteSize(20 * MiB)
     max_decompressed_bytes: ByteSize = ByteSize(64 * MiB)
     read_header_timeout_s: PositiveFloat = 10.0
+    # The whole body must arrive within this; a client trickling bytes is cut off (slowloris).
+    read_body_timeout_s: PositiveFloat = 30.0
     idle_timeout_s: PositiveFloat = 60.0
     tls: TlsConfig = TlsConfig()
 
@@ -166,6 +168,27 @@ class TimescaleSinkConfig(Section):
     retry: RetryConfig = RetryConfig()
 
 
+class LogsTemplateConfig(Section):
+    """The index template `ingestd schema apply` installs for the `logs-*-*` data streams."""
+
+    # Above Elasticsearch's built-in `logs` (100) and `logs-otel` (120) templates.
+    priority: Annotated[int, Field(ge=0)] = 200
+    shards: PositiveInt = 1
+    # 0 suits a single node (the dev stack); set 1 or more on a cluster.
+    replicas: Annotated[int, Field(ge=0)] = 0
+    # Fewer refreshes index faster; logs are searchable this long after they are stored.
+    refresh_interval_s: PositiveInt = 5
+    # Mapped fields per backing index; attributes beyond it are kept in _source, not indexed.
+    total_fields_limit: PositiveInt = 5000
+    # Data stream lifecycle retention; enforced by ingestd's maintenance where Elasticsearch
+    # has no lifecycle service (see README, "Logs in Elasticsearch").
+    retention_days: PositiveInt = 30
+    # The maintenance fallback rolls a data stream over when its write index is this old or
+    # its primary shard this big, so that retention can delete whole backing indices.
+    rollover_max_age_h: PositiveInt = 24
+    rollover_max_primary_shard_gb: PositiveInt = 50
+
+
 class ElasticsearchSinkConfig(Section):
     enabled: bool = True
     urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"], min_length=1)
@@ -174,10 +197,21 @@ class ElasticsearchSinkConfig(Section):
     api_key: str | None = None
     request_timeout_s: PositiveFloat = 30.0
     writers: PositiveInt = 2
+    # gzip (level 1, off the event loop) shrinks a bulk ~10x; worth it when Elasticsearch is
+    # across a network, a waste of CPU on the same host.
     gzip: bool = False
-    batch: BatchConfig = BatchConfig(max_rows=20_000, max_bytes=ByteSize(4 * MiB))
+    # Bulk bodies are cut by their NDJSON size; 8 MiB measured best here (README).
+    batch: BatchConfig = BatchConfig(max_rows=50_000, max_bytes=ByteSize(8 * MiB))
     buffer: BufferConfig = BufferConfig()
     retry: RetryConfig = RetryConfig()
+    # Documents Elasticsearch answers 429/503 for are resent (only they) this many times
+    # inside one write, with backoff, before the batch goes back to the batcher's retry.
+    item_retries: Annotated[int, Field(ge=0)] = 3
+    # Data stream of records that carry no data_stream.* attributes: logs-<dataset>-<namespace>.
+    # The dataset gets the Collector's `.otel` suffix (logs-generic.otel-default).
+    logs_dataset: str = "generic"
+    logs_namespace: str = "default"
+    templates: LogsTemplateConfig = LogsTemplateConfig()
 
 
 class SinksConfig(Section):

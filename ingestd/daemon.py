@@ -14,10 +14,14 @@ import structlog
 
 from ingestd import __version__
 from ingestd.admin import AdminServer
+from ingestd.batching import Batcher
 from ingestd.config import Config
+from ingestd.convert.logs import LogsConverter
 from ingestd.health import Health, Prober, State
+from ingestd.ingest import Ingest, Route, Signal
 from ingestd.metrics import BUILD_INFO
 from ingestd.pipeline import Pipeline, Stage, deadline_in
+from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink
 from ingestd.state.redis import RedisState
@@ -42,6 +46,8 @@ def build(config: Config) -> Daemon:
     prober = Prober(health, config.admin.check_interval_s)
     admin = AdminServer(config.admin, health)
     stages: list[Stage] = []
+    # One route per signal whose sink is enabled; a signal without one answers UNIMPLEMENTED.
+    routes: dict[Signal, Route] = {}
 
     if config.sinks.timescale.enabled:
         timescale = TimescaleSink(config.sinks.timescale)
@@ -51,12 +57,21 @@ def build(config: Config) -> Daemon:
         elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
         prober.add("elasticsearch", elasticsearch.probe)
         stages.append(elasticsearch)
+        routes[Signal.LOGS] = _logs_route(config, elasticsearch)
     if config.redis.enabled:
         redis = RedisState(config.redis)
         # Redis is shared state, not storage: without it ingest goes on, degraded.
         prober.add("redis", redis.probe, required=False, when_failing=State.DEGRADED)
         stages.append(redis)
     stages.append(prober)
+
+    # Batchers start after their sinks and stop before them; receivers come last.
+    for route in routes.values():
+        stages.append(route.batcher)
+        admin.add_status(route.batcher.name, route.batcher.stats)
+    ingest = Ingest(config.ingest, routes)
+    if config.receivers.http.enabled:
+        stages.append(OtlpHttpReceiver(config.receivers.http, ingest))
 
     return Daemon(
         config=config,
@@ -65,6 +80,26 @@ def build(config: Config) -> Daemon:
         pipeline=Pipeline(stages),
         stages={s.name: s for s in stages},
     )
+
+
+def _logs_route(config: Config, sink: ElasticsearchSink) -> Route:
+    """Logs: OTLP -> bulk items (convert/logs.py) -> Batcher(logs) -> BulkWriter."""
+    es = config.sinks.elasticsearch
+    batcher = Batcher(
+        "logs",
+        sink.bulk_writer(),
+        batch=es.batch,
+        buffer=es.buffer,
+        writers=es.writers,
+        retry=es.retry,
+        retry_until_stopped=config.ingest.ack == "accepted",
+    )
+    convert = LogsConverter(
+        dataset=es.logs_dataset,
+        namespace=es.logs_namespace,
+        max_future_skew_s=config.ingest.max_future_skew_s,
+    )
+    return Route(convert=convert, batcher=batcher)
 
 
 async def serve(config: Config) -> None:

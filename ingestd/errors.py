@@ -8,6 +8,7 @@ IngestdError
 |   +-- PayloadTooLarge    over a configured size limit                        permanent
 |   +-- UnsupportedMedia   content type or encoding we do not speak            permanent
 +-- Unauthenticated        missing or wrong bearer token                       permanent
++-- Unimplemented          a signal this process has no sink for               permanent
 +-- Overloaded             full right now; client may retry                    retryable
 |   +-- RateLimited        the tenant is over its ingest limit                 retryable
 +-- DeliveryError          a downstream write failed
@@ -63,6 +64,10 @@ class UnsupportedMedia(BadRequest):
 
 class Unauthenticated(IngestdError):
     """The bearer token is missing or unknown."""
+
+
+class Unimplemented(IngestdError):
+    """The request is for a signal whose sink is disabled in this process."""
 
 
 class Overloaded(IngestdError):

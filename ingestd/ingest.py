@@ -131,9 +131,10 @@ class Ingest:
 
         part = self._in_flight.get(key) if key else None
         if part is None:
-            part = Part(
-                payload=converted.payload, items=converted.items, nbytes=wire_bytes, key=key
-            )
+            # The buffer holds the payload, not the request: a payload bigger than the wire
+            # bytes (NDJSON is ~3x OTLP protobuf) is what bounds memory and sizes the batch.
+            nbytes = max(wire_bytes, converted.nbytes)
+            part = Part(payload=converted.payload, items=converted.items, nbytes=nbytes, key=key)
             try:
                 await route.batcher.submit(part, timeout_s=self.config.enqueue_timeout_s)
             except IngestdError as exc:

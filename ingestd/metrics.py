@@ -97,3 +97,33 @@ ACK_SECONDS = Histogram(
     ["signal", "transport", "outcome"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
 )
+
+# -- Elasticsearch bulk writer (the Collector's elasticsearch exporter metrics, reference O2) --
+ES_BULK_REQUESTS = Counter(
+    "ingestd_elasticsearch_bulk_requests_total",
+    "_bulk requests by outcome (ok, partial, too_many, too_large, unavailable, client_error, "
+    "connection)",
+    ["outcome"],
+)
+ES_BULK_SECONDS = Histogram(
+    "ingestd_elasticsearch_bulk_seconds",
+    "Latency of one _bulk request, by outcome",
+    ["outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ES_DOCS = Counter(
+    "ingestd_elasticsearch_docs_total",
+    "Documents by outcome: stored, duplicate (409: already stored), retried (429/503 resent), "
+    "rejected (refused for good)",
+    ["outcome"],
+)
+ES_REJECTED_DOCS = Counter(
+    "ingestd_elasticsearch_rejected_docs_total",
+    "Documents Elasticsearch refused for good, by its error.type",
+    ["error_type"],
+)
+ES_BULK_BYTES = Counter(
+    "ingestd_elasticsearch_bulk_bytes_total",
+    "_bulk body bytes: uncompressed (NDJSON) and sent (after optional gzip)",
+    ["kind"],
+)

@@ -24,6 +24,7 @@ from ingestd.errors import (
     SinkUnavailable,
     StageClosed,
     Unauthenticated,
+    Unimplemented,
     UnsupportedMedia,
 )
 
@@ -44,6 +45,7 @@ _TABLE: tuple[tuple[type[IngestdError], grpc.StatusCode, int, bool], ...] = (
     (UnsupportedMedia, grpc.StatusCode.INVALID_ARGUMENT, 415, False),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT, 400, False),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, 401, False),
+    (Unimplemented, grpc.StatusCode.UNIMPLEMENTED, 404, False),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED, 429, True),
     (Overloaded, grpc.StatusCode.UNAVAILABLE, 503, True),
     (StageClosed, grpc.StatusCode.UNAVAILABLE, 503, True),
@@ -95,6 +97,7 @@ _RPC_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
     grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
     grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
     grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
     grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
 }

@@ -1,0 +1,400 @@
+"""OTLP logs -> Elasticsearch bulk items (pure: no I/O). Runs inside `Ingest.export`.
+
+One bulk item per log record: a `create` action line with a deterministic `_id` and the document,
+both pre-encoded with orjson, routed to the data stream `logs-<dataset>-<namespace>`. The
+document follows the OpenTelemetry Collector's `otel` mapping mode (reference otelcol.md E8):
+
+    @timestamp, observed_timestamp   ISO-8601 UTC with 9 fraction digits (date_nanos)
+    severity_text, severity_number   omitted when empty / 0
+    body.text | body.structured      text for scalars; structured for maps and arrays
+    attributes, dropped_attributes_count, event_name, trace_id, span_id (hex), flags
+    resource.{attributes,schema_url,dropped_attributes_count}
+    scope.{name,version,attributes,schema_url,dropped_attributes_count}
+    application_id, data_stream.{type,dataset,namespace}
+
+Resource and scope are encoded once per ResourceLogs / ScopeLogs and spliced into each record's
+bytes; only the record's own fields go through orjson per record.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import xxhash
+
+from ingestd.convert.identity import application_id
+from ingestd.ingest import Converted
+
+DATASET_ATTR = "data_stream.dataset"
+NAMESPACE_ATTR = "data_stream.namespace"
+TYPE_ATTR = "data_stream.type"
+# Routing attributes are written as data_stream.* at the document root, never in attributes.
+_ROUTING_ATTRS = (DATASET_ATTR, NAMESPACE_ATTR, TYPE_ATTR)
+
+# The Collector's otel mode appends this to the dataset (`logs-generic.otel-default`), so that
+# Elastic's `logs-*.otel-*` templates and dashboards recognise the documents.
+OTEL_SUFFIX = ".otel"
+DEFAULT_DATASET = "generic"
+DEFAULT_NAMESPACE = "default"
+# Fleet's data stream naming rules: dataset and namespace at most 100 bytes, no '-' (it
+# separates the parts), lower case, none of \ / * ? " < > | , # : or space. We keep [a-z0-9._].
+_NAME_MAX = 100
+_NOT_ALLOWED = re.compile(r"[^a-z0-9._]")
+
+# date_nanos ends at 2262-04-11T23:47:16.854775807Z (a signed 64-bit nanosecond count).
+_DATE_NANOS_MAX = 2**63 - 1
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+BulkItems = list[bytes]
+"""A converted request: one bulk item (action line + document line) per stored record."""
+
+
+class LogsConverter:
+    """Converts one ExportLogsServiceRequest into bulk items; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        dataset: str = DEFAULT_DATASET,
+        namespace: str = DEFAULT_NAMESPACE,
+        max_future_skew_s: float = 86400.0,
+        now_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._dataset = sanitize_dataset(dataset) or DEFAULT_DATASET + OTEL_SUFFIX
+        self._namespace = sanitize_namespace(namespace) or DEFAULT_NAMESPACE
+        self._max_future_skew_ns = int(max_future_skew_s * 1e9)
+        self._now_ns = now_ns
+
+    def __call__(self, request: Any) -> Converted:
+        items: BulkItems = []
+        out = Converted(payload=items, items=0, nbytes=0)
+        now = self._now_ns()
+        latest = min(now + self._max_future_skew_ns, _DATE_NANOS_MAX)
+        seen: dict[bytes, int] = {}
+        for resource_logs in request.resource_logs:
+            resource = _Resource(resource_logs, self._dataset, self._namespace)
+            for scope_logs in resource_logs.scope_logs:
+                scope = _Scope(resource, scope_logs)
+                for record in scope_logs.log_records:
+                    try:
+                        item = scope.encode(record, now, latest, seen)
+                    except _Refused as exc:
+                        out.reject(exc.reason, exc.message)
+                        continue
+                    items.append(item)
+                    out.nbytes += len(item)
+        out.items = len(items)
+        return out
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class _Resource:
+    """What every record of one ResourceLogs shares, converted once."""
+
+    __slots__ = ("app_id", "dataset", "encoded", "namespace", "serialized")
+
+    def __init__(self, resource_logs: Any, dataset: str, namespace: str) -> None:
+        resource = resource_logs.resource
+        attributes, dropped = _attributes(resource.attributes)
+        self.dataset, self.namespace = _route(attributes, dataset, namespace)
+        self.app_id = application_id(resource.attributes)
+        fields: dict[str, Any] = {}
+        if attributes:
+            fields["attributes"] = attributes
+        if resource_logs.schema_url:
+            fields["schema_url"] = resource_logs.schema_url
+        if dropped := dropped + resource.dropped_attributes_count:
+            fields["dropped_attributes_count"] = dropped
+        self.encoded = orjson.dumps(fields)
+        self.serialized = resource.SerializeToString(deterministic=True) + (
+            resource_logs.schema_url.encode()
+        )
+
+
+class _Scope:
+    """What every record of one ScopeLogs shares: the encoded tail of each document."""
+
+    __slots__ = ("_routes", "_shared", "dataset", "namespace", "seed")
+
+    def __init__(self, resource: _Resource, scope_logs: Any) -> None:
+        scope = scope_logs.scope
+        attributes, dropped = _attributes(scope.attributes)
+        self.dataset, self.namespace = _route(attributes, resource.dataset, resource.namespace)
+        fields: dict[str, Any] = {}
+        if scope.name:
+            fields["name"] = scope.name
+        if scope.version:
+            fields["version"] = scope.version
+        if attributes:
+            fields["attributes"] = attributes
+        if scope_logs.schema_url:
+            fields["schema_url"] = scope_logs.schema_url
+        if dropped := dropped + scope.dropped_attributes_count:
+            fields["dropped_attributes_count"] = dropped
+        # The document after the record's own fields, minus data_stream (it depends on routing).
+        self._shared = (
+            b',"application_id":"'
+            + resource.app_id.encode()
+            + b'","resource":'
+            + resource.encoded
+            + b',"scope":'
+            + orjson.dumps(fields)
+            + b"}"
+        )
+        # Ids are unique per resource + scope + record content (see `encode`).
+        self.seed = xxhash.xxh3_64_intdigest(
+            resource.serialized
+            + b"\x00"
+            + scope.SerializeToString(deterministic=True)
+            + scope_logs.schema_url.encode()
+        )
+        self._routes: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+    def encode(self, record: Any, now: int, latest: int, seen: dict[bytes, int]) -> bytes:
+        """One bulk item for *record*; raises _Refused when it cannot be stored."""
+        # Each field read from a upb message costs ~70 ns (a repeated field ~250 ns): read once.
+        observed = record.observed_time_unix_nano
+        timestamp = record.time_unix_nano or observed or now
+        if timestamp > latest:
+            raise _Refused(
+                "future_timestamp",
+                f"log record time {timestamp} ns is more than the allowed skew in the future",
+            )
+        doc: dict[str, Any] = {"@timestamp": iso_nanos(timestamp)}
+        if observed:
+            doc["observed_timestamp"] = iso_nanos(min(observed, latest))
+        if text := record.severity_text:
+            doc["severity_text"] = text
+        if number := record.severity_number:
+            doc["severity_number"] = number
+        if trace_id := record.trace_id:
+            doc["trace_id"] = trace_id.hex()
+        if span_id := record.span_id:
+            doc["span_id"] = span_id.hex()
+        if flags := record.flags:
+            doc["flags"] = flags
+        dataset, namespace = self.dataset, self.namespace
+        dropped = record.dropped_attributes_count
+        event_name = record.event_name
+        if key_values := record.attributes:
+            attributes, blank = _attributes(key_values)
+            dropped += blank
+            if (
+                DATASET_ATTR in attributes
+                or NAMESPACE_ATTR in attributes
+                or TYPE_ATTR in attributes
+            ):
+                dataset, namespace = _route(attributes, dataset, namespace)
+            if attributes:
+                doc["attributes"] = attributes
+            if not event_name:
+                # Older SDKs carry the event name as an attribute (as the Collector reads it).
+                name = attributes.get("event.name")
+                event_name = name if isinstance(name, str) else ""
+        if event_name:
+            doc["event_name"] = event_name
+        if dropped:
+            doc["dropped_attributes_count"] = dropped
+        if record.HasField("body"):
+            body = record.body
+            if text := body.string_value:
+                doc["body"] = {"text": text}
+            elif (structured := _body(body)) is not None:
+                doc["body"] = structured
+        try:
+            own = orjson.dumps(doc)
+        except orjson.JSONEncodeError as exc:
+            raise _Refused("unencodable", f"log record cannot be encoded as JSON: {exc}") from exc
+
+        action, tail = self._route_bytes(dataset, namespace)
+        return action + self._id(record, seen) + b'"}}\n' + own[:-1] + tail
+
+    def _id(self, record: Any, seen: dict[bytes, int]) -> bytes:
+        digest = xxhash.xxh3_128_digest(record.SerializeToString(deterministic=True), self.seed)
+        # Two identical records in one request are two log lines: both are kept, the second
+        # with an ordinal. The same request sent again yields the same ids, so it adds nothing.
+        ordinal = seen.get(digest, 0)
+        seen[digest] = ordinal + 1
+        if ordinal:
+            digest = xxhash.xxh3_128_digest(digest + ordinal.to_bytes(4, "big"))
+        return base64.urlsafe_b64encode(digest)[:22]
+
+    def _route_bytes(self, dataset: str, namespace: str) -> tuple[bytes, bytes]:
+        key = (dataset, namespace)
+        cached = self._routes.get(key)
+        if cached is None:
+            index = f"logs-{dataset}-{namespace}"
+            action = b'{"create":{"_index":"' + index.encode() + b'","_id":"'
+            data_stream = orjson.dumps({"type": "logs", "dataset": dataset, "namespace": namespace})
+            tail = b',"data_stream":' + data_stream + self._shared + b"\n"
+            cached = self._routes[key] = (action, tail)
+        return cached
+
+
+def _route(attributes: dict[str, Any], dataset: str, namespace: str) -> tuple[str, str]:
+    """Take the routing attributes out of *attributes*; they override the inherited route."""
+    value = attributes.pop(DATASET_ATTR, None)
+    if isinstance(value, str) and (name := sanitize_dataset(value)):
+        dataset = name
+    value = attributes.pop(NAMESPACE_ATTR, None)
+    if isinstance(value, str) and (name := sanitize_namespace(value)):
+        namespace = name
+    attributes.pop(TYPE_ATTR, None)
+    return dataset, namespace
+
+
+_sanitized: dict[tuple[str, bool], str] = {}
+
+
+def sanitize_dataset(value: str) -> str:
+    """A dataset name Elasticsearch accepts, with the otel suffix; "" when nothing is left."""
+    return _sanitize(value, suffix=True)
+
+
+def sanitize_namespace(value: str) -> str:
+    """A namespace Elasticsearch accepts; "" when nothing is left."""
+    return _sanitize(value, suffix=False)
+
+
+def _sanitize(value: str, *, suffix: bool) -> str:
+    key = (value, suffix)
+    name = _sanitized.get(key)
+    if name is None:
+        name = _NOT_ALLOWED.sub("_", value.lower())[:_NAME_MAX].strip("._")
+        if name and suffix and not name.endswith(OTEL_SUFFIX):
+            name += OTEL_SUFFIX
+        if len(_sanitized) > 10_000:  # names come from clients: keep the cache bounded
+            _sanitized.clear()
+        _sanitized[key] = name
+    return name
+
+
+_second_prefix: dict[int, str] = {}
+
+
+def iso_nanos(ns: int) -> str:
+    """`2018-12-13T14:51:00.300000000Z`: what date_nanos parses, exact to the nanosecond."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    prefix = _second_prefix.get(seconds)
+    if prefix is None:
+        # Records of one request share few distinct seconds; formatting is the costly part.
+        if len(_second_prefix) > 4096:
+            _second_prefix.clear()
+        prefix = _second_prefix[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{prefix}.{fraction:09d}Z"
+
+
+def _attributes(key_values: Any) -> tuple[dict[str, Any], int]:
+    """Top-level attributes as a JSON object, and how many were dropped.
+
+    A dict keeps the last of duplicate keys: Elasticsearch rejects a document that repeats a
+    key (reference E7). It also refuses a whole document for an empty or blank field name;
+    such an attribute is dropped (and counted in dropped_attributes_count) so that the record
+    is stored.
+    """
+    # Most values are strings: reading string_value first skips WhichOneof (5x dearer).
+    attributes = {kv.key: (v := kv.value).string_value or _attribute(v) for kv in key_values}
+    # A blank key sorts first (space and control characters come before any visible one).
+    if not attributes or min(attributes)[:1] > " ":
+        return attributes, 0
+    blank = [key for key in attributes if not key.strip()]
+    for key in blank:
+        del attributes[key]
+    return attributes, len(blank)
+
+
+def _attribute(value: Any) -> Any:
+    """An attribute AnyValue as JSON; like _value, but arrays are made uniform.
+
+    Attributes are indexed with dynamic mappings: an array mixing types (invalid OTLP, yet
+    sent) would fail the whole document when its field is new, so mixed numbers become
+    doubles and any other mix becomes strings.
+    """
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        return _double(value.double_value)
+    if kind == "kvlist_value":
+        return {
+            kv.key: (v := kv.value).string_value or _attribute(v)
+            for kv in value.kvlist_value.values
+        }
+    if kind == "array_value":
+        return _uniform([_attribute(v) for v in value.array_value.values])
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return None
+
+
+def _uniform(values: list[Any]) -> list[Any]:
+    kinds = {type(v) for v in values if v is not None}
+    if len(kinds) <= 1:
+        return values
+    if kinds <= {int, float}:
+        return [None if v is None else float(v) for v in values]
+    return [v if isinstance(v, str) or v is None else orjson.dumps(v).decode() for v in values]
+
+
+def _value(value: Any) -> Any:
+    """An AnyValue as JSON: bytes as base64, non-finite doubles as strings, maps as objects."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        return _double(value.double_value)
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return None
+
+
+def _double(number: float) -> float | str:
+    # JSON has no NaN or infinities; their names keep the value (indexed as malformed).
+    if math.isfinite(number):
+        return number
+    return _NON_FINITE.get(number, "NaN")
+
+
+def _body(value: Any) -> dict[str, Any] | None:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "string_value":
+        return {"text": value.string_value}
+    if kind == "kvlist_value":
+        return {"structured": {kv.key: _value(kv.value) for kv in value.kvlist_value.values}}
+    if kind == "array_value":
+        values = [_value(v) for v in value.array_value.values]
+        # A flattened field holds objects: an array of maps is stored as it is, any other
+        # array is wrapped, as the Collector does.
+        if values and all(isinstance(v, dict) for v in values):
+            return {"structured": values}
+        return {"structured": {"value": values}}
+    scalar = _value(value)
+    if isinstance(scalar, bool):
+        return {"text": "true" if scalar else "false"}
+    return {"text": str(scalar)}

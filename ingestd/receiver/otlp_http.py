@@ -1,0 +1,356 @@
+"""The OTLP/HTTP receiver: `POST /v1/traces | /v1/metrics | /v1/logs` -> Ingest.export.
+
+Per request, in the Collector's order (reference otelcol.md section 2): path (404), method
+(405), Content-Type (415: application/x-protobuf or application/json), the body read under
+`max_request_body_bytes` (413), Content-Encoding (gzip, deflate, zstd; others 400) inflated
+in bounded steps under `max_decompressed_bytes` (413: a small bomb is refused after inflating
+at most the limit), decode (400), then `Ingest.export`. Outcomes map through the one status
+table (receiver/status.py); errors are a google.rpc.Status and every answer uses the request's
+encoding.
+
+The server is aiohttp's low-level one (three paths need no router), with keep-alive connections
+closed after `idle_timeout_s` and a request head that does not arrive within
+`read_header_timeout_s` cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import structlog
+import zstandard
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from google.protobuf import json_format
+
+from ingestd.config import HttpReceiverConfig, TlsConfig
+from ingestd.errors import (
+    BadRequest,
+    IngestdError,
+    PayloadTooLarge,
+    StageClosed,
+    Unimplemented,
+    UnsupportedMedia,
+)
+from ingestd.ingest import Ingest, RequestContext, Signal
+from ingestd.metrics import RECEIVER_REQUESTS
+from ingestd.pipeline import remaining
+from ingestd.receiver.decode import parse_protobuf, request_key, response
+from ingestd.receiver.otlp_json import parse_json
+from ingestd.receiver.status import retry_after_header, rpc_status, status_for
+
+log = structlog.get_logger("ingestd.receiver.http")
+
+PATHS = {"/v1/traces": Signal.TRACES, "/v1/metrics": Signal.METRICS, "/v1/logs": Signal.LOGS}
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+# Inflate in steps of this size, checking the limit after each: a bomb costs at most the
+# limit plus one step of memory and CPU, never its full expansion.
+_INFLATE_STEP = 1024 * 1024
+# Bodies above this are inflated in a worker thread (zlib and zstd release the GIL) so the
+# event loop keeps serving other requests meanwhile.
+_INFLATE_IN_THREAD = 256 * 1024
+# RFC 9659: an HTTP zstd decoder needs at most an 8 MiB window; larger ones are refused rather
+# than allocated.
+_ZSTD_MAX_WINDOW = 8 * 1024 * 1024
+_READ_CHUNK = 256 * 1024
+
+
+class OtlpHttpReceiver:
+    """A stage serving OTLP/HTTP on `receivers.http.endpoint` into *ingest*."""
+
+    name = "receiver.http"
+
+    def __init__(self, config: HttpReceiverConfig, ingest: Ingest) -> None:
+        self.config = config
+        self._ingest = ingest
+        self._runner: web.ServerRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._closing = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.port: int | None = None
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        """Listen on the endpoint; raises OSError when it cannot be bound."""
+        host, _, port = self.config.endpoint.rpartition(":")
+        server = _Server(
+            self._handle,
+            head_timeout_s=self.config.read_header_timeout_s,
+            keepalive_timeout=self.config.idle_timeout_s,
+            # We read and inflate the body ourselves, under our own limits.
+            auto_decompress=False,
+            access_log=None,
+        )
+        self._runner = web.ServerRunner(server, handle_signals=False)
+        await self._runner.setup()
+        self._site = web.TCPSite(
+            self._runner, host, int(port), ssl_context=_ssl_context(self.config.tls)
+        )
+        await self._site.start()
+        sockets = self._runner.addresses
+        self.port = sockets[0][1] if sockets else int(port)
+        log.info("http_receiver_listening", endpoint=f"{host}:{self.port}")
+
+    async def stop(self, deadline: float) -> None:
+        """Stop listening, let requests in flight finish until *deadline*, close the rest."""
+        self._closing = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        if self._in_flight:
+            try:
+                async with asyncio.timeout(remaining(deadline)):
+                    await self._idle.wait()
+            except TimeoutError:
+                log.warning("http_requests_cut_at_shutdown", requests=self._in_flight)
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        signal = PATHS.get(request.path)
+        if signal is None:
+            return _plain(404, f"no OTLP endpoint at {request.path}; use {', '.join(PATHS)}")
+        if request.method != "POST":
+            reply = _plain(405, f"{request.method} is not allowed; OTLP/HTTP uses POST")
+            reply.headers["Allow"] = "POST"
+            return reply
+        media = request.content_type
+        if media not in (PROTOBUF, JSON):
+            error = UnsupportedMedia(
+                f"Content-Type {media!r} is not supported; use {PROTOBUF} or {JSON}"
+            )
+            return self._error(signal, JSON, error)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._export(signal, media, request)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _export(self, signal: Signal, media: str, request: web.BaseRequest) -> web.Response:
+        try:
+            self._admit(signal)
+            body = await self._body(request)
+            message = (
+                parse_protobuf(signal, body) if media == PROTOBUF else parse_json(signal, body)
+            )
+            key = request_key(signal, "", body)
+            result = await self._ingest.export(
+                signal, message, key=key, ctx=RequestContext("http"), wire_bytes=len(body)
+            )
+        except IngestdError as exc:
+            return self._error(signal, media, exc)
+        except Exception as exc:  # a bug must still answer (retryable) and be seen once
+            log.exception("http_request_failed", signal=str(signal))
+            return self._error(signal, media, exc)
+        RECEIVER_REQUESTS.labels(
+            signal=signal, transport="http", status="partial" if result.rejected else "ok"
+        ).inc()
+        return _encoded(200, media, response(signal, result))
+
+    def _admit(self, signal: Signal) -> None:
+        if self._closing:
+            raise StageClosed("shutting down", retry_after_s=1.0)
+        if not self._ingest.accepts(signal):
+            raise Unimplemented(f"{signal} are not accepted here (their sink is disabled)")
+
+    async def _body(self, request: web.BaseRequest) -> bytes:
+        """The decompressed body; PayloadTooLarge over a limit, BadRequest when unreadable."""
+        limit = self.config.max_request_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(
+                f"request body of {request.content_length} bytes exceeds {limit} bytes"
+            )
+        encoding = request.headers.get("Content-Encoding", "")
+        inflate = inflater(encoding)  # an unknown encoding fails before the body is read
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.config.read_body_timeout_s):
+                async for chunk in request.content.iter_chunked(_READ_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BadRequest(
+                f"request body not received within {self.config.read_body_timeout_s} s"
+            ) from None
+        raw = b"".join(chunks)
+        if inflate is None:
+            return raw
+        cap = self.config.max_decompressed_bytes
+        if len(raw) > _INFLATE_IN_THREAD:
+            return await asyncio.to_thread(inflate, raw, cap)
+        return inflate(raw, cap)
+
+    def _error(self, signal: Signal, media: str, exc: BaseException) -> web.Response:
+        status = status_for(exc)
+        RECEIVER_REQUESTS.labels(signal=signal, transport="http", status=status.http_status).inc()
+        if status.http_status >= 500:
+            log.debug("http_request_refused", signal=str(signal), error=status.message[:300])
+        reply = _encoded(status.http_status, media, rpc_status(status))
+        retry_after = retry_after_header(status)
+        if retry_after is not None:
+            reply.headers["Retry-After"] = retry_after
+        if isinstance(exc, PayloadTooLarge):
+            # The rest of an oversized body is not read: close rather than drain it.
+            reply.force_close()
+        return reply
+
+
+Inflate = Callable[[bytes, int], bytes]
+
+
+def inflater(content_encoding: str) -> Inflate | None:
+    """The decoder for a Content-Encoding; None for identity; BadRequest if unsupported."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return _gunzip
+    if encoding == "deflate":
+        return _inflate_deflate
+    if encoding == "zstd":
+        return _unzstd
+    raise BadRequest(
+        f"Content-Encoding {content_encoding!r} is not supported (gzip, deflate, zstd)"
+    )
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    return _zlib_stream(data, limit, wbits=16 + zlib.MAX_WBITS, name="gzip")
+
+
+def _inflate_deflate(data: bytes, limit: int) -> bytes:
+    # HTTP's "deflate" is the zlib format (RFC 9110); some clients send raw deflate.
+    if len(data) >= 2 and (data[0] << 8 | data[1]) % 31 == 0 and data[0] & 0x0F == 8:
+        return _zlib_stream(data, limit, wbits=zlib.MAX_WBITS, name="deflate")
+    return _zlib_stream(data, limit, wbits=-zlib.MAX_WBITS, name="deflate")
+
+
+def _zlib_stream(data: bytes, limit: int, *, wbits: int, name: str) -> bytes:
+    out: list[bytes] = []
+    size = 0
+    pending = data
+    decoder = zlib.decompressobj(wbits)
+    try:
+        while True:
+            chunk = decoder.decompress(pending, _INFLATE_STEP)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"{name} body inflates beyond {limit} bytes")
+            out.append(chunk)
+            pending = decoder.unconsumed_tail
+            if decoder.eof:
+                pending = decoder.unused_data
+                if not pending:
+                    break
+                decoder = zlib.decompressobj(wbits)  # gzip allows several members
+            elif not pending:
+                break
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {name}: {exc}") from exc
+    if not decoder.eof:
+        raise BadRequest(f"{name} body is truncated")
+    return b"".join(out)
+
+
+def _unzstd(data: bytes, limit: int) -> bytes:
+    out: list[bytes] = []
+    size = 0
+    decoder = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
+    try:
+        with decoder.stream_reader(data, read_across_frames=True) as reader:
+            while chunk := reader.read(_INFLATE_STEP):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"zstd body inflates beyond {limit} bytes")
+                out.append(chunk)
+    except zstandard.ZstdError as exc:
+        raise BadRequest(f"body is not valid zstd: {exc}") from exc
+    return b"".join(out)
+
+
+def _encoded(status: int, media: str, message: Any) -> web.Response:
+    if media == PROTOBUF:
+        return web.Response(status=status, body=message.SerializeToString(), content_type=PROTOBUF)
+    body = orjson.dumps(json_format.MessageToDict(message))
+    return web.Response(status=status, body=body, content_type=JSON)
+
+
+def _plain(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text)
+
+
+def _ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
+    if not tls.enabled:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.client_ca_file is not None:
+        context.load_verify_locations(str(tls.client_ca_file))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, with connections that time out an incomplete request head."""
+
+    def __init__(self, handler: Any, *, head_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._head_timeout_s = head_timeout_s
+
+    def __call__(self) -> RequestHandler:
+        return _HeadTimedHandler(
+            self, loop=self._loop, head_timeout_s=self._head_timeout_s, **self._kwargs
+        )
+
+
+class _HeadTimedHandler(RequestHandler):
+    """Closes a connection whose request head is still incomplete after `head_timeout_s`.
+
+    aiohttp's keep-alive timer bounds an idle connection, but a client trickling header bytes
+    (slowloris) would hold it until then; Go's ReadHeaderTimeout is the model.
+    """
+
+    __slots__ = ("_head_timeout_s", "_head_timer")
+
+    def __init__(self, manager: web.Server, *, head_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout_s = head_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Bytes arrived, yet no request is queued or running: they began a head.
+        if (
+            self._head_timer is None
+            and not getattr(self, "_messages", True)
+            and not getattr(self, "_request_in_progress", True)
+        ):
+            count = getattr(self, "_request_count", 0)
+            self._head_timer = self._loop.call_later(self._head_timeout_s, self._expire, count)
+
+    def _expire(self, count: int) -> None:
+        self._head_timer = None
+        if getattr(self, "_request_count", -1) == count and not self._request_in_progress:
+            log.debug("http_header_timeout", timeout_s=self._head_timeout_s)
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)

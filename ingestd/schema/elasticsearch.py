@@ -1,0 +1,351 @@
+"""The Elasticsearch side of `ingestd schema apply`, and the retention fallback for maintenance.
+
+`apply_templates` installs two component templates and one index template for the `logs-*-*`
+data streams the bulk writer creates on first write (the document shape is in
+convert/logs.py). It is idempotent: a template whose content (hashed into its `_meta`) is
+unchanged is left alone.
+
+Elasticsearch enforces `lifecycle.data_retention` only where its data-streams module runs (the
+data stream lifecycle service). Where it does not (the dev stack's integ-test zip),
+`enforce_retention` does the same from ingestd's maintenance job: roll over write indices older
+than `rollover_max_age_h`, delete backing indices whose data is older than `retention_days`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from typing import Any
+
+import orjson
+import structlog
+from elasticsearch import AsyncElasticsearch, NotFoundError
+
+from ingestd.config import ElasticsearchSinkConfig, LogsTemplateConfig
+from ingestd.sinks.elasticsearch import make_client
+
+log = structlog.get_logger("ingestd.schema.elasticsearch")
+
+INDEX_TEMPLATE = "ingestd-logs"
+SETTINGS_TEMPLATE = "ingestd-logs@settings"
+MAPPINGS_TEMPLATE = "ingestd-logs@mappings"
+# Yours to fill (extra mappings or settings); applied last, may be absent.
+CUSTOM_TEMPLATE = "ingestd-logs@custom"
+LOGS_PATTERN = "logs-*-*"
+# The data stream lifecycle service lives in this module; passthrough objects need 8.13.
+_LIFECYCLE_MODULE = "data-streams"
+_MIN_VERSION = (8, 13)
+
+_KEYWORD = {"type": "keyword", "ignore_above": 1024}
+
+
+def mappings() -> dict[str, Any]:
+    """The logs document mapping: the Collector's `otel` mode, built for this server.
+
+    - Attributes are `passthrough` objects (subobjects: false): a key with dots is one field
+      (`http.method`), a map value becomes dotted leaf fields, and `attributes.x` is also
+      queryable as `x`. No object/scalar conflict can occur between documents.
+    - A value of another type than the field's mapping is kept in `_source` and listed in
+      `_ignored` (index.mapping.ignore_malformed), never a rejected document.
+    - Past `total_fields_limit`, new attribute keys are not indexed (still in `_source`).
+    - body.text is full-text `text` (no match_only_text here: no mapper-extras);
+      body.structured is `flattened`, one field for any map.
+    """
+    return {
+        "dynamic": False,
+        "date_detection": False,
+        "numeric_detection": False,
+        "properties": {
+            "@timestamp": {"type": "date_nanos"},
+            "observed_timestamp": {"type": "date_nanos"},
+            # constant_keyword would be leaner; this server has no such mapper.
+            "data_stream": {
+                "properties": {"type": _KEYWORD, "dataset": _KEYWORD, "namespace": _KEYWORD}
+            },
+            "application_id": {"type": "keyword"},
+            "severity_text": _KEYWORD,
+            "severity_number": {"type": "byte"},
+            "body": {
+                "properties": {
+                    "text": {"type": "text"},
+                    # OTLP bodies nest at most ~33 maps (protobuf's recursion limit of 100);
+                    # 8191 characters keeps a value under Lucene's 32 kB term limit.
+                    "structured": {"type": "flattened", "depth_limit": 64, "ignore_above": 8191},
+                }
+            },
+            "trace_id": {"type": "keyword"},
+            "span_id": {"type": "keyword"},
+            "flags": {"type": "long"},
+            "event_name": _KEYWORD,
+            "dropped_attributes_count": {"type": "long"},
+            "attributes": {"type": "passthrough", "dynamic": True, "priority": 20},
+            "scope": {
+                "properties": {
+                    "name": _KEYWORD,
+                    "version": _KEYWORD,
+                    "schema_url": _KEYWORD,
+                    "dropped_attributes_count": {"type": "long"},
+                    "attributes": {"type": "passthrough", "dynamic": True, "priority": 30},
+                }
+            },
+            "resource": {
+                "properties": {
+                    "schema_url": _KEYWORD,
+                    "dropped_attributes_count": {"type": "long"},
+                    "attributes": {"type": "passthrough", "dynamic": True, "priority": 40},
+                }
+            },
+            # The names Kibana and ECS queries use, as Elastic's logs-otel template has them.
+            "message": {"type": "alias", "path": "body.text"},
+            "log.level": {"type": "alias", "path": "severity_text"},
+            "trace.id": {"type": "alias", "path": "trace_id"},
+            "span.id": {"type": "alias", "path": "span_id"},
+        },
+        "dynamic_templates": [
+            # Dynamic mapping would pick `float` and lose a double's precision in the index.
+            {"ingestd_doubles": {"match_mapping_type": "double", "mapping": {"type": "double"}}},
+            {"ingestd_strings": {"match_mapping_type": "string", "mapping": _KEYWORD}},
+        ],
+    }
+
+
+def settings(config: LogsTemplateConfig) -> dict[str, Any]:
+    return {
+        "index": {
+            "number_of_shards": config.shards,
+            "number_of_replicas": config.replicas,
+            "refresh_interval": f"{config.refresh_interval_s}s",
+            "mapping": {
+                "ignore_malformed": True,
+                "total_fields": {
+                    "limit": config.total_fields_limit,
+                    "ignore_dynamic_beyond_limit": True,
+                },
+            },
+        }
+    }
+
+
+def index_template(config: LogsTemplateConfig) -> dict[str, Any]:
+    return {
+        "index_patterns": [LOGS_PATTERN],
+        "priority": config.priority,
+        "data_stream": {},
+        "allow_auto_create": True,
+        "composed_of": [SETTINGS_TEMPLATE, MAPPINGS_TEMPLATE, CUSTOM_TEMPLATE],
+        "ignore_missing_component_templates": [CUSTOM_TEMPLATE],
+        "template": {"lifecycle": {"data_retention": f"{config.retention_days}d"}},
+    }
+
+
+async def apply_templates(
+    config: ElasticsearchSinkConfig, client: AsyncElasticsearch | None = None
+) -> list[str]:
+    """Install the logs templates; return one line per step. Idempotent.
+
+    Raises RuntimeError when the server is too old for the mapping (passthrough needs 8.13).
+    Uses *client* if given (not closed), else a client made from *config* (closed).
+    """
+    own = client is None
+    es = make_client(config) if client is None else client
+    try:
+        return await _apply(config, es)
+    finally:
+        if own:
+            await es.close()
+
+
+async def _apply(config: ElasticsearchSinkConfig, es: AsyncElasticsearch) -> list[str]:
+    steps: list[str] = []
+    node = await _local_node(es)
+    version = tuple(int(p) for p in node["version"].split(".")[:2])
+    if version < _MIN_VERSION:
+        raise RuntimeError(
+            f"Elasticsearch {node['version']} is too old for the logs mapping "
+            f"(passthrough objects need {'.'.join(map(str, _MIN_VERSION))})"
+        )
+    templates = config.templates
+    changed = False
+    for name, body in (
+        (SETTINGS_TEMPLATE, {"template": {"settings": settings(templates)}}),
+        (MAPPINGS_TEMPLATE, {"template": {"mappings": mappings()}}),
+    ):
+        outcome = await _put_component(es, name, body)
+        changed |= outcome == "updated"
+        steps.append(f"elasticsearch: component template {name}: {outcome}")
+    outcome = await _put_index_template(es, INDEX_TEMPLATE, index_template(templates))
+    changed |= outcome == "updated"
+    steps.append(
+        f"elasticsearch: index template {INDEX_TEMPLATE} ({LOGS_PATTERN}, priority "
+        f"{templates.priority}, retention {templates.retention_days}d): {outcome}"
+    )
+    if changed:
+        rolled = await _roll_over_lazily(es)
+        steps.append(
+            f"elasticsearch: {rolled} existing logs data streams take the new templates "
+            f"at their next write (lazy rollover)"
+        )
+    if _LIFECYCLE_MODULE not in _module_names(node):
+        log.warning(
+            "es_lifecycle_not_enforced",
+            version=node["version"],
+            detail="no data-streams module: ingestd maintenance enforces retention",
+            retention_days=templates.retention_days,
+        )
+        steps.append(
+            f"elasticsearch: this server has no data stream lifecycle service "
+            f"(no {_LIFECYCLE_MODULE} module): retention ({templates.retention_days}d) is "
+            f"enforced by ingestd's maintenance job instead"
+        )
+    return steps
+
+
+async def _local_node(es: AsyncElasticsearch) -> dict[str, Any]:
+    # `GET /` is not served by every distribution (the integ-test zip answers 405).
+    answer = await es.nodes.info(node_id="_local", metric="settings,modules,plugins")
+    node: dict[str, Any] = next(iter(answer["nodes"].values()))
+    return node
+
+
+def _module_names(node: dict[str, Any]) -> set[str]:
+    return {m["name"] for m in node.get("modules", ())} | {
+        p["name"] for p in node.get("plugins", ())
+    }
+
+
+def _with_hash(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    meta = {"managed_by": "ingestd", "content_hash": digest}
+    return {**body, "_meta": meta}, digest
+
+
+async def _put_component(es: AsyncElasticsearch, name: str, body: dict[str, Any]) -> str:
+    full, digest = _with_hash(body)
+    try:
+        current = await es.cluster.get_component_template(name=name)
+        meta = current["component_templates"][0]["component_template"].get("_meta") or {}
+    except NotFoundError:
+        meta = None
+    if meta is not None and meta.get("content_hash") == digest:
+        return "unchanged"
+    await es.cluster.put_component_template(name=name, **full)
+    return "created" if meta is None else "updated"
+
+
+async def _put_index_template(es: AsyncElasticsearch, name: str, body: dict[str, Any]) -> str:
+    full, digest = _with_hash(body)
+    try:
+        current = await es.indices.get_index_template(name=name)
+        meta = current["index_templates"][0]["index_template"].get("_meta") or {}
+    except NotFoundError:
+        meta = None
+    if meta is not None and meta.get("content_hash") == digest:
+        return "unchanged"
+    await es.indices.put_index_template(name=name, **full)
+    return "created" if meta is None else "updated"
+
+
+async def _roll_over_lazily(es: AsyncElasticsearch) -> int:
+    streams = await _data_streams(es, LOGS_PATTERN)
+    for name in streams:
+        await es.indices.rollover(alias=name, lazy=True)
+    return len(streams)
+
+
+async def _data_streams(es: AsyncElasticsearch, pattern: str) -> dict[str, list[str]]:
+    """Data stream name -> backing indices, oldest generation first."""
+    # GET _data_stream needs the data-streams module; _resolve/index is in the server core.
+    answer = await es.indices.resolve_index(name=pattern, expand_wildcards="all")
+    return {
+        ds["name"]: sorted(ds["backing_indices"], key=_generation)
+        for ds in answer.get("data_streams", ())
+    }
+
+
+def _generation(index: str) -> int:
+    tail = index.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+async def enforce_retention(
+    config: ElasticsearchSinkConfig,
+    client: AsyncElasticsearch,
+    *,
+    pattern: str = LOGS_PATTERN,
+    now_s: float | None = None,
+) -> dict[str, Any]:
+    """Do what the data stream lifecycle would: roll over, then delete expired backing indices.
+
+    A write index is rolled over once it holds documents and is `rollover_max_age_h` old or
+    its primary shards exceed `rollover_max_primary_shard_gb`. A backing index that is not
+    the write index has received no writes since the next generation was created; it is
+    deleted once that moment is `retention_days` past. The write index is never deleted.
+    Returns what it did; a no-op (with `skipped`) where Elasticsearch enforces the lifecycle
+    itself. *pattern* and *now_s* (epoch seconds) exist for tests.
+    """
+    node = await _local_node(client)
+    if _LIFECYCLE_MODULE in _module_names(node):
+        return {"skipped": "Elasticsearch enforces the data stream lifecycle itself"}
+    templates = config.templates
+    now_ms = (time.time() if now_s is None else now_s) * 1000
+    streams = await _data_streams(client, pattern)
+    stats = await _index_stats(client, pattern)
+
+    rolled: list[str] = []
+    for name, indices in streams.items():
+        if indices and _needs_rollover(stats.get(indices[-1]), templates, now_ms):
+            await client.indices.rollover(alias=name)
+            rolled.append(name)
+    if rolled:
+        streams = await _data_streams(client, pattern)
+        stats = await _index_stats(client, pattern)
+
+    deleted: list[str] = []
+    retention_ms = templates.retention_days * 86_400_000
+    for indices in streams.values():
+        # indices[i] stopped receiving writes when indices[i + 1] was created.
+        for older, newer in itertools.pairwise(indices):
+            created = stats.get(newer, {}).get("created_ms")
+            if created is not None and now_ms - created > retention_ms:
+                await client.indices.delete(index=older)
+                deleted.append(older)
+    result = {"data_streams": len(streams), "rolled_over": rolled, "deleted": deleted}
+    if rolled or deleted:
+        log.info("es_retention_enforced", **result)
+    return result
+
+
+def _needs_rollover(
+    stats: dict[str, float] | None, config: LogsTemplateConfig, now_ms: float
+) -> bool:
+    if not stats or not stats["docs"]:
+        return False  # an empty write index would only make another empty one
+    too_old = now_ms - stats["created_ms"] >= config.rollover_max_age_h * 3_600_000
+    per_shard = stats["primary_bytes"] / max(1, stats["shards"])
+    return too_old or per_shard >= config.rollover_max_primary_shard_gb * 1024**3
+
+
+async def _index_stats(es: AsyncElasticsearch, pattern: str) -> dict[str, dict[str, float]]:
+    rows = await es.cat.indices(
+        index=f".ds-{pattern}-*",
+        h="index,creation.date,docs.count,pri.store.size,pri",
+        bytes="b",
+        format="json",
+        expand_wildcards="all",
+    )
+    return {
+        row["index"]: {
+            "created_ms": float(row["creation.date"]),
+            "docs": float(row["docs.count"] or 0),
+            "primary_bytes": float(row["pri.store.size"] or 0),
+            "shards": float(row["pri"] or 1),
+        }
+        for row in rows_of(rows)
+    }
+
+
+def rows_of(answer: Any) -> list[dict[str, str]]:
+    """The rows of a `_cat` API answer asked with format=json."""
+    rows: list[dict[str, str]] = answer.body
+    return rows
