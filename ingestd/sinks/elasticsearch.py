@@ -240,9 +240,7 @@ class BulkWriter:
             outcome = _bulk_outcome(exc.meta.status)
             error_type, reason = _api_error(exc)
             if exc.meta.status == _TOO_LARGE:
-                raise _TooLarge(
-                    exc.meta.status, error_type or "request_entity_too_large", reason
-                ) from exc
+                raise _TooLarge(exc.meta.status, error_type, reason) from exc
             retry_after = _retry_after(exc)
             raise SinkUnavailable(
                 f"elasticsearch: bulk answered {exc.meta.status} {error_type}: {reason}"[:500],
@@ -367,6 +365,8 @@ def _api_error(exc: ApiError) -> tuple[str, str]:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]
         return str(error.get("type", "")), str(error.get("reason", ""))
+    if exc.meta.status == _TOO_LARGE:
+        return "request_entity_too_large", str(exc.message)  # often a proxy's, without JSON
     return f"http_{exc.meta.status}", str(exc.message)
 
 
