@@ -37,6 +37,8 @@ class Daemon:
     health: Health
     admin: AdminServer
     pipeline: Pipeline
+    # What both receivers call; benchmarks and tests may call it directly.
+    ingest: Ingest
     stages: dict[str, Stage] = field(default_factory=dict)
 
 
@@ -78,6 +80,7 @@ def build(config: Config) -> Daemon:
         health=health,
         admin=admin,
         pipeline=Pipeline(stages),
+        ingest=ingest,
         stages={s.name: s for s in stages},
     )
 

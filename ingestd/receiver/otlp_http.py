@@ -89,7 +89,9 @@ class OtlpHttpReceiver:
             auto_decompress=False,
             access_log=None,
         )
-        self._runner = web.ServerRunner(server, handle_signals=False)
+        # stop() waits for requests in flight until its own deadline; what is left then is cut
+        # at once (the clients were not answered, so they retry).
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
         self._site = web.TCPSite(
             self._runner, host, int(port), ssl_context=_ssl_context(self.config.tls)

@@ -7,8 +7,10 @@ batches in memory (tests/fakes.py); no other server is involved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import socket
+import time
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
@@ -322,3 +324,66 @@ async def test_empty_request_is_ok(served: Served) -> None:
     resp = await served.post("/v1/logs", b"", PROTOBUF)
     assert resp.status == 200
     assert served.writer.calls == 0
+
+
+async def test_stop_without_start_and_twice() -> None:
+    """stop() is fine before start() and idempotent."""
+    batcher = Batcher(
+        "logs",
+        RecordingWriter(),
+        batch=BatchConfig(),
+        buffer=BufferConfig(),
+        writers=1,
+        retry=RetryConfig(),
+    )
+    receiver = OtlpHttpReceiver(
+        HttpReceiverConfig(endpoint=f"127.0.0.1:{free_port()}"),
+        Ingest(IngestConfig(), {Signal.LOGS: Route(LogsConverter(), batcher)}),
+    )
+    loop = asyncio.get_running_loop()
+    await receiver.stop(loop.time() + 1)
+    await receiver.stop(loop.time() + 1)
+
+
+class CloggedWriter(RecordingWriter):
+    """Never finishes a batch; says when the first one arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.called = asyncio.Event()
+
+    async def write_batch(self, batch: Any) -> Any:
+        self.called.set()
+        return await super().write_batch(batch)
+
+
+async def test_stop_returns_by_its_deadline_with_a_request_stuck_downstream() -> None:
+    """A request waiting on a clogged sink does not hold stop() past its deadline."""
+    writer = CloggedWriter()
+    batcher = Batcher(
+        "logs",
+        writer,
+        batch=BatchConfig(max_rows=1),
+        buffer=BufferConfig(),
+        writers=1,
+        retry=RetryConfig(),
+    )
+    receiver = OtlpHttpReceiver(
+        HttpReceiverConfig(endpoint=f"127.0.0.1:{free_port()}"),
+        Ingest(IngestConfig(), {Signal.LOGS: Route(LogsConverter(), batcher)}),
+    )
+    loop = asyncio.get_running_loop()
+    async with asyncio.TaskGroup() as tasks, aiohttp.ClientSession() as session:
+        await batcher.start(tasks)
+        await receiver.start(tasks)
+        url = f"http://127.0.0.1:{receiver.port}/v1/logs"
+        stuck = asyncio.ensure_future(session.post(url, data=logs_body("a"), headers=PROTOBUF))
+        await writer.called.wait()
+        began = loop.time()
+        await receiver.stop(time.monotonic() + 0.5)
+        took = loop.time() - began
+        await batcher.stop(time.monotonic() + 0.5)
+        with contextlib.suppress(aiohttp.ClientError):
+            await stuck
+    assert 0.4 <= took < 2.0
