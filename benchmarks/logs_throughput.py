@@ -28,15 +28,50 @@ from benchmarks.logs_payload import logs_request
 from ingestd.config import Config, parse
 from ingestd.convert.logs import LogsConverter
 from ingestd.daemon import build
-from ingestd.ingest import RequestContext, Signal
+from ingestd.ingest import Ingest, RequestContext, Signal
 from ingestd.pipeline import deadline_in
 from ingestd.receiver.decode import request_key
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.schema.elasticsearch import apply_templates
 
 ES_URL = os.environ.get("INGESTD_ES_URL", "http://127.0.0.1:9200")
+ES_PID_FILE = os.path.join(
+    os.environ.get("INGESTD_STACK_DIR", "/var/lib/ingestd-stack"), "es", "elasticsearch.pid"
+)
 NAMESPACE = "ingestdbench"
 MiB = 1024 * 1024
+
+
+def es_cpu_s() -> float:
+    """CPU seconds Elasticsearch has used (its JVM's utime + stime), 0 if not readable."""
+    try:
+        with open(ES_PID_FILE) as f:
+            pid = f.read().strip()
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class Meter:
+    """Wall time, this process's CPU and Elasticsearch's CPU over a phase."""
+
+    def __enter__(self) -> Meter:
+        self.wall, self.cpu, self.es = time.perf_counter(), time.process_time(), es_cpu_s()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.es = es_cpu_s() - self.es
+
+    def line(self, name: str, records: int) -> str:
+        return (
+            f"{name:18s} {records / self.wall:8.0f} records/s | ingestd CPU "
+            f"{self.cpu / records * 1e6:5.1f} us/record | Elasticsearch CPU "
+            f"{self.es / records * 1e6:5.1f} us/record"
+        )
 
 
 def requests_for(phase: str, count: int, seed: int) -> list[Any]:
@@ -91,7 +126,8 @@ async def raw_bulk(items: list[bytes], bulk_bytes: int, writers: int) -> float:
             body = queue.get_nowait()
             async with session.post(url, data=body, headers=headers) as resp:
                 answer = await resp.json()
-                assert resp.status == 200 and not answer["errors"], answer
+                assert resp.status == 200, answer
+                assert not answer["errors"], answer
 
     began = time.perf_counter()
     async with aiohttp.ClientSession() as session:
@@ -114,7 +150,8 @@ async def sizes(args: argparse.Namespace) -> None:
             await cleanup(es, phase)
     print("best of runs:")
     for mib, rates in results.items():
-        print(f"  {mib:3d} MiB: {max(rates):9.0f} records/s (runs: {', '.join(f'{r:.0f}' for r in rates)})")
+        runs = ", ".join(f"{r:.0f}" for r in rates)
+        print(f"  {mib:3d} MiB: {max(rates):9.0f} records/s (runs: {runs})")
     await es.close()
 
 
@@ -163,6 +200,16 @@ def _http_client(url: str, bodies: list[bytes], concurrency: int, out: Any) -> N
     uvloop.run(run())
 
 
+async def _export_all(ingest: Ingest, queue: list[tuple[Any, bytes]]) -> None:
+    """Take decoded requests off *queue* and export them one at a time, as one client would."""
+    while queue:
+        req, body = queue.pop()
+        key = request_key(Signal.LOGS, "", body)
+        await ingest.export(
+            Signal.LOGS, req, key=key, ctx=RequestContext("bench"), wire_bytes=len(body)
+        )
+
+
 async def e2e(args: argparse.Namespace) -> None:
     es = AsyncElasticsearch(ES_URL)
     bulk_bytes = args.bulk_mib * MiB
@@ -174,51 +221,58 @@ async def e2e(args: argparse.Namespace) -> None:
     for rep in range(args.repeat):
         # Baseline: the very documents ingestd would write, replayed as raw _bulk.
         items = bulk_items(requests_for("raw", n, seed=10_000 + rep))
-        raw = await raw_bulk(items, bulk_bytes, args.writers)
+        with Meter() as raw:
+            await raw_bulk(items, bulk_bytes, args.writers)
         await cleanup(es, "raw")
 
         daemon = build(config)
         async with asyncio.TaskGroup() as tasks:
             await daemon.pipeline.start(tasks)
-            ingest = daemon.stages["receiver.http"]
-            assert isinstance(ingest, OtlpHttpReceiver)
+            receiver = daemon.stages["receiver.http"]
+            assert isinstance(receiver, OtlpHttpReceiver)
             # ingestd direct: decoded requests into Ingest.export (what the gRPC receiver does
             # after decoding), args.concurrency requests in flight.
             direct_reqs = requests_for("direct", n, seed=20_000 + rep)
-            route = daemon.ingest
             bodies = [r.SerializeToString() for r in direct_reqs]
             queue = list(zip(direct_reqs, bodies, strict=True))
+            with Meter() as direct:
+                await asyncio.gather(
+                    *(_export_all(daemon.ingest, queue) for _ in range(args.concurrency))
+                )
 
-            async def worker() -> None:
-                while queue:
-                    req, body = queue.pop()
-                    key = request_key(Signal.LOGS, "", body)
-                    await route.export(
-                        Signal.LOGS, req, key=key, ctx=RequestContext("bench"), wire_bytes=len(body)
-                    )
-
-            began = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-            direct = records / (time.perf_counter() - began)
-
-            # ingestd over OTLP/HTTP from a separate client process.
-            http_bodies = [r.SerializeToString() for r in requests_for("http", n, seed=30_000 + rep)]
+            # ingestd over OTLP/HTTP from a separate client process (its CPU is not counted).
+            http_bodies = [
+                r.SerializeToString() for r in requests_for("http", n, seed=30_000 + rep)
+            ]
             ctx = multiprocessing.get_context("spawn")
             out = ctx.Queue()
             proc = ctx.Process(
                 target=_http_client,
-                args=(f"http://127.0.0.1:{ingest.port}/v1/logs", http_bodies, args.concurrency, out),
+                args=(
+                    f"http://127.0.0.1:{receiver.port}/v1/logs",
+                    http_bodies,
+                    args.concurrency,
+                    out,
+                ),
             )
             proc.start()
-            elapsed = await asyncio.to_thread(out.get)
+            with Meter() as http:
+                await asyncio.to_thread(out.get)
             await asyncio.to_thread(proc.join)
-            http = records / elapsed
             await daemon.pipeline.stop(deadline_in(10))
         for phase in ("direct", "http"):
             await cleanup(es, phase)
+        print(f"  run {rep + 1}:")
+        print("    " + raw.line("raw _bulk replay", records))
         print(
-            f"  run {rep + 1}: raw _bulk {raw:8.0f}/s | ingestd direct {direct:8.0f}/s "
-            f"({direct / raw:.2f}) | ingestd OTLP/HTTP {http:8.0f}/s ({http / raw:.2f})"
+            "    "
+            + direct.line("ingestd direct", records)
+            + f" | ratio {raw.wall / direct.wall:.2f}"
+        )
+        print(
+            "    "
+            + http.line("ingestd OTLP/HTTP", records)
+            + f" | ratio {raw.wall / http.wall:.2f}"
         )
     await es.close()
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from benchmarks.logs_payload import logs_request
 from ingestd.ingest import Signal
 from ingestd.receiver.otlp_json import parse_json
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 _IDS = ("traceId", "spanId", "parentSpanId")
 
@@ -64,7 +64,9 @@ def main() -> None:
     assert via_json_format(body) == request
     ours = best_cpu(parse_json, Signal.LOGS, body)
     theirs = best_cpu(via_json_format, body)
-    proto = best_cpu(logs_service_pb2.ExportLogsServiceRequest.FromString, request.SerializeToString())
+    proto = best_cpu(
+        logs_service_pb2.ExportLogsServiceRequest.FromString, request.SerializeToString()
+    )
     print(f"512-record logs request, {len(body)} bytes of JSON (CPU time, best of 5)")
     print(f"  ingestd otlp_json      {ours * 1e3:7.2f} ms  ({512 / ours:8.0f} records/s)")
     print(f"  json_format + hex fix  {theirs * 1e3:7.2f} ms  ({512 / theirs:8.0f} records/s)")

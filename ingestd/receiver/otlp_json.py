@@ -96,7 +96,7 @@ def _plan(descriptor: Descriptor) -> Plan:
         return plan
     plan = _plans[descriptor.full_name] = {}  # registered first: AnyValue nests itself
     for field in descriptor.fields:
-        repeated = field.is_repeated
+        repeated = _is_repeated(field)
         entry: tuple[str, int, Any]
         if field.message_type is not None:
             kind = _REPEATED_MESSAGE if repeated else _MESSAGE
@@ -107,6 +107,14 @@ def _plan(descriptor: Descriptor) -> Plan:
         plan[field.json_name] = entry
         plan[field.name] = entry
     return plan
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    # protobuf 7 dropped `label` for `is_repeated`; older releases (>= 5) have only `label`.
+    flag = getattr(field, "is_repeated", None)
+    if flag is None:
+        return bool(field.label == FieldDescriptor.LABEL_REPEATED)  # type: ignore[attr-defined]
+    return bool(flag)
 
 
 def _converter(field: FieldDescriptor) -> Convert:
