@@ -9,10 +9,31 @@ import time
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
-_WORDS = (
-    "request handled user order payment cache miss retry timeout connection pool database query "
-    "slow checkout inventory shipped queue consumer lag rebalanced token refreshed"
-).split(" ")
+_WORDS = [
+    "request",
+    "handled",
+    "user",
+    "order",
+    "payment",
+    "cache",
+    "miss",
+    "retry",
+    "timeout",
+    "connection",
+    "pool",
+    "database",
+    "query",
+    "slow",
+    "checkout",
+    "inventory",
+    "shipped",
+    "queue",
+    "consumer",
+    "lag",
+    "rebalanced",
+    "token",
+    "refreshed",
+]
 
 
 def _kv(key: str, value: str | int | float | bool) -> common_pb2.KeyValue:
