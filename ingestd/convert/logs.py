@@ -19,6 +19,7 @@ bytes; only the record's own fields go through orjson per record.
 from __future__ import annotations
 
 import base64
+import binascii
 import math
 import re
 import time
@@ -50,6 +51,7 @@ _NOT_ALLOWED = re.compile(r"[^a-z0-9._]")
 # date_nanos ends at 2262-04-11T23:47:16.854775807Z (a signed 64-bit nanosecond count).
 _DATE_NANOS_MAX = 2**63 - 1
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 BulkItems = list[bytes]
 """A converted request: one bulk item (action line + document line) per stored record."""
@@ -207,12 +209,11 @@ class _Scope:
             doc["event_name"] = event_name
         if dropped:
             doc["dropped_attributes_count"] = dropped
-        if record.HasField("body"):
-            body = record.body
-            if text := body.string_value:
-                doc["body"] = {"text": text}
-            elif (structured := _body(body)) is not None:
-                doc["body"] = structured
+        body = record.body  # an unset body reads as an empty AnyValue
+        if text := body.string_value:
+            doc["body"] = {"text": text}
+        elif (other := _body(body)) is not None:
+            doc["body"] = other
         try:
             own = orjson.dumps(doc)
         except orjson.JSONEncodeError as exc:
@@ -229,7 +230,7 @@ class _Scope:
         seen[digest] = ordinal + 1
         if ordinal:
             digest = xxhash.xxh3_128_digest(digest + ordinal.to_bytes(4, "big"))
-        return base64.urlsafe_b64encode(digest)[:22]
+        return binascii.b2a_base64(digest, newline=False).translate(_URL_SAFE)[:22]
 
     def _route_bytes(self, dataset: str, namespace: str) -> tuple[bytes, bytes]:
         key = (dataset, namespace)
