@@ -1,6 +1,6 @@
 """Measure OTLP/JSON decoding: ingestd's plan-driven decoder vs google.protobuf.json_format.
 
-Run: .venv/bin/python -m benchmarks.otlp_json_bench
+Run: .venv/bin/python -m tests.bench.otlp_json_bench
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import orjson
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
-from benchmarks.logs_payload import logs_request
 from ingestd.ingest import Signal
 from ingestd.receiver.otlp_json import parse_json
+from tests.bench.logs_payload import logs_request
 
 _IDS = ("traceId", "spanId", "parentSpanId")
 

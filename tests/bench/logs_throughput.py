@@ -1,10 +1,10 @@
 """Log records per second into Elasticsearch: raw `_bulk` replay vs ingestd, end to end.
 
     set -a; . .stack/env; set +a
-    .venv/bin/python -m benchmarks.logs_throughput sizes      # bulk size sweep (raw _bulk)
-    .venv/bin/python -m benchmarks.logs_throughput e2e        # ingestd over HTTP and direct
+    .venv/bin/python -m tests.bench.logs_throughput sizes      # bulk size sweep (raw _bulk)
+    .venv/bin/python -m tests.bench.logs_throughput e2e        # ingestd over HTTP and direct
 
-Every run converts SDK-shaped requests (512 records, benchmarks/logs_payload.py) into the bulk
+Every run converts SDK-shaped requests (512 records, tests/bench/logs_payload.py) into the bulk
 items ingestd would write, so the raw replay and ingestd index the same documents. Each phase
 writes to its own data stream `logs-bench<phase>.otel-ingestdbench` and deletes what it wrote
 afterwards (rollover, then delete the non-write backing indices), so runs leave nothing behind.
@@ -24,7 +24,6 @@ import aiohttp
 import uvloop
 from elasticsearch import AsyncElasticsearch
 
-from benchmarks.logs_payload import logs_request
 from ingestd.config import Config, parse
 from ingestd.convert.logs import LogsConverter
 from ingestd.daemon import build
@@ -33,6 +32,7 @@ from ingestd.pipeline import deadline_in
 from ingestd.receiver.decode import request_key
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.schema.elasticsearch import apply_templates
+from tests.bench.logs_payload import logs_request
 
 ES_URL = os.environ.get("INGESTD_ES_URL", "http://127.0.0.1:9200")
 ES_PID_FILE = os.path.join(
