@@ -35,6 +35,8 @@ CUSTOM_TEMPLATE = "ingestd-logs@custom"
 LOGS_PATTERN = "logs-*-*"
 # The data stream lifecycle service lives in this module; passthrough objects need 8.13.
 _LIFECYCLE_MODULE = "data-streams"
+# Not used by ingestd's templates, but its absence is worth saying: no ILM policy can take over.
+_ILM_MODULE = "x-pack-ilm"
 _MIN_VERSION = (8, 13)
 
 _KEYWORD = {"type": "keyword", "ignore_above": 1024}
@@ -186,16 +188,19 @@ async def _apply(config: ElasticsearchSinkConfig, es: AsyncElasticsearch) -> lis
             f"elasticsearch: {rolled} existing logs data streams take the new templates "
             f"at their next write (lazy rollover)"
         )
-    if _LIFECYCLE_MODULE not in _module_names(node):
+    modules = _module_names(node)
+    if _LIFECYCLE_MODULE not in modules:
+        missing = [m for m in (_LIFECYCLE_MODULE, _ILM_MODULE) if m not in modules]
         log.warning(
             "es_lifecycle_not_enforced",
             version=node["version"],
-            detail="no data-streams module: ingestd maintenance enforces retention",
+            missing_modules=missing,
+            detail="ingestd's maintenance job enforces the retention instead",
             retention_days=templates.retention_days,
         )
         steps.append(
-            f"elasticsearch: this server has no data stream lifecycle service "
-            f"(no {_LIFECYCLE_MODULE} module): retention ({templates.retention_days}d) is "
+            f"elasticsearch: this server has no data stream lifecycle service (missing "
+            f"modules: {', '.join(missing)}): retention ({templates.retention_days}d) is "
             f"enforced by ingestd's maintenance job instead"
         )
     return steps

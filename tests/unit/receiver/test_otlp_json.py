@@ -147,3 +147,19 @@ def test_malformed_bodies_are_bad_requests_naming_the_field(body: bytes, where: 
     """Malformed JSON or a wrongly typed field is a 400 whose message points at the problem."""
     with pytest.raises(BadRequest, match=where):
         parse_json(Signal.LOGS, body)
+
+
+def test_example_metric_points() -> None:
+    """64-bit counts as strings and repeated int64 bucket counts decode exactly."""
+    req = parse_json(Signal.METRICS, (EXAMPLES / "metrics.json").read_bytes())
+    metrics = {m.name: m for m in req.resource_metrics[0].scope_metrics[0].metrics}
+    counter = metrics["my.counter"].sum
+    assert counter.is_monotonic
+    assert counter.aggregation_temporality == 1
+    assert counter.data_points[0].as_double == 5.0
+    histogram = metrics["my.histogram"].histogram.data_points[0]
+    assert (histogram.count, list(histogram.bucket_counts)) == (2, [1, 1])
+    assert list(histogram.explicit_bounds) == [1.0]
+    exponential = metrics["my.exponential.histogram"].exponential_histogram.data_points[0]
+    assert (exponential.zero_count, list(exponential.positive.bucket_counts)) == (1, [0, 2])
+    assert exponential.positive.offset == 1
