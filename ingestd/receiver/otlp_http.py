@@ -165,7 +165,7 @@ class OtlpHttpReceiver:
         if self._closing:
             raise StageClosed("shutting down", retry_after_s=1.0)
         if not self._ingest.accepts(signal):
-            raise Unimplemented(f"{signal} are not accepted here (their sink is disabled)")
+            raise Unimplemented(f"{signal} are not accepted by this ingestd (no sink takes them)")
 
     async def _body(self, request: web.BaseRequest) -> bytes:
         """The decompressed body; PayloadTooLarge over a limit, BadRequest when unreadable."""
