@@ -105,7 +105,9 @@ fetch_compose() {
   rm -rf "$unpacked"
   quietly dpkg-deb -x "$apt_dir"/debs/docker-compose_*.deb "$unpacked" &&
     install -m 0755 "$unpacked/usr/libexec/docker/cli-plugins/docker-compose" "$plugin.tmp" &&
-    mv "$plugin.tmp" "$plugin"
+    mv "$plugin.tmp" "$plugin" || return 1
+  # The package lists and the .deb (100 MB) served their purpose.
+  rm -rf "$apt_dir"
 }
 
 # Kubernetes' JSON schemas, offline: kubeconform downloads them from GitHub, which we cannot
