@@ -5,6 +5,7 @@
 #   deploy/k8s/             with kustomize and kubeconform, strict, against Kubernetes' own
 #                           schemas, offline
 #   both ingestd.yaml       with `ingestd check-config` (the container's and the ConfigMap's)
+#   image tags              compose and kustomization follow pyproject.toml's version
 #   deploy/**/*.sh          with ShellCheck
 # Installs what is missing, pinned, into $INGESTD_CACHE_DIR (/var/cache/ingestd): a fresh
 # machine needs a minute, later runs about a second. Every check prints one line; the exit
@@ -265,10 +266,26 @@ lint_shell_finish() {
   rm -f "$shell_log.out"
 }
 
+# The image tag in the compose file and the kustomization follows the package version, so a
+# release bump that forgets one of them fails here instead of deploying the old image.
+lint_versions() {
+  local version compose_tag k8s_tag
+  version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
+  # shellcheck disable=SC2016  # the ${...} is compose.yaml's own text, matched literally
+  compose_tag=$(sed -n 's/^ *image: ingestd:\${INGESTD_VERSION:-\(.*\)}$/\1/p' deploy/compose.yaml)
+  k8s_tag=$(sed -n 's/^ *newTag: *//p' deploy/k8s/kustomization.yaml)
+  if [[ -n $version && $compose_tag == "$version" && $k8s_tag == "$version" ]]; then
+    ok "image tags" "ingestd:$version in compose.yaml and k8s/kustomization.yaml"
+  else
+    fail "image tags" "pyproject.toml says $version; compose.yaml has ${compose_tag:-none}, k8s/kustomization.yaml ${k8s_tag:-none}"
+  fi
+}
+
 lint_shell_start
 lint_dockerfile
 lint_compose
 lint_k8s
 lint_configs
+lint_versions
 lint_shell_finish
 exit "$failed"
