@@ -8,8 +8,8 @@
 #   image tags              compose and kustomization follow pyproject.toml's version
 #   deploy/**/*.sh          with ShellCheck
 # Installs what is missing, pinned, into $INGESTD_CACHE_DIR (/var/cache/ingestd): a fresh
-# machine needs a minute, later runs about a second. Every check prints one line; the exit
-# code is the number of checks that failed or could not run (0: all clean).
+# machine needs about two minutes, later runs a few seconds. Every check prints one line;
+# the exit code is the number of checks that failed or could not run (0: all clean).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
