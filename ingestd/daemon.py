@@ -67,11 +67,17 @@ def build(config: Config) -> Daemon:
     )
 
 
-async def serve(config: Config) -> None:
-    """Run until the first signal, then drain within the grace period. Raises StartupError."""
+async def serve(config: Config, *, early_signals: list[int] | None = None) -> None:
+    """Run until the first signal, then drain within the grace period. Raises StartupError.
+
+    *early_signals* are signals caught before the event loop ran; the first one drains.
+    """
+    stopping = _watch_signals()
+    if early_signals:
+        log.info("signal_received", signal=signal.Signals(early_signals[0]).name, action="drain")
+        stopping.set()
     daemon = build(config)
     BUILD_INFO.labels(version=__version__).set(1)
-    stopping = _watch_signals()
     async with asyncio.TaskGroup() as tasks:
         await daemon.admin.start(tasks)
         try:
