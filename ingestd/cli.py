@@ -61,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("file", nargs="?", default=os.environ.get("INGESTD_CONFIG"))
     show.set_defaults(handler=_print_config)
 
+    schema = sub.add_parser("schema", help="set up and look after the databases")
+    actions = schema.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, handler, text in (
+        ("apply", _schema_apply, "create or update tables, policies and templates (idempotent)"),
+        ("status", _schema_status, "show the tier, tables, policies, rollups and jobs"),
+        ("maintain", _schema_maintain, "run the maintenance job once, now"),
+    ):
+        command = actions.add_parser(action, help=text)
+        _config_option(command)
+        command.set_defaults(handler=handler)
+
     return parser
 
 
@@ -120,3 +131,43 @@ def _print_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     yaml.safe_dump(config.redacted(cfg), sys.stdout, sort_keys=False)
     return EXIT_OK
+
+
+def _schema_command(args: argparse.Namespace, action: str) -> int:
+    import psycopg
+
+    from ingestd.errors import SchemaError
+    from ingestd.schema import command
+
+    cfg = load_config(args.config)
+    setup_logging(cfg.telemetry)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    async def go() -> int:
+        if action == "apply":
+            await command.apply(cfg, out)
+            return EXIT_OK
+        if action == "status":
+            await command.show_status(cfg, out)
+            return EXIT_OK
+        return EXIT_OK if await command.maintain(cfg, out) else EXIT_FAILURE
+
+    try:
+        return run_async(go())
+    except (SchemaError, psycopg.Error) as exc:
+        print(f"ingestd: schema {action}: {exc}".rstrip(), file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _schema_apply(args: argparse.Namespace) -> int:
+    return _schema_command(args, "apply")
+
+
+def _schema_status(args: argparse.Namespace) -> int:
+    return _schema_command(args, "status")
+
+
+def _schema_maintain(args: argparse.Namespace) -> int:
+    return _schema_command(args, "maintain")

@@ -18,6 +18,7 @@ from ingestd.config import Config
 from ingestd.health import Health, Prober, State
 from ingestd.metrics import BUILD_INFO
 from ingestd.pipeline import Pipeline, Stage, deadline_in
+from ingestd.schema.maintenance import MaintenanceJob
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink
 from ingestd.state.redis import RedisState
@@ -47,6 +48,11 @@ def build(config: Config) -> Daemon:
         timescale = TimescaleSink(config.sinks.timescale)
         prober.add("timescale", timescale.probe)
         stages.append(timescale)
+        if config.maintenance.enabled:
+            # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
+            maintenance = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
+            admin.add_status("maintenance", maintenance.snapshot)
+            stages.append(maintenance)
     if config.sinks.elasticsearch.enabled:
         elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
         prober.add("elasticsearch", elasticsearch.probe)
