@@ -16,7 +16,9 @@ async def connect(
     """Open an autocommit connection (transactions are explicit) in UTC, named for pg_stat_activity.
 
     UTC matters: partition bounds are read back as text and date_trunc-like code must not
-    depend on the server's or the role's TimeZone.
+    depend on the server's or the role's TimeZone. search_path is `public` alone: the
+    default `"$user", public` would put every table of a role named `ingestd` into our
+    internal schema `ingestd` (the Deep Eyes tables live in public; ours are always qualified).
     """
     conn = await AsyncConnection.connect(
         dsn,
@@ -25,6 +27,7 @@ async def connect(
         application_name=f"ingestd-{purpose}",
     )
     await conn.execute("SET TimeZone TO 'UTC'")
+    await conn.execute("SET search_path TO public")
     await conn.execute(f"SET statement_timeout TO {round(statement_timeout_s * 1000)}")
     return conn
 

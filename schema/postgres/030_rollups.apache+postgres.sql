@@ -49,6 +49,7 @@ CREATE TABLE ingestd.metrics_daily_rollup (LIKE ingestd.metrics_hourly_rollup IN
 
 -- The one definition of an hourly bucket, used by the view (live part) and by the refresh.
 -- A single-SELECT SQL function is inlined by the planner, so lo/hi prune chunks/partitions.
+-- Its body is resolved when it runs, under the caller's search_path: hence public.metrics.
 CREATE FUNCTION ingestd.aggregate_metrics_hourly(lo timestamptz, hi timestamptz)
 RETURNS TABLE (
     bucket timestamptz, applicationId text, name text, avgValue double precision,
@@ -59,7 +60,7 @@ LANGUAGE sql STABLE AS $$
     SELECT date_bin(INTERVAL '1 hour', m.timestamp, TIMESTAMPTZ '2000-01-03 00:00:00+00'),
            m.applicationId, m.name,
            avg(m.value), min(m.value), max(m.value), sum(m.value), count(m.value)
-    FROM metrics AS m
+    FROM public.metrics AS m
     WHERE m.timestamp >= lo AND m.timestamp < hi AND m.value IS NOT NULL
     GROUP BY 1, 2, 3
 $$;
@@ -85,7 +86,7 @@ LANGUAGE sql STABLE AS $$
            h.applicationId, h.name,
            sum(h.sumValue) / sum(h.countValue)::double precision,
            min(h.minValue), max(h.maxValue), sum(h.sumValue), sum(h.countValue)::bigint
-    FROM metrics_hourly AS h
+    FROM public.metrics_hourly AS h
     WHERE h.bucket >= lo AND h.bucket < hi
     GROUP BY 1, 2, 3
 $$;
