@@ -57,7 +57,7 @@ def db_now(dsn: str) -> datetime:
     return value
 
 
-def insert_points(dsn: str, points: list[tuple[datetime, str, str, float]]) -> None:
+def insert_points(dsn: str, points: list[tuple[datetime, str, str, float | None]]) -> None:
     """Gauge points (timestamp, applicationId, name, value) with the writer's NOT NULL columns."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.cursor().executemany(

@@ -61,10 +61,21 @@ async def test_apply_on_an_empty_database_builds_the_tier(tier_database: TierDat
     assert applied[:3] == ["001_ingestd.sql", "002_dimensions.sql", "003_alerts_users.sql"]
     assert applied == sorted(applied)
     assert lines[-1] == "postgres: done"
-    for table in ("resources", "scopes", "applications", "metric_descriptions", "alerts",
-                  "users", "ingestd.ledger", "ingestd.migrations"):  # fmt: skip
+    for table in (
+        "resources",
+        "scopes",
+        "applications",
+        "metric_descriptions",
+        "alerts",
+        "users",
+        "ingestd.ledger",
+        "ingestd.migrations",
+    ):
         assert relkind(db.dsn, table) == "r", table
     assert relkind(db.dsn, "ingestd.retention_policies") == "v"
+    # In public even for a role named like our internal schema ("$user", public search_path).
+    assert relkind(db.dsn, "public.metrics") in ("r", "p")
+    assert relkind(db.dsn, "ingestd.metrics") is None
     recorded = rows(db.dsn, "SELECT DISTINCT tier FROM ingestd.migrations")
     assert recorded == [(db.tier,)]
     if db.tier == "postgres":
@@ -72,12 +83,18 @@ async def test_apply_on_an_empty_database_builds_the_tier(tier_database: TierDat
         assert not rows(db.dsn, "SELECT FROM pg_extension WHERE extname = 'timescaledb'")
         assert relkind(db.dsn, "metrics_hourly") == "v"
     else:
-        hypertables = rows(db.dsn, "SELECT hypertable_name FROM timescaledb_information.hypertables"
-                           " WHERE hypertable_schema = 'public' ORDER BY 1")  # fmt: skip
+        hypertables = rows(
+            db.dsn,
+            "SELECT hypertable_name FROM timescaledb_information.hypertables"
+            " WHERE hypertable_schema = 'public' ORDER BY 1",
+        )
         assert hypertables == [("metrics",), ("traces",)]
     if db.tier == "full":
-        caggs = rows(db.dsn, "SELECT view_name, materialized_only"
-                     " FROM timescaledb_information.continuous_aggregates ORDER BY 1")  # fmt: skip
+        caggs = rows(
+            db.dsn,
+            "SELECT view_name, materialized_only"
+            " FROM timescaledb_information.continuous_aggregates ORDER BY 1",
+        )
         assert caggs == [("metrics_daily", False), ("metrics_hourly", False)]
     elif db.tier == "apache":
         assert relkind(db.dsn, "metrics_hourly") == relkind(db.dsn, "metrics_daily") == "v"
@@ -103,8 +120,10 @@ async def test_second_apply_changes_nothing(tier_database: TierDatabase) -> None
 def _jobs(db: TierDatabase) -> list[tuple[object, ...]]:
     if db.tier != "full":
         return []
-    return rows(db.dsn, "SELECT job_id, proc_name, config::text FROM timescaledb_information.jobs"
-                " ORDER BY 1")  # fmt: skip
+    return rows(
+        db.dsn,
+        "SELECT job_id, proc_name, config::text FROM timescaledb_information.jobs ORDER BY 1",
+    )
 
 
 async def test_changed_migration_is_refused(tier_database: TierDatabase, tmp_path: Path) -> None:
@@ -170,10 +189,14 @@ async def test_policy_change_reaches_the_database(tier_database: TierDatabase) -
     db = tier_database
     await apply(make_config(db))
     lines = await apply(make_config(db, {"metrics": {"retention_days": 90}}))
-    assert any(line.startswith("postgres: policy metrics: ") and "retention 90 days" in line
-               for line in lines)  # fmt: skip
-    stored = rows(db.dsn, "SELECT drop_after FROM ingestd.retention_policies"
-                  " WHERE hypertable_name = 'metrics'")  # fmt: skip
+    assert any(
+        line.startswith("postgres: policy metrics: ") and "retention 90 days" in line
+        for line in lines
+    )
+    stored = rows(
+        db.dsn,
+        "SELECT drop_after FROM ingestd.retention_policies WHERE hypertable_name = 'metrics'",
+    )
     assert stored == [(90 * DAY,)]
     if db.tier == "full":
         conn = await connect(db.dsn, purpose="test")
@@ -212,18 +235,24 @@ async def test_deep_eyes_queries_run_verbatim(tier_database: TierDatabase) -> No
     db = tier_database
     await apply(make_config(db))
     now = db_now(db.dsn)
-    insert_points(db.dsn, [
-        (now - 2 * HOUR, "app-id", "cpu", 1.0),
-        (now - 30 * MINUTE, "app-id", "cpu", 3.0),
-        (now - 23 * HOUR, "other", "mem", 7.0),
-        (now - 25 * HOUR, "app-id", "cpu", 100.0),  # outside the 24 hours
-    ])  # fmt: skip
-    insert_spans(db.dsn, [
-        (now - 10 * MINUTE, "app-id", "GET /a"),
-        (now - 50 * MINUTE, "app-id", "GET /b"),
-        (now - 5 * MINUTE, "other", "GET /c"),  # another application
-        (now - 2 * HOUR, "app-id", "GET /d"),  # outside the hour
-    ])  # fmt: skip
+    insert_points(
+        db.dsn,
+        [
+            (now - 2 * HOUR, "app-id", "cpu", 1.0),
+            (now - 30 * MINUTE, "app-id", "cpu", 3.0),
+            (now - 23 * HOUR, "other", "mem", 7.0),
+            (now - 25 * HOUR, "app-id", "cpu", 100.0),  # outside the 24 hours
+        ],
+    )
+    insert_spans(
+        db.dsn,
+        [
+            (now - 10 * MINUTE, "app-id", "GET /a"),
+            (now - 50 * MINUTE, "app-id", "GET /b"),
+            (now - 5 * MINUTE, "other", "GET /c"),  # another application
+            (now - 2 * HOUR, "app-id", "GET /d"),  # outside the hour
+        ],
+    )
     with psycopg.connect(db.dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO applications (id, name) VALUES ('app-id', 'shop')")
         for name, severity, status, age_h in [
@@ -250,14 +279,24 @@ async def test_deep_eyes_queries_run_verbatim(tier_database: TierDatabase) -> No
             results[key] = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
     assert [(r["name"], r["value"]) for r in results["metrics"]] == [
-        ("cpu", 3.0), ("cpu", 1.0), ("mem", 7.0)
-    ]  # fmt: skip
+        ("cpu", 3.0),
+        ("cpu", 1.0),
+        ("mem", 7.0),
+    ]
     hourly = results["metrics_hourly"]
     assert [r["bucket"] for r in hourly] == sorted((r["bucket"] for r in hourly), reverse=True)
     assert sum(r["countvalue"] for r in hourly) == 4
     assert {r["applicationid"] for r in hourly} == {"app-id", "other"}
-    assert set(hourly[0]) == {"bucket", "applicationid", "name", "avgvalue", "minvalue",
-                              "maxvalue", "sumvalue", "countvalue"}  # fmt: skip
+    assert set(hourly[0]) == {
+        "bucket",
+        "applicationid",
+        "name",
+        "avgvalue",
+        "minvalue",
+        "maxvalue",
+        "sumvalue",
+        "countvalue",
+    }
     assert [r["name"] for r in results["traces"]] == ["GET /a", "GET /b"]
     assert [r["name"] for r in results["alerts"]] == ["crit-new", "crit-old", "low"]
     if db.tier == "postgres":
@@ -268,9 +307,13 @@ async def test_deep_eyes_queries_run_verbatim(tier_database: TierDatabase) -> No
     caggs = {r["view_name"] for r in results["continuous_aggregates"]}
     if db.tier == "full":
         assert compressed["metrics"] is compressed["traces"] is True
-        assert settings == {("metrics", "applicationid"), ("metrics", "name"),
-                            ("metrics", "timestamp"), ("traces", "applicationid"),
-                            ("traces", "starttime")}  # fmt: skip
+        assert settings == {
+            ("metrics", "applicationid"),
+            ("metrics", "name"),
+            ("metrics", "timestamp"),
+            ("traces", "applicationid"),
+            ("traces", "starttime"),
+        }
         assert caggs == {"metrics_hourly", "metrics_daily"}
     else:
         assert compressed == {"metrics": False, "traces": False}
