@@ -180,6 +180,7 @@ async def _recent(conn: Connection, interval_s: float) -> bool:
 
 
 async def _run(conn: Connection, config: MaintenanceConfig, trigger: Trigger) -> MaintenanceReport:
+    began = time.monotonic()
     # We hold the lock, so a run still marked running died with its process.
     await conn.execute(
         "UPDATE ingestd.maintenance_runs SET status = 'abandoned', finishedAt = now()"
@@ -215,6 +216,7 @@ async def _run(conn: Connection, config: MaintenanceConfig, trigger: Trigger) ->
     await conn.execute(
         "DELETE FROM ingestd.maintenance_runs WHERE startedAt < %s", (now - RUN_HISTORY,)
     )
+    report.ms = round((time.monotonic() - began) * 1000)
     await conn.execute(
         "UPDATE ingestd.maintenance_runs SET status = %s, finishedAt = now(), summary = %s,"
         " error = %s WHERE id = %s",
@@ -408,6 +410,9 @@ class MaintenanceJob:
     """
 
     name = "maintenance"
+    # Each step commits on its own, so cutting a run short loses nothing; this only saves
+    # the run from being recorded as abandoned when it is about to finish anyway.
+    STOP_GRACE_S = 2.0
 
     def __init__(
         self,
@@ -424,6 +429,8 @@ class MaintenanceJob:
         # Runs start a little after the pipeline, not in the middle of its startup.
         self._first_delay_s = min(first_delay_s, config.interval_s)
         self._task: asyncio.Task[None] | None = None
+        self._running = False
+        self._stopping = False
         self.last: MaintenanceReport | None = None
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
@@ -431,10 +438,14 @@ class MaintenanceJob:
         self._task = tasks.create_task(self._loop(), name="maintenance")
 
     async def stop(self, deadline: float) -> None:
-        """Cancel the loop; a run in progress is abandoned (its connection and lock close)."""
+        """End the loop. A run in progress gets up to STOP_GRACE_S to finish (then it is
+        cancelled: its connection and lock close, and the next run marks it abandoned)."""
         task, self._task = self._task, None
         if task is None:
             return
+        self._stopping = True
+        if self._running:
+            await asyncio.wait({task}, timeout=min(self.STOP_GRACE_S, remaining(deadline)))
         task.cancel()
         await asyncio.wait({task}, timeout=remaining(deadline))
 
@@ -446,8 +457,12 @@ class MaintenanceJob:
 
     async def _loop(self) -> None:
         await self._clock.sleep(self._first_delay_s)
-        while True:
-            await self.run_once()
+        while not self._stopping:
+            self._running = True
+            try:
+                await self.run_once()
+            finally:
+                self._running = False
             await self._clock.sleep(self.config.interval_s)
 
     async def run_once(self) -> None:

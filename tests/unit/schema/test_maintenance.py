@@ -141,3 +141,17 @@ def test_summary_leaves_out_zeros() -> None:
     """The logged summary holds only what happened, plus tier and duration."""
     summary = MaintenanceReport(acted=True, tier=Tier.FULL, ms=12, jobs_run=["1 x"]).summary()
     assert summary == {"tier": "full", "ms": 12, "jobs_run": ["1 x"]}
+
+
+async def test_stop_lets_a_run_about_to_finish_complete() -> None:
+    """A run that ends within the stop grace is recorded, not cut short."""
+    clock, runs = FakeClock(), FakeRuns()
+    runs.gate = asyncio.Event()
+    job = make(runs, clock)
+    group = await started(job)
+    await clock.advance(5)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, runs.gate.set)
+    await finish(job, group)
+    assert job.last is not None
+    assert job.last.ledger_pruned == 3
