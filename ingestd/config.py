@@ -262,7 +262,7 @@ class SchemaConfig(Section):
     # auto: full when TimescaleDB runs with timescaledb.license = 'timescale', apache when the
     # extension is there without it, postgres (native partitioning) when it is not installable.
     tier: Literal["auto", "full", "apache", "postgres"] = "auto"
-    # Where the numbered SQL files are; empty: the schema/postgres directory shipped with ingestd.
+    # Where the numbered SQL files are; empty: those shipped in ingestd/schema/postgres.
     migrations_dir: Path | None = None
     metrics: MetricsTableConfig = MetricsTableConfig()
     traces: TracesTableConfig = TracesTableConfig()

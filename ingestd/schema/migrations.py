@@ -20,8 +20,8 @@ from ingestd.errors import SchemaError
 from ingestd.schema.db import Connection
 from ingestd.schema.tiers import Tier
 
-# The files shipped with ingestd: <repo>/schema/postgres (a container image copies it too).
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schema" / "postgres"
+# The files shipped with ingestd, as package data: a wheel (the container image) has them too.
+DEFAULT_DIR = Path(__file__).resolve().parent / "postgres"
 
 _NAME = re.compile(r"^(?P<number>\d{3,})_[a-z0-9_]+(?:\.(?P<tags>[a-z+]+))?\.sql$")
 _TAGS: dict[str, frozenset[Tier]] = {
