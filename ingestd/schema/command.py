@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+import psycopg
+
 from ingestd import __version__
 from ingestd.config import Config
+from ingestd.errors import SchemaError
 from ingestd.schema import maintenance, migrations, policies, status, tiers
 from ingestd.schema.db import Connection, connect
 from ingestd.schema.partitions import PartitionWork
@@ -53,7 +56,13 @@ async def apply_postgres(config: Config, out: Out) -> None:
         await conn.execute(f"SET lock_timeout = {APPLY_LOCK_TIMEOUT_S * 1000}")
         # The maintenance lock: one apply at a time (replicas starting together), and no
         # maintenance run while tables change under it.
-        await conn.execute("SELECT pg_advisory_lock(%s)", (config.maintenance.lock_key,))
+        try:
+            await conn.execute("SELECT pg_advisory_lock(%s)", (config.maintenance.lock_key,))
+        except psycopg.errors.LockNotAvailable as exc:
+            raise SchemaError(
+                f"another `schema apply` or a maintenance run has held the maintenance lock "
+                f"for over {APPLY_LOCK_TIMEOUT_S} s; try again when it is done"
+            ) from exc
         try:
             tier = await tiers.establish(conn, config.schema.tier, out)
             directory = config.schema.migrations_dir or migrations.DEFAULT_DIR

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from ingestd.errors import SchemaError
+from ingestd.schema import command
 from ingestd.schema.db import connect
 from ingestd.schema.migrations import DEFAULT_DIR
 from ingestd.schema.policies import job_settings
@@ -381,3 +383,45 @@ def test_cli_reports_a_refusal_with_exit_code_1(
     refused = _cli("schema", "apply", "-c", str(forced))
     assert refused.returncode == 1
     assert "ingestd: schema apply: this database was set up as tier postgres" in refused.stderr
+
+
+async def test_apply_waits_for_the_maintenance_lock_then_says_why(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the maintenance lock, apply waits, then refuses clearly."""
+    db = TierDatabase("apache", make_database())
+    cfg = make_config(db)
+    await apply(cfg)
+    monkeypatch.setattr(command, "APPLY_LOCK_TIMEOUT_S", 1)
+    with psycopg.connect(db.dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (cfg.maintenance.lock_key,))
+        with pytest.raises(SchemaError, match="held the maintenance lock for over 1 s"):
+            await apply(cfg)
+    assert "postgres: done" in await apply(cfg)
+
+
+@pytest.mark.parametrize("tier", ["apache", "postgres"])
+async def test_a_reader_needs_no_rights_on_the_ingestd_schema(
+    tier: str, make_database: Callable[[], str], pg_admin: str
+) -> None:
+    """A role granted SELECT on metrics and the rollup views can read them (watermark included)."""
+    db = TierDatabase(tier, make_database())
+    await apply(make_config(db))
+    insert_points(db.dsn, [(db_now(db.dsn) - HOUR, "app", "cpu", 2.0)])
+    reader = f"t_reader_{uuid.uuid4().hex[:8]}"
+    admin_dsn = psycopg.conninfo.make_conninfo(
+        pg_admin, dbname=psycopg.conninfo.conninfo_to_dict(db.dsn)["dbname"]
+    )
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {reader} NOLOGIN")
+        try:
+            conn.execute(f"GRANT SELECT ON metrics, metrics_hourly, metrics_daily TO {reader}")
+            conn.execute(f"SET ROLE {reader}")
+            hourly = conn.execute("SELECT sum(countValue) FROM metrics_hourly").fetchall()
+            daily = conn.execute("SELECT sum(countValue) FROM metrics_daily").fetchall()
+            conn.execute("RESET ROLE")
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute(f"DROP OWNED BY {reader}")
+            conn.execute(f"DROP ROLE {reader}")
+    assert hourly == daily == [(1,)]

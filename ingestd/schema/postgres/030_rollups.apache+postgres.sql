@@ -27,8 +27,10 @@ INSERT INTO ingestd.rollups (name, bucketWidth, lateWindow, refreshInterval) VAL
     ('metrics_hourly', INTERVAL '1 hour', INTERVAL '3 hours', INTERVAL '30 minutes'),
     ('metrics_daily', INTERVAL '1 day', INTERVAL '3 hours', INTERVAL '30 minutes');
 
+-- SECURITY DEFINER: a role that may read metrics and the views needs no rights on the
+-- schema ingestd. (It is not inlined either way: a scalar subquery prevents that.)
 CREATE FUNCTION ingestd.rollup_watermark(rollup text) RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce((SELECT watermark FROM ingestd.rollups WHERE name = rollup), '-infinity')
 $$;
 
