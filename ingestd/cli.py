@@ -142,8 +142,19 @@ def _schema_command(args: argparse.Namespace, action: str) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.telemetry)
 
+    closed = False
+
     def out(line: str) -> None:
-        print(line, flush=True)
+        # A reader that went away (`| head`) must not abort the work half-way: keep going
+        # without output.
+        nonlocal closed
+        if closed:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     async def go() -> int:
         if action == "apply":

@@ -71,24 +71,26 @@ async def gather(conn: Connection) -> Status:
     count, last, at = await _one(cur)
     header.append(("migrations", f"{count} applied, last {last} at {when(at)}"))
     policies = await _policies(conn)
+    wanted = ("metrics", "traces", "metrics_hourly", "metrics_daily", "ingestd.ledger")
+    if missing := [name for name in wanted if name not in policies]:
+        header.append(("incomplete", f"no policy for {', '.join(missing)}: run `schema apply`"))
+        return Status(header, [], [])
     relations = [await _series_row(conn, tier, t, policies[t]) for t in ("metrics", "traces")]
     relations += await _rollup_rows(conn, tier, policies)
-    ledger = policies.get("ingestd.ledger")
-    if ledger is not None:
-        cur = await conn.execute("SELECT count(*) FROM ingestd.ledger")
-        (keys,) = await _one(cur)
-        relations.append(
-            (
-                "ingestd.ledger",
-                "table",
-                "committedat",
-                "-",
-                f"{keys} keys",
-                "-",
-                _retention(ledger),
-                "-",
-            )
+    cur = await conn.execute("SELECT count(*) FROM ingestd.ledger")
+    (keys,) = await _one(cur)
+    relations.append(
+        (
+            "ingestd.ledger",
+            "table",
+            "committedat",
+            "-",
+            f"{keys} keys",
+            "-",
+            _retention(policies["ingestd.ledger"]),
+            "-",
         )
+    )
     jobs = await _maintenance_jobs(conn)
     if tier is Tier.FULL:
         jobs += await _timescaledb_jobs(conn)
