@@ -18,7 +18,7 @@ from ingestd.config import Config
 from ingestd.health import Health, Prober, State
 from ingestd.metrics import BUILD_INFO
 from ingestd.pipeline import Pipeline, Stage, deadline_in
-from ingestd.schema.maintenance import MaintenanceJob
+from ingestd.schema.stage import MaintenanceJob
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink
 from ingestd.state.redis import RedisState

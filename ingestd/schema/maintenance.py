@@ -14,12 +14,12 @@ lock taken, or a successful run newer than the interval, skip. What a run does b
 
 Run by hand (`ingestd schema maintain`), rollups refresh even when not due, and on the full
 tier the TimescaleDB policy jobs are run at once (`CALL run_job`). Each step's failure is
-recorded and counted and the other steps still run.
+recorded and counted and the other steps still run. `ingestd.schema.stage` schedules runs
+in the daemon.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import time
@@ -29,17 +29,12 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import orjson
-import structlog
 
 from ingestd import metrics
 from ingestd.config import MaintenanceConfig
-from ingestd.pipeline import remaining
-from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.schema import partitions, rollups
 from ingestd.schema.db import Connection, connect
 from ingestd.schema.tiers import Tier, recorded_tier
-
-log = structlog.get_logger("ingestd.schema.maintenance")
 
 Trigger = Literal["schedule", "manual"]
 # Runs recorded in ingestd.maintenance_runs are kept this long (status, retention view).
@@ -400,83 +395,3 @@ def _count(report: MaintenanceReport) -> None:
         metrics.MAINTENANCE_ERRORS.labels(step=step).inc()
     if report.ok:
         metrics.MAINTENANCE_LAST_SUCCESS.set(time.time())
-
-
-class MaintenanceJob:
-    """The stage that runs `maintain_once` every `maintenance.interval_s` in the daemon.
-
-    Every replica runs this stage; the advisory lock and the "recent run" check make one of
-    them act per interval. A failed run is logged and counted; the loop goes on.
-    """
-
-    name = "maintenance"
-    # Each step commits on its own, so cutting a run short loses nothing; this only saves
-    # the run from being recorded as abandoned when it is about to finish anyway.
-    STOP_GRACE_S = 2.0
-
-    def __init__(
-        self,
-        dsn: str,
-        config: MaintenanceConfig,
-        *,
-        run: Callable[[], Awaitable[MaintenanceReport]] | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        first_delay_s: float = 5.0,
-    ) -> None:
-        self.config = config
-        self._run = run or (lambda: maintain_once(dsn, config, trigger="schedule"))
-        self._clock = clock
-        # Runs start a little after the pipeline, not in the middle of its startup.
-        self._first_delay_s = min(first_delay_s, config.interval_s)
-        self._task: asyncio.Task[None] | None = None
-        self._running = False
-        self._stopping = False
-        self.last: MaintenanceReport | None = None
-
-    async def start(self, tasks: asyncio.TaskGroup) -> None:
-        """Spawn the schedule loop; returns at once (the first run comes after a short delay)."""
-        self._task = tasks.create_task(self._loop(), name="maintenance")
-
-    async def stop(self, deadline: float) -> None:
-        """End the loop. A run in progress gets up to STOP_GRACE_S to finish (then it is
-        cancelled: its connection and lock close, and the next run marks it abandoned)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True
-        if self._running:
-            await asyncio.wait({task}, timeout=min(self.STOP_GRACE_S, remaining(deadline)))
-        task.cancel()
-        await asyncio.wait({task}, timeout=remaining(deadline))
-
-    def snapshot(self) -> dict[str, Any]:
-        """For /status: the last run's outcome."""
-        if self.last is None:
-            return {"last_run": None}
-        return {"acted": self.last.acted, "skipped": self.last.skipped, **self.last.summary()}
-
-    async def _loop(self) -> None:
-        await self._clock.sleep(self._first_delay_s)
-        while not self._stopping:
-            self._running = True
-            try:
-                await self.run_once()
-            finally:
-                self._running = False
-            await self._clock.sleep(self.config.interval_s)
-
-    async def run_once(self) -> None:
-        """One scheduled run, logged; never raises (except cancellation)."""
-        try:
-            report = await self._run()
-        except Exception as exc:  # noqa: BLE001 - the schedule must survive any failed run
-            metrics.MAINTENANCE_RUNS.labels(outcome="error").inc()
-            metrics.MAINTENANCE_ERRORS.labels(step="run").inc()
-            log.error("maintenance_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-            return
-        self.last = report
-        if report.acted:
-            level = log.info if report.ok else log.warning
-            level("maintenance_run", **report.summary())
-        else:
-            log.debug("maintenance_skipped", reason=report.skipped)

@@ -7,7 +7,8 @@ import asyncio
 from ingestd import metrics
 from ingestd.config import MaintenanceConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.schema.maintenance import MaintenanceJob, MaintenanceReport
+from ingestd.schema.maintenance import MaintenanceReport
+from ingestd.schema.stage import MaintenanceJob
 from ingestd.schema.tiers import Tier
 from tests.fakes import FakeClock, settle
 
