@@ -190,11 +190,21 @@ async def test_policy_change_reaches_the_database(tier_database: TierDatabase) -
     """A new retention in the config replaces the stored policy (and TimescaleDB's job)."""
     db = tier_database
     await apply(make_config(db))
-    lines = await apply(make_config(db, {"metrics": {"retention_days": 90}}))
+    lines = await apply(
+        make_config(db, {"metrics": {"retention_days": 90, "chunk_interval_hours": 12}})
+    )
     assert any(
         line.startswith("postgres: policy metrics: ") and "retention 90 days" in line
         for line in lines
     )
+    if db.tier != "postgres":
+        assert "postgres: metrics: chunk interval 1 day -> 12 hours" in lines
+        width = rows(
+            db.dsn,
+            "SELECT time_interval FROM timescaledb_information.dimensions"
+            " WHERE hypertable_name = 'metrics'",
+        )
+        assert width == [(12 * HOUR,)]
     stored = rows(
         db.dsn,
         "SELECT drop_after FROM ingestd.retention_policies WHERE hypertable_name = 'metrics'",

@@ -121,6 +121,10 @@ async def test_retention_drops_exactly_the_expired_chunks(tier_database: TierDat
     if db.tier != "full":
         kind = second.partitions_dropped if db.tier == "postgres" else second.chunks_dropped
         assert kind == {"metrics": 2, "traces": 2}
+        # The first run materialized all four points; rollups keep 365 days too.
+        assert second.rollup_pruned == {"metrics_hourly": 2, "metrics_daily": 2}
+        buckets = rows(db.dsn, "SELECT count(*) FROM metrics_hourly")
+        assert buckets == [(2,)]
 
 
 async def test_rows_without_a_partition_wait_in_default_then_move(
