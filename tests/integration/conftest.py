@@ -154,3 +154,53 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
     keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         redis_client.delete(*keys)
+
+
+# -- schema tiers -------------------------------------------------------------------------------
+# The dev stack's PostgreSQL gives two tiers (apache: TimescaleDB without TSL; postgres: a
+# database that never creates the extension). A full TimescaleDB (with TSL) is not part of the
+# stack or CI; when INGESTD_PG_FULL_DSN points at one, the same tests also run on tier full.
+FULL_DSN_ENV = "INGESTD_PG_FULL_DSN"
+SCHEMA_TIERS = ["apache", "postgres", *(["full"] if os.environ.get(FULL_DSN_ENV) else [])]
+
+
+@dataclass(frozen=True)
+class TierDatabase:
+    """A fresh, empty database meant to become *tier* (`schema.tier` forces postgres only)."""
+
+    tier: str
+    dsn: str
+
+    @property
+    def config_tier(self) -> str:
+        # apache and full are detected (auto); postgres must be asked for on a TimescaleDB server.
+        return "postgres" if self.tier == "postgres" else "auto"
+
+
+@pytest.fixture(scope="session")
+def make_full_database() -> Iterator[Callable[[], str]]:
+    """A factory of empty databases on the full-tier server of INGESTD_PG_FULL_DSN."""
+    base = os.environ.get(FULL_DSN_ENV, "")
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return _dsn_for(base, name)
+
+    yield make
+    if created:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            for name in created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=SCHEMA_TIERS)
+def tier_database(request: pytest.FixtureRequest, make_database: Callable[[], str]) -> TierDatabase:
+    """A fresh database for each schema tier this machine has (see SCHEMA_TIERS)."""
+    if request.param == "full":
+        make_full: Callable[[], str] = request.getfixturevalue("make_full_database")
+        return TierDatabase("full", make_full())
+    return TierDatabase(request.param, make_database())
