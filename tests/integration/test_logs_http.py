@@ -329,7 +329,10 @@ async def test_conflicting_attribute_types_keep_every_document(
     ingestd: Any, es: Elasticsearch, run_id: str
 ) -> None:
     """Number, then string, then map, then mixed array under one key: all four are stored."""
-    key = f"x_{run_id}"  # a field new to the index, so the first type decides its mapping
+    # Its own data stream, rolled over first so that the key is new to the write index and
+    # the first type decides its mapping (a per-run key would grow the shared mapping forever).
+    stream, key = "logs-typeconflict.otel-ingestdtest", "x_conflict"
+    fresh_write_index(es, stream)
     bodies = []
     for value in (5, "abc", {"k": "v"}, [1, "a"]):
         data = {
@@ -344,6 +347,10 @@ async def test_conflicting_attribute_types_keep_every_document(
                                         {"key": "run_id", "value": {"stringValue": run_id}},
                                         {"key": key, "value": json_value(value)},
                                         {"key": "dotted.key.name", "value": {"stringValue": "d"}},
+                                        {
+                                            "key": "data_stream.dataset",
+                                            "value": {"stringValue": "typeconflict"},
+                                        },
                                     ],
                                 }
                             ]
@@ -370,6 +377,18 @@ async def test_conflicting_attribute_types_keep_every_document(
         post_filter={"term": {"attributes.run_id": run_id}},
     )
     assert by_dotted["hits"]["total"]["value"] >= 4
+
+
+def fresh_write_index(es: Elasticsearch, stream: str) -> None:
+    """Roll *stream* over (if it exists) and delete its older backing indices."""
+    if not es.indices.exists(index=stream):
+        return
+    es.indices.rollover(alias=stream)
+    backing = es.indices.get(index=stream, expand_wildcards="all")
+    write = max(backing, key=lambda name: int(name.rsplit("-", 1)[1]))
+    for index in backing:
+        if index != write:
+            es.indices.delete(index=index)
 
 
 def json_value(value: Any) -> dict[str, Any]:
