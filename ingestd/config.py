@@ -34,8 +34,9 @@ MiB = 1024 * 1024
 
 def _endpoint(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"must be host:port with a port in 1..65535, got {value!r}")
+    # Port 0 asks the OS for any free port (tests); the stage logs the port it got.
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"must be host:port with a port in 0..65535, got {value!r}")
     if not host:
         raise ValueError(f"host missing in {value!r} (use 0.0.0.0:{port} to listen everywhere)")
     return value

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from ingestd import __version__
 from ingestd.admin import AdminServer
+from ingestd.batching import Batcher, StatsSource
 from ingestd.config import Config
+from ingestd.convert import metrics, traces
 from ingestd.health import Health, Prober, State
+from ingestd.ingest import Converter, Ingest, Route, Signal
 from ingestd.metrics import BUILD_INFO
 from ingestd.pipeline import Pipeline, Stage, deadline_in
+from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.sinks.elasticsearch import ElasticsearchSink
-from ingestd.sinks.timescale import TimescaleSink
+from ingestd.sinks.timescale import TimescaleSink, TimescaleWriter
 from ingestd.state.redis import RedisState
 
 log = structlog.get_logger("ingestd.daemon")
@@ -42,11 +47,13 @@ def build(config: Config) -> Daemon:
     prober = Prober(health, config.admin.check_interval_s)
     admin = AdminServer(config.admin, health)
     stages: list[Stage] = []
+    routes: dict[Signal, Route] = {}
 
     if config.sinks.timescale.enabled:
         timescale = TimescaleSink(config.sinks.timescale)
         prober.add("timescale", timescale.probe)
         stages.append(timescale)
+        routes |= _timescale_routes(config, timescale, admin)
     if config.sinks.elasticsearch.enabled:
         elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
         prober.add("elasticsearch", elasticsearch.probe)
@@ -58,6 +65,13 @@ def build(config: Config) -> Daemon:
         stages.append(redis)
     stages.append(prober)
 
+    # Batchers sit between the sinks and the receivers: started after the sinks, stopped
+    # after the receivers, so each drains into a stage that is still alive.
+    stages.extend(route.batcher for route in routes.values())
+    ingest = Ingest(config.ingest, routes)
+    if config.receivers.grpc.enabled:
+        stages.append(OtlpGrpcReceiver(config.receivers.grpc, ingest))
+
     return Daemon(
         config=config,
         health=health,
@@ -65,6 +79,36 @@ def build(config: Config) -> Daemon:
         pipeline=Pipeline(stages),
         stages={s.name: s for s in stages},
     )
+
+
+def _timescale_routes(
+    config: Config, sink: TimescaleSink, admin: AdminServer
+) -> dict[Signal, Route]:
+    """Traces and metrics: converter -> Batcher -> TimescaleWriter, one chain per table."""
+    tables: dict[Signal, tuple[str, Sequence[tuple[str, str]], Callable[..., Converter]]] = {
+        Signal.TRACES: (traces.TABLE, traces.COLUMNS, traces.TraceConverter),
+        Signal.METRICS: (metrics.TABLE, metrics.COLUMNS, metrics.MetricConverter),
+    }
+    section = config.sinks.timescale
+    routes: dict[Signal, Route] = {}
+    for kind, (table, columns, converter) in tables.items():
+        writer = TimescaleWriter(sink, table=table, columns=columns, signal=kind)
+        batcher = Batcher(
+            table,
+            writer,
+            batch=section.batch,
+            buffer=section.buffer,
+            writers=section.writers,
+            retry=section.retry,
+            retry_until_stopped=config.ingest.ack == "accepted",
+        )
+        admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
+        routes[kind] = Route(converter(max_future_skew_s=config.ingest.max_future_skew_s), batcher)
+    return routes
+
+
+def _merged(*sources: StatsSource) -> StatsSource:
+    return lambda: {k: v for source in sources for k, v in source().items()}
 
 
 async def serve(config: Config) -> None:
