@@ -428,7 +428,8 @@ class TimescaleWriter:
                     for row in rows:
                         await write_row(row)
                     written += len(rows)
-        except (errors.DataException, errors.IntegrityConstraintViolation) as exc:
+        except (errors.DataError, errors.IntegrityError) as exc:
+            # Class 22 (data exception) or 23 (integrity constraint violation): one row's fault.
             match = _COPY_LINE.search(exc.diag.context or "")
             raise _DataError(int(match.group(1)) if match else None, exc) from exc
         return written

@@ -154,3 +154,16 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
     keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         redis_client.delete(*keys)
+
+
+@pytest.fixture
+def timescale_db(database: str, stack: Stack) -> str:
+    """DSN of a fresh database holding the design.md tables.
+
+    Until `ingestd schema apply` lands, `create_design_tables` creates them; it is the one
+    place to switch to the real schema command.
+    """
+    from tests.integration.design_tables import create_design_tables
+
+    create_design_tables(database, stack.pg_admin_dsn)
+    return database
