@@ -132,31 +132,34 @@ def jsonb(value: Any) -> tuple[bytes, int]:
 class AttributeEncoder:
     """Raw KeyValue bytes (see `convert.wire`) -> JSON, memoised by those bytes.
 
-    Two caches: single attributes -> (key, value), since common pairs repeat across records
-    even when whole lists do not (spans); and whole lists -> jsonb bytes, for records whose
-    lists repeat (every series of a metric). Each is emptied when it grows past its byte
-    budget, which bounds memory whatever the input. NUL-containing values are never cached, so
-    each occurrence is counted in `nul_replaced`. Not thread-safe: one per event loop.
+    Three caches, each emptied when it grows past its share of the byte budget (which bounds
+    memory whatever the input): single attribute -> its JSON member text (`"key":value`), so a
+    list is encoded by joining cached members, with no dict and no orjson call per record
+    (a repeated key is kept twice in the text and jsonb keeps the last, as a dict would);
+    single attribute -> (key, value), for events and links that nest attributes in larger
+    JSON; whole lists -> jsonb bytes, for records whose lists repeat (every series of a metric).
+    NUL-bearing attributes are never cached, so each occurrence is counted in `nul_replaced`.
+    Not thread-safe: one per event loop.
     """
 
-    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
-        self._lists: dict[tuple[bytes, ...], bytes] = {}
+    def __init__(self, max_bytes: int = 48 * 1024 * 1024) -> None:
+        self._members: dict[bytes, bytes] = {}
         self._pairs: dict[bytes, tuple[str, Any]] = {}
-        self._max_bytes = max_bytes // 2
-        self._list_bytes = 0
-        self._pair_bytes = 0
+        self._lists: dict[tuple[bytes, ...], bytes] = {}
+        self._budget = max_bytes // 3
+        self._sizes = {"members": 0, "pairs": 0, "lists": 0}
         self.nul_replaced = 0
 
     def jsonb(self, raws: Iterable[bytes]) -> bytes:
         """The binary jsonb value of an attribute list; raises BadAttribute."""
-        pairs = self._pairs
-        out: dict[str, Any] = {}
+        members = self._members
+        parts = []
         for raw in raws:
-            pair = pairs.get(raw)
-            if pair is None:
-                pair = self._decode(raw)
-            out[pair[0]] = pair[1]
-        return JSONB_VERSION + orjson.dumps(out)
+            member = members.get(raw)
+            if member is None:
+                member = self._member(raw)
+            parts.append(member)
+        return b"\x01{" + b",".join(parts) + b"}"
 
     def jsonb_memo(self, raws: Iterable[bytes]) -> bytes:
         """`jsonb`, remembering whole lists: for lists that repeat (metric series)."""
@@ -166,46 +169,53 @@ class AttributeEncoder:
             return cached
         nul_before = self.nul_replaced
         value = self.jsonb(key)
-        if self.nul_replaced != nul_before:
-            return value
-        size = len(value) * 2 + 64
-        if self._list_bytes + size > self._max_bytes:
-            self._lists.clear()
-            self._list_bytes = 0
-        self._lists[key] = value
-        self._list_bytes += size
+        if self.nul_replaced == nul_before:
+            self._remember(self._lists, "lists", key, value, len(value) * 2)
         return value
 
-    def dict(self, raws: Iterable[bytes]) -> dict[str, Any]:
+    def as_dict(self, raws: Iterable[bytes]) -> dict[str, Any]:
         """An attribute list as a dict (do not mutate: values may be shared); BadAttribute."""
         pairs = self._pairs
         out: dict[str, Any] = {}
         for raw in raws:
             pair = pairs.get(raw)
             if pair is None:
-                pair = self._decode(raw)
+                key, value, nul = self._decode(raw)
+                pair = (key, value)
+                if not nul:
+                    self._remember(pairs, "pairs", raw, pair, len(raw) * 3)
             out[pair[0]] = pair[1]
         return out
 
-    def _decode(self, raw: bytes) -> tuple[str, Any]:
+    def _member(self, raw: bytes) -> bytes:
+        key, value, nul = self._decode(raw)
+        member = orjson.dumps({key: value})[1:-1]
+        if not nul:
+            self._remember(self._members, "members", raw, member, len(raw) + len(member))
+        return member
+
+    def _remember(self, cache: dict[Any, Any], name: str, key: Any, value: Any, size: int) -> None:
+        size += 100  # dict slot and object headers, roughly
+        if self._sizes[name] + size > self._budget:
+            cache.clear()
+            self._sizes[name] = 0
+        cache[key] = value
+        self._sizes[name] += size
+
+    def _decode(self, raw: bytes) -> tuple[str, Any, int]:
+        """(key, value, NUL characters replaced) of one raw KeyValue; BadAttribute."""
         try:
             kv = KeyValue.FromString(raw)
         except DecodeError as exc:
             raise BadAttribute(f"attribute does not decode: {exc}") from exc
         key, value = kv.key, any_value(kv.value)
-        if "\x00" in key or _holds_nul(value):
-            # Replaced here, and never cached, so that every occurrence is counted.
-            text, nul = dumps({key: value})
-            self.nul_replaced += nul
-            cleaned: dict[str, Any] = orjson.loads(text)
-            return next(iter(cleaned.items()))
-        size = len(raw) * 3 + 64
-        if self._pair_bytes + size > self._max_bytes:
-            self._pairs.clear()
-            self._pair_bytes = 0
-        self._pairs[raw] = (key, value)
-        self._pair_bytes += size
-        return key, value
+        if "\x00" not in key and not _holds_nul(value):
+            return key, value, 0
+        text, nul = dumps({key: value})
+        self.nul_replaced += nul
+        cleaned: dict[str, Any] = orjson.loads(text)
+        ((key, value),) = cleaned.items()
+        return key, value, nul
 
 
 def _holds_nul(value: Any) -> bool:

@@ -202,7 +202,7 @@ def _events(events: Any, attributes: AttributeEncoder) -> bytes:
             {
                 "timeUnixNano": event.time_unix_nano,
                 "name": event.name,
-                "attributes": attributes.dict(event.attributes),
+                "attributes": attributes.as_dict(event.attributes),
                 "droppedAttributesCount": event.dropped_attributes_count,
             }
             for event in events
@@ -219,7 +219,7 @@ def _links(links: Any, attributes: AttributeEncoder) -> bytes:
                 "spanId": link.span_id.hex(),
                 "traceState": link.trace_state,
                 "flags": link.flags,
-                "attributes": attributes.dict(link.attributes),
+                "attributes": attributes.as_dict(link.attributes),
                 "droppedAttributesCount": link.dropped_attributes_count,
             }
             for link in links

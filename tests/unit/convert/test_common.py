@@ -131,12 +131,14 @@ def test_repeated_key_keeps_the_last_value() -> None:
 
 def test_cache_is_bounded() -> None:
     """The caches empty themselves past their byte budget and keep answering correctly."""
-    encoder = AttributeEncoder(max_bytes=4096)
+    encoder = AttributeEncoder(max_bytes=6000)
     for i in range(500):
         raws = raw_attributes({"id": f"value-{i}"})
         assert decoded(encoder.jsonb_memo(raws)) == {"id": f"value-{i}"}
-    assert len(encoder._lists) < 100
-    assert len(encoder._pairs) < 100
+        assert encoder.as_dict(raws) == {"id": f"value-{i}"}
+    assert 0 < len(encoder._lists) < 100
+    assert 0 < len(encoder._members) < 100
+    assert 0 < len(encoder._pairs) < 100
 
 
 def test_undecodable_attribute_raises_bad_attribute() -> None:
