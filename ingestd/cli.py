@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -60,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("file", nargs="?", default=os.environ.get("INGESTD_CONFIG"))
     show.set_defaults(handler=_print_config)
 
+    schema = sub.add_parser("schema", help="set up and look after the databases")
+    actions = schema.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, handler, text in (
+        ("apply", _schema_apply, "create or update tables, policies and templates (idempotent)"),
+        ("status", _schema_status, "show the tier, tables, policies, rollups and jobs"),
+        ("maintain", _schema_maintain, "run the maintenance job once, now"),
+    ):
+        command = actions.add_parser(action, help=text)
+        _config_option(command)
+        command.set_defaults(handler=handler)
+
     return parser
 
 
@@ -87,10 +99,15 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.telemetry)
+    # As PID 1 in a container a signal with no handler is ignored: catch the ones that arrive
+    # while the daemon's imports load, and let serve() act on them once its loop runs.
+    early: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda n, _frame: early.append(n))
     from ingestd.daemon import serve  # the daemon pulls in grpc, psycopg, elasticsearch
 
     async def go() -> int:
-        await serve(cfg)
+        await serve(cfg, early_signals=early)
         return EXIT_OK
 
     try:
@@ -114,3 +131,54 @@ def _print_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     yaml.safe_dump(config.redacted(cfg), sys.stdout, sort_keys=False)
     return EXIT_OK
+
+
+def _schema_command(args: argparse.Namespace, action: str) -> int:
+    import psycopg
+
+    from ingestd.errors import SchemaError
+    from ingestd.schema import command
+
+    cfg = load_config(args.config)
+    setup_logging(cfg.telemetry)
+
+    closed = False
+
+    def out(line: str) -> None:
+        # A reader that went away (`| head`) must not abort the work half-way: keep going
+        # without output.
+        nonlocal closed
+        if closed:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    async def go() -> int:
+        if action == "apply":
+            await command.apply(cfg, out)
+            return EXIT_OK
+        if action == "status":
+            await command.show_status(cfg, out)
+            return EXIT_OK
+        return EXIT_OK if await command.maintain(cfg, out) else EXIT_FAILURE
+
+    try:
+        return run_async(go())
+    except (SchemaError, psycopg.Error) as exc:
+        print(f"ingestd: schema {action}: {exc}".rstrip(), file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _schema_apply(args: argparse.Namespace) -> int:
+    return _schema_command(args, "apply")
+
+
+def _schema_status(args: argparse.Namespace) -> int:
+    return _schema_command(args, "status")
+
+
+def _schema_maintain(args: argparse.Namespace) -> int:
+    return _schema_command(args, "maintain")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,7 +35,7 @@ MiB = 1024 * 1024
 
 def _endpoint(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    # Port 0 asks the OS for any free port (tests); the stage logs the port it got.
+    # Port 0 asks the OS for a free port (tests); the port actually bound is logged.
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"must be host:port with a port in 0..65535, got {value!r}")
     if not host:
@@ -212,6 +213,91 @@ class ShutdownConfig(Section):
     grace_s: PositiveFloat = 25.0
 
 
+class TableRetentionConfig(Section):
+    """Time partitioning and lifetime of one time-series table (`metrics` or `traces`)."""
+
+    # Hypertable chunk width (TimescaleDB tiers) or native partition width (postgres tier).
+    chunk_interval_hours: PositiveInt
+    # Chunks / partitions whose whole range is older than this are dropped.
+    retention_days: PositiveInt
+    # full tier only: chunks older than this are compressed (reported unavailable elsewhere).
+    compress_after_days: PositiveInt
+
+
+class MetricsTableConfig(TableRetentionConfig):
+    # TimescaleDB's sizing rule: the active chunk with its indexes should fit in 25% of RAM.
+    # A point takes ~364 B with indexes (measured: tests/bench/row_size.py), so one-day chunks
+    # suit up to ~100 points/s per 16 GiB of RAM (3 GB/day); busier sites lower this (1 h at
+    # 2k points/s on 32 GiB). 365 days of retention is then 365 chunks.
+    chunk_interval_hours: PositiveInt = 24
+    retention_days: PositiveInt = 365
+    compress_after_days: PositiveInt = 30
+
+
+class TracesTableConfig(TableRetentionConfig):
+    # A span takes ~884 B with indexes (measured, 10 attributes and 1 event), 2.4x a point:
+    # 6 h chunks hold ~1.9 GB at 100 spans/s and keep 30 days of retention at 120 chunks.
+    chunk_interval_hours: PositiveInt = 6
+    retention_days: PositiveInt = 30
+    compress_after_days: PositiveInt = 7
+
+
+class RollupsConfig(Section):
+    """`metrics_hourly` and `metrics_daily`: continuous aggregates or ingestd's rollup tables."""
+
+    # Each refresh re-aggregates buckets this far back, so points that arrive late (up to this
+    # much) still reach the rollups; later ones only reach the raw table (as with TimescaleDB's
+    # own refresh policies, whose start_offset this becomes).
+    late_window_hours: PositiveInt = 3
+    # How often the rollups are materialized. Queries stay current between refreshes: the
+    # newest buckets are aggregated from the raw rows at query time (real-time aggregation).
+    refresh_interval_minutes: PositiveInt = 30
+    # Rollup rows outlive raw points when this is larger than schema.metrics.retention_days.
+    retention_days: PositiveInt = 365
+
+
+class SchemaConfig(Section):
+    """What `ingestd schema apply` creates and the policies the maintenance job enforces."""
+
+    # auto: full when TimescaleDB runs with timescaledb.license = 'timescale', apache when the
+    # extension is there without it, postgres (native partitioning) when it is not installable.
+    tier: Literal["auto", "full", "apache", "postgres"] = "auto"
+    # Where the numbered SQL files are; empty: those shipped in ingestd/schema/postgres.
+    migrations_dir: Path | None = None
+    metrics: MetricsTableConfig = MetricsTableConfig()
+    traces: TracesTableConfig = TracesTableConfig()
+    rollups: RollupsConfig = RollupsConfig()
+    # postgres tier: partitions exist this far ahead of now. Must cover
+    # ingest.max_future_skew_s, plus slack for maintenance runs that fail for a while.
+    partitions_ahead_hours: PositiveInt = 48
+    # How long ingestd.ledger keeps a request key (the dedup window for client retries).
+    ledger_retention_s: PositiveInt = 900
+
+
+class MaintenanceConfig(Section):
+    """The maintenance job: retention, partitions, rollups, ledger pruning; one replica acts."""
+
+    enabled: bool = True
+    # Every replica wakes this often; the one that gets the lock works, unless another one did
+    # within the interval. Rollups refresh at their own schema.rollups interval.
+    interval_s: PositiveFloat = 60.0
+    # pg_try_advisory_lock key (per database) that elects the one replica doing maintenance;
+    # change it only to run two unrelated ingestd fleets against one database. Bytes "ingestdm".
+    lock_key: int = 0x696E67657374646D
+    # Bounds how long DDL (drop/attach partition, drop_chunks) waits for a lock; a waiting
+    # exclusive lock blocks the writers queued behind it, so keep this short.
+    lock_timeout_s: PositiveFloat = 2.0
+    # Bounds each statement of a run (one rollup slice, one partition move).
+    statement_timeout_s: PositiveFloat = 300.0
+
+
+# The file's section is called `schema`, which shadows pydantic's deprecated `BaseModel.schema()`
+# classmethod; field access works (instance values win), so only the warning is silenced.
+warnings.filterwarnings(
+    "ignore", message='Field name "schema" in "Config" shadows', category=UserWarning
+)
+
+
 class Config(Section):
     """The root of the configuration file."""
 
@@ -222,6 +308,8 @@ class Config(Section):
     admin: AdminConfig = AdminConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
+    schema: SchemaConfig = SchemaConfig()  # type: ignore[assignment]  # see the note above
+    maintenance: MaintenanceConfig = MaintenanceConfig()
 
 
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
@@ -250,10 +338,23 @@ def parse(text: str, *, environ: dict[str, str] | None = None, source: str = "<c
     except ValidationError as exc:
         problems.extend(_describe(exc))
         config = None
+    if config is not None:
+        problems.extend(_across_sections(config))
     if problems:
         raise ConfigError(problems)
     assert config is not None
     return config
+
+
+def _across_sections(config: Config) -> Iterator[str]:
+    """Rules that tie keys of two sections together (each section validates itself)."""
+    ahead_s = config.schema.partitions_ahead_hours * 3600
+    if ahead_s < config.ingest.max_future_skew_s:
+        # A point stamped up to max_future_skew_s ahead is accepted, so its partition must exist.
+        yield (
+            f"schema.partitions_ahead_hours: must cover ingest.max_future_skew_s "
+            f"({ahead_s:g} s < {config.ingest.max_future_skew_s:g} s)"
+        )
 
 
 def _expand(node: Any, environ: Any, path: tuple[str | int, ...], problems: list[str]) -> Any:

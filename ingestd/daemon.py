@@ -23,6 +23,7 @@ from ingestd.ingest import Converter, Ingest, Route, Signal
 from ingestd.metrics import BUILD_INFO
 from ingestd.pipeline import Pipeline, Stage, deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
+from ingestd.schema.stage import MaintenanceJob
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink, TimescaleWriter
 from ingestd.state.redis import RedisState
@@ -53,6 +54,11 @@ def build(config: Config) -> Daemon:
         timescale = TimescaleSink(config.sinks.timescale)
         prober.add("timescale", timescale.probe)
         stages.append(timescale)
+        if config.maintenance.enabled:
+            # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
+            maintenance = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
+            admin.add_status("maintenance", maintenance.snapshot)
+            stages.append(maintenance)
         routes |= _timescale_routes(config, timescale, admin)
     if config.sinks.elasticsearch.enabled:
         elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
@@ -111,11 +117,17 @@ def _merged(*sources: StatsSource) -> StatsSource:
     return lambda: {k: v for source in sources for k, v in source().items()}
 
 
-async def serve(config: Config) -> None:
-    """Run until the first signal, then drain within the grace period. Raises StartupError."""
+async def serve(config: Config, *, early_signals: list[int] | None = None) -> None:
+    """Run until the first signal, then drain within the grace period. Raises StartupError.
+
+    *early_signals* are signals caught before the event loop ran; the first one drains.
+    """
+    stopping = _watch_signals()
+    if early_signals:
+        log.info("signal_received", signal=signal.Signals(early_signals[0]).name, action="drain")
+        stopping.set()
     daemon = build(config)
     BUILD_INFO.labels(version=__version__).set(1)
-    stopping = _watch_signals()
     async with asyncio.TaskGroup() as tasks:
         await daemon.admin.start(tasks)
         try:

@@ -3,6 +3,8 @@
 ```
 IngestdError
 +-- ConfigError            every problem at once, each with a dotted path
++-- SchemaError            the database schema cannot be applied as asked (changed migration,
+|                          tier mismatch, a failing migration)
 +-- StageClosed            we closed it (shutdown race or bug)
 +-- BadRequest             the request cannot be decoded or is not OTLP       permanent
 |   +-- PayloadTooLarge    over a configured size limit                        permanent
@@ -41,6 +43,11 @@ class ConfigError(IngestdError):
     def __init__(self, problems: Iterable[str]) -> None:
         self.problems = list(problems)
         super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class SchemaError(IngestdError):
+    """`schema apply` refuses or fails: an applied migration file changed, the tier asked for
+    is not the database's, or a migration failed (rolled back)."""
 
 
 class StageClosed(IngestdError):

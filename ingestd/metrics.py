@@ -113,3 +113,43 @@ ACK_SECONDS = Histogram(
     ["signal", "transport", "outcome"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
 )
+
+# -- maintenance job (one replica acts per interval) --------------------------------------------
+MAINTENANCE_RUNS = Counter(
+    "ingestd_maintenance_runs_total",
+    "Maintenance runs by outcome (ok, error, or skipped: locked, recent, no_schema)",
+    ["outcome"],
+)
+MAINTENANCE_RUN_SECONDS = Histogram(
+    "ingestd_maintenance_run_seconds",
+    "Duration of maintenance runs that acted",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+MAINTENANCE_DROPPED_CHUNKS = Counter(
+    "ingestd_maintenance_dropped_chunks_total",
+    "Chunks (apache tier, drop_chunks) or partitions (postgres tier) dropped past retention",
+    ["table", "kind"],
+)
+MAINTENANCE_CREATED_PARTITIONS = Counter(
+    "ingestd_maintenance_created_partitions_total",
+    "Partitions created ahead of time or for rows found in the DEFAULT partition (postgres tier)",
+    ["table"],
+)
+MAINTENANCE_ROLLUP_ROWS = Counter(
+    "ingestd_maintenance_rollup_rows_total",
+    "Rollup rows inserted or changed by refreshes (apache and postgres tiers)",
+    ["rollup"],
+)
+MAINTENANCE_LEDGER_PRUNED = Counter(
+    "ingestd_maintenance_ledger_pruned_rows_total",
+    "Request keys deleted from ingestd.ledger after the dedup window",
+)
+MAINTENANCE_ERRORS = Counter(
+    "ingestd_maintenance_errors_total",
+    "Failed maintenance steps (ledger, retention, partitions, rollups, timescaledb_jobs, run)",
+    ["step"],
+)
+MAINTENANCE_LAST_SUCCESS = Gauge(
+    "ingestd_maintenance_last_success_timestamp_seconds",
+    "Unix time of this process's last maintenance run that acted without errors",
+)

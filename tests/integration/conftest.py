@@ -156,13 +156,59 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
         redis_client.delete(*keys)
 
 
+# -- schema tiers -------------------------------------------------------------------------------
+# The dev stack's PostgreSQL gives two tiers (apache: TimescaleDB without TSL; postgres: a
+# database that never creates the extension). A full TimescaleDB (with TSL) is not part of the
+# stack or CI; when INGESTD_PG_FULL_DSN points at one, the same tests also run on tier full.
+FULL_DSN_ENV = "INGESTD_PG_FULL_DSN"
+SCHEMA_TIERS = ["apache", "postgres", *(["full"] if os.environ.get(FULL_DSN_ENV) else [])]
+
+
+@dataclass(frozen=True)
+class TierDatabase:
+    """A fresh, empty database meant to become *tier* (`schema.tier` forces postgres only)."""
+
+    tier: str
+    dsn: str
+
+    @property
+    def config_tier(self) -> str:
+        # apache and full are detected (auto); postgres must be asked for on a TimescaleDB server.
+        return "postgres" if self.tier == "postgres" else "auto"
+
+
+@pytest.fixture(scope="session")
+def make_full_database() -> Iterator[Callable[[], str]]:
+    """A factory of empty databases on the full-tier server of INGESTD_PG_FULL_DSN."""
+    base = os.environ.get(FULL_DSN_ENV, "")
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return _dsn_for(base, name)
+
+    yield make
+    if created:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            for name in created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=SCHEMA_TIERS)
+def tier_database(request: pytest.FixtureRequest, make_database: Callable[[], str]) -> TierDatabase:
+    """A fresh database for each schema tier this machine has (see SCHEMA_TIERS)."""
+    if request.param == "full":
+        make_full: Callable[[], str] = request.getfixturevalue("make_full_database")
+        return TierDatabase("full", make_full())
+    return TierDatabase(request.param, make_database())
+
+
 @pytest.fixture
 def timescale_db(database: str, stack: Stack) -> str:
-    """DSN of a fresh database holding the design.md tables.
-
-    Until `ingestd schema apply` lands, `create_design_tables` creates them; it is the one
-    place to switch to the real schema command.
-    """
+    """DSN of a fresh database holding the design.md tables (made by `ingestd schema apply`)."""
     from tests.integration.design_tables import create_design_tables
 
     create_design_tables(database, stack.pg_admin_dsn)

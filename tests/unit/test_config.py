@@ -144,3 +144,31 @@ def test_unreadable_file_is_a_config_error(tmp_path: object) -> None:
 def test_not_a_mapping_is_refused() -> None:
     """A file whose top level is a list is refused with a clear line."""
     assert problems_of("- a\n- b\n") == ["<config>: the top level must be a mapping of sections"]
+
+
+def test_schema_and_maintenance_defaults() -> None:
+    """The schema section defaults to the Deep Eyes document's intervals."""
+    cfg = config.parse("", environ={})
+    assert cfg.schema.tier == "auto"
+    assert (cfg.schema.metrics.retention_days, cfg.schema.traces.retention_days) == (365, 30)
+    assert (cfg.schema.metrics.compress_after_days, cfg.schema.traces.compress_after_days) == (
+        30,
+        7,
+    )
+    assert cfg.schema.ledger_retention_s == 900
+    assert cfg.maintenance.enabled
+
+
+def test_one_table_override_keeps_that_tables_other_defaults() -> None:
+    """Setting traces.retention_days leaves traces' own chunk interval default (not metrics')."""
+    cfg = config.parse("schema:\n  traces: {retention_days: 14}\n", environ={})
+    assert cfg.schema.traces.retention_days == 14
+    assert cfg.schema.traces.chunk_interval_hours == 6
+
+
+def test_partitions_ahead_must_cover_the_future_skew() -> None:
+    """Partitions ahead shorter than ingest.max_future_skew_s is refused with both values."""
+    assert problems_of("schema: {partitions_ahead_hours: 12}\n") == [
+        "schema.partitions_ahead_hours: must cover ingest.max_future_skew_s (43200 s < 86400 s)"
+    ]
+    config.parse("schema: {partitions_ahead_hours: 12}\ningest: {max_future_skew_s: 3600}\n")

@@ -9,12 +9,19 @@ from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 
 
 def test_stages_start_downstream_first() -> None:
-    """Sinks, then the prober, then one batcher per table, then the gRPC receiver last."""
+    """Sinks (and their maintenance), the prober, one batcher per table, the receiver last."""
     daemon = build(
         config.parse("redis: {enabled: false}\nsinks: {elasticsearch: {enabled: false}}")
     )
     names = [stage.name for stage in daemon.pipeline.stages]
-    assert names == ["timescale", "prober", "batcher.traces", "batcher.metrics", "receiver.grpc"]
+    assert names == [
+        "timescale",
+        "maintenance",
+        "prober",
+        "batcher.traces",
+        "batcher.metrics",
+        "receiver.grpc",
+    ]
 
 
 def test_traces_and_metrics_are_routed_and_logs_are_not() -> None:
