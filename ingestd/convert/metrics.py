@@ -200,36 +200,60 @@ def _points(
 
 
 def _gauge(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Converted) -> None:
-    _points(
-        data.data_points, m, rows, converted, functools.partial(_number_row, "gauge", None, None)
-    )
+    _number_points(data.data_points, m, rows, converted, "gauge", None, None)
 
 
 def _sum(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Converted) -> None:
-    row = functools.partial(_number_row, "sum", data.aggregation_temporality, data.is_monotonic)
-    _points(data.data_points, m, rows, converted, row)
+    temporality, monotonic = data.aggregation_temporality, data.is_monotonic
+    _number_points(data.data_points, m, rows, converted, "sum", temporality, monotonic)
 
 
-def _number_row(
-    kind: str, temporality: int | None, monotonic: bool | None, p: Any, m: _Metric
-) -> tuple[Any, ...]:
-    t, start = _checked_times(p, m)
-    which = p.WhichOneof("value")
-    if which == "as_double":
-        value, int_value = p.as_double, None
-    elif which == "as_int":
-        int_value = p.as_int
-        value = float(int_value)
-    else:
-        value = int_value = None
-    # fmt: off
-    return (
-        t // 1000 - PG_EPOCH_US, m.app_id, m.name, kind, value, int_value, m.unit,
-        m.attributes.jsonb_memo(p.attributes), t, start, temporality, monotonic, p.flags,
-        None, None, None, None, None, None, None, None, None, None, None, None, None, None, None,
-        _exemplars(p.exemplars, m.attributes) if p.exemplars else None, m.resource_id, m.scope_id,
-    )
-    # fmt: on
+def _number_points(
+    points: Any,
+    m: _Metric,
+    rows: list[tuple[Any, ...]],
+    converted: Converted,
+    kind: str,
+    temporality: int | None,
+    monotonic: bool | None,
+) -> None:
+    """The hot loop of gauges and sums (most points): one row per point, checks inlined."""
+    append = rows.append
+    attributes = m.attributes
+    memo = attributes.jsonb_memo
+    app_id, name, unit, resource_id, scope_id = m.app_id, m.name, m.unit, m.resource_id, m.scope_id
+    max_time = min(m.max_time, INT64_MAX)
+    for p in points:
+        t = p.time_unix_nano
+        start = p.start_time_unix_nano
+        if not 0 < t <= max_time or start > INT64_MAX:
+            try:
+                _checked_times(p, m)
+            except _Reject as exc:
+                converted.reject(exc.reason, f"metric {name!r}: {exc.detail}")
+            continue
+        which = p.WhichOneof("value")
+        if which == "as_double":
+            value, int_value = p.as_double, None
+        elif which == "as_int":
+            int_value = p.as_int
+            value = float(int_value)
+        else:
+            value = int_value = None
+        try:
+            attrs = memo(p.attributes[:])
+        except BadAttribute as exc:
+            converted.reject("bad_attribute", f"metric {name!r}: {exc}")
+            continue
+        exemplars = p.exemplars[:]
+        # fmt: off
+        append((
+            t // 1000 - PG_EPOCH_US, app_id, name, kind, value, int_value, unit, attrs, t,
+            start or None, temporality, monotonic, p.flags,
+            None, None, None, None, None, None, None, None, None, None, None, None, None, None,
+            None, _exemplars(exemplars, attributes) if exemplars else None, resource_id, scope_id,
+        ))
+        # fmt: on
 
 
 def _histogram(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Converted) -> None:
@@ -242,14 +266,14 @@ def _histogram_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "histogram", None, None, m.unit,
-        m.attributes.jsonb_memo(p.attributes), t, start, temporality, None, p.flags,
+        m.attributes.jsonb_memo(p.attributes[:]), t, start, temporality, None, p.flags,
         _count(p.count, "count"),
         p.sum if p.HasField("sum") else None,
         p.min if p.HasField("min") else None,
         p.max if p.HasField("max") else None,
         float8_array(p.explicit_bounds), _counts(p.bucket_counts, "bucket_counts"),
         None, None, None, None, None, None, None, None, None,
-        _exemplars(p.exemplars, m.attributes) if p.exemplars else None, m.resource_id, m.scope_id,
+        _exemplars(p.exemplars[:], m.attributes), m.resource_id, m.scope_id,
     )
     # fmt: on
 
@@ -265,7 +289,7 @@ def _exponential_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "exponential_histogram", None, None, m.unit,
-        m.attributes.jsonb_memo(p.attributes), t, start, temporality, None, p.flags,
+        m.attributes.jsonb_memo(p.attributes[:]), t, start, temporality, None, p.flags,
         _count(p.count, "count"),
         p.sum if p.HasField("sum") else None,
         p.min if p.HasField("min") else None,
@@ -275,7 +299,7 @@ def _exponential_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
         positive.offset, _counts(positive.bucket_counts, "positive.bucket_counts"),
         negative.offset, _counts(negative.bucket_counts, "negative.bucket_counts"),
         None, None,
-        _exemplars(p.exemplars, m.attributes) if p.exemplars else None, m.resource_id, m.scope_id,
+        _exemplars(p.exemplars[:], m.attributes), m.resource_id, m.scope_id,
     )
     # fmt: on
 
@@ -290,7 +314,7 @@ def _summary_row(p: Any, m: _Metric) -> tuple[Any, ...]:
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "summary", None, None, m.unit,
-        m.attributes.jsonb_memo(p.attributes), t, start, None, None, p.flags,
+        m.attributes.jsonb_memo(p.attributes[:]), t, start, None, None, p.flags,
         _count(p.count, "count"), p.sum, None, None,
         None, None, None, None, None, None, None, None, None,
         float8_array([q.quantile for q in quantiles]), float8_array([q.value for q in quantiles]),
@@ -308,7 +332,10 @@ _KINDS: dict[str, Callable[[Any, _Metric, list[tuple[Any, ...]], Converted], Non
 }
 
 
-def _exemplars(exemplars: Any, attributes: AttributeEncoder) -> bytes:
+def _exemplars(exemplars: list[Any], attributes: AttributeEncoder) -> bytes | None:
+    """The exemplars column: NULL when there are none."""
+    if not exemplars:
+        return None
     items = []
     for e in exemplars:
         which = e.WhichOneof("value")

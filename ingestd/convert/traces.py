@@ -133,10 +133,10 @@ def _spans(
             converted.reject(reason, f"span {span.name!r}: {detail}")
             continue
         try:
-            attrs = encode(span.attributes)
-            events = span.events
+            attrs = encode(span.attributes[:])
+            events = span.events[:]
             events = _events(events, attributes) if events else None
-            links = span.links
+            links = span.links[:]
             links = _links(links, attributes) if links else None
         except BadAttribute as exc:
             converted.reject("bad_attribute", f"span {span.name!r}: {exc}")
@@ -202,7 +202,7 @@ def _events(events: Any, attributes: AttributeEncoder) -> bytes:
             {
                 "timeUnixNano": event.time_unix_nano,
                 "name": event.name,
-                "attributes": attributes.as_dict(event.attributes),
+                "attributes": attributes.as_dict(event.attributes[:]),
                 "droppedAttributesCount": event.dropped_attributes_count,
             }
             for event in events
@@ -219,7 +219,7 @@ def _links(links: Any, attributes: AttributeEncoder) -> bytes:
                 "spanId": link.span_id.hex(),
                 "traceState": link.trace_state,
                 "flags": link.flags,
-                "attributes": attributes.as_dict(link.attributes),
+                "attributes": attributes.as_dict(link.attributes[:]),
                 "droppedAttributesCount": link.dropped_attributes_count,
             }
             for link in links

@@ -524,3 +524,23 @@ async def test_many_concurrent_clients_share_batches(timescale_db: str, ack: str
     assert len(rows) == 24 * 64
     assert {r[0] for r in rows} == expected
     assert batches < len(requests), "parts of concurrent requests were batched together"
+
+
+async def test_two_replicas_store_a_request_once(timescale_db: str) -> None:
+    """The same request sent to two replicas at once: both answer OK, it is stored once."""
+    text = config_text(timescale_db)
+    requests = [span_request(200, tag=f"replicas-{i}") for i in range(6)]
+    async with (
+        running(text) as first,
+        running(text) as second,
+        stubs(first.target) as (traces_a, _),
+        stubs(second.target) as (traces_b, _),
+    ):
+        for request in requests:
+            await asyncio.gather(traces_a.Export(request), traces_b.Export(request))
+        duplicates = first.stats("traces")["duplicate_parts"]
+        duplicates += second.stats("traces")["duplicate_parts"]
+    counts = dict(query(timescale_db, "SELECT spanid, count(*) FROM traces GROUP BY 1"))
+    sent = [s.span_id for r in requests for s in r.resource_spans[0].scope_spans[0].spans]
+    assert [counts.get(span_id) for span_id in sent] == [1] * len(sent)
+    assert duplicates == len(requests), "each request was found in the ledger by one replica"
