@@ -22,15 +22,20 @@ A server that keeps an abandoned transaction open (client gone without a TCP res
 the key's lock; `idle_in_transaction_session_timeout` ends such sessions, and TCP keepalives and
 `tcp_user_timeout` detect a dead peer on our side.
 
-Speed (measured with tests/bench_core.py and /tmp scripts on the 2-vCPU dev box; see README):
-COPY BINARY carries no type information, the server reads each field with its column's receive
+Speed (client CPU per 22-field span row, measured on the 2-vCPU dev box, best of 5):
+COPY BINARY carries no type information; the server reads each field with its column's receive
 function. The converters therefore hand over timestamptz as its binary value (int8 microseconds
 since 2000-01-01), jsonb as its binary value (version byte 1 + JSON text, sent as bytea) and
-arrays in PostgreSQL's binary array form (bytea), so every field is written by psycopg's C
-dumpers: ~1 us per 22-field span row, against ~5 us with Python dumpers for timestamptz and
-jsonb and ~9 us with datetime objects and `Jsonb`. psycopg picks the bytea dumper by OID for
-`set_types`, and its default is a Python one (the DB-API `Binary` dumper, ~430 ns per field):
-`_configure` registers the C bytes dumper for that OID (~17 ns per field).
+arrays in PostgreSQL's binary array form (bytea), so psycopg's C dumpers write every field:
+0.5-1.2 us of formatting per row, against 1.6-2.9 us with Python dumpers for timestamptz (from
+int ns) and jsonb (from orjson bytes), and 5.5-10.7 us with datetime objects and `Jsonb(dict)`
+(psycopg's default json.dumps), not counting the cost of building those objects. psycopg picks the
+bytea dumper by OID under `set_types`, and that is a Python one (the DB-API `Binary` dumper,
+~430 ns per field): `_configure` registers the C bytes dumper for the OID (~17 ns per field).
+Driving the COPY: `AsyncCopy.write_row` costs 1.8-3.0 us per row in all, calling the copy's
+formatter ourselves 2.2-2.4 us, and psycopg's private C `format_row_binary` into one buffer
+1.5-2.0 us; the ~0.5 us gain (~3% of ingestd's CPU per span) does not justify depending on a
+private API, so rows go through `write_row`.
 """
 
 from __future__ import annotations
