@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from ingestd import __version__
 from ingestd.admin import AdminServer
-from ingestd.batching import Batcher
+from ingestd.batching import Batcher, StatsSource
 from ingestd.config import Config
+from ingestd.convert import metrics, traces
 from ingestd.convert.logs import LogsConverter
 from ingestd.health import Health, Prober, State
-from ingestd.ingest import Ingest, Route, Signal
+from ingestd.ingest import Converter, Ingest, Route, Signal
 from ingestd.metrics import BUILD_INFO
 from ingestd.pipeline import Pipeline, Stage, deadline_in
+from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.schema.stage import MaintenanceJob
 from ingestd.sinks.elasticsearch import ElasticsearchSink
-from ingestd.sinks.timescale import TimescaleSink
+from ingestd.sinks.timescale import TimescaleSink, TimescaleWriter
 from ingestd.state.redis import RedisState
 
 log = structlog.get_logger("ingestd.daemon")
@@ -61,11 +64,12 @@ def build(config: Config) -> Daemon:
             maintenance = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
             admin.add_status("maintenance", maintenance.snapshot)
             stages.append(maintenance)
+        routes |= _timescale_routes(config, timescale, admin)
     if config.sinks.elasticsearch.enabled:
         elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
         prober.add("elasticsearch", elasticsearch.probe)
         stages.append(elasticsearch)
-        routes[Signal.LOGS] = _logs_route(config, elasticsearch)
+        routes[Signal.LOGS] = _logs_route(config, elasticsearch, admin)
     if config.redis.enabled:
         redis = RedisState(config.redis)
         # Redis is shared state, not storage: without it ingest goes on, degraded.
@@ -73,11 +77,12 @@ def build(config: Config) -> Daemon:
         stages.append(redis)
     stages.append(prober)
 
-    # Batchers start after their sinks and stop before them; receivers come last.
-    for route in routes.values():
-        stages.append(route.batcher)
-        admin.add_status(route.batcher.name, route.batcher.stats)
+    # Batchers sit between the sinks and the receivers: started after the sinks, stopped
+    # after the receivers, so each drains into a stage that is still alive.
+    stages.extend(route.batcher for route in routes.values())
     ingest = Ingest(config.ingest, routes)
+    if config.receivers.grpc.enabled:
+        stages.append(OtlpGrpcReceiver(config.receivers.grpc, ingest))
     if config.receivers.http.enabled:
         stages.append(OtlpHttpReceiver(config.receivers.http, ingest))
 
@@ -91,7 +96,37 @@ def build(config: Config) -> Daemon:
     )
 
 
-def _logs_route(config: Config, sink: ElasticsearchSink) -> Route:
+def _timescale_routes(
+    config: Config, sink: TimescaleSink, admin: AdminServer
+) -> dict[Signal, Route]:
+    """Traces and metrics: converter -> Batcher -> TimescaleWriter, one chain per table."""
+    tables: dict[Signal, tuple[str, Sequence[tuple[str, str]], Callable[..., Converter]]] = {
+        Signal.TRACES: (traces.TABLE, traces.COLUMNS, traces.TraceConverter),
+        Signal.METRICS: (metrics.TABLE, metrics.COLUMNS, metrics.MetricConverter),
+    }
+    section = config.sinks.timescale
+    routes: dict[Signal, Route] = {}
+    for kind, (table, columns, converter) in tables.items():
+        writer = TimescaleWriter(sink, table=table, columns=columns, signal=kind)
+        batcher = Batcher(
+            table,
+            writer,
+            batch=section.batch,
+            buffer=section.buffer,
+            writers=section.writers,
+            retry=section.retry,
+            retry_until_stopped=config.ingest.ack == "accepted",
+        )
+        admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
+        routes[kind] = Route(converter(max_future_skew_s=config.ingest.max_future_skew_s), batcher)
+    return routes
+
+
+def _merged(*sources: StatsSource) -> StatsSource:
+    return lambda: {k: v for source in sources for k, v in source().items()}
+
+
+def _logs_route(config: Config, sink: ElasticsearchSink, admin: AdminServer) -> Route:
     """Logs: OTLP -> bulk items (convert/logs.py) -> Batcher(logs) -> BulkWriter."""
     es = config.sinks.elasticsearch
     batcher = Batcher(
@@ -108,6 +143,7 @@ def _logs_route(config: Config, sink: ElasticsearchSink) -> Route:
         namespace=es.logs_namespace,
         max_future_skew_s=config.ingest.max_future_skew_s,
     )
+    admin.add_status(batcher.name, batcher.stats)
     return Route(convert=convert, batcher=batcher)
 
 

@@ -24,6 +24,7 @@ from ingestd.config import IngestConfig
 from ingestd.errors import IngestdError, SinkUnavailable
 from ingestd.metrics import (
     ACK_SECONDS,
+    CONVERT_NUL_REPLACED,
     RECEIVER_ACCEPTED_ITEMS,
     RECEIVER_REFUSED_ITEMS,
     RECEIVER_REJECTED_ITEMS,
@@ -65,6 +66,8 @@ class Converted:
     # reason -> count, for metrics; plus one example message for the client.
     reject_reasons: Counter[str] = field(default_factory=Counter)
     reject_example: str = ""
+    # NUL characters replaced by U+FFFD (PostgreSQL cannot store them in text or jsonb).
+    nul_replaced: int = 0
 
     def reject(self, reason: str, example: str) -> None:
         self.rejected += 1
@@ -179,6 +182,8 @@ class Ingest:
     def _count_rejects(self, signal: Signal, converted: Converted) -> None:
         for reason, count in converted.reject_reasons.items():
             RECEIVER_REJECTED_ITEMS.labels(signal=signal, reason=reason).inc(count)
+        if converted.nul_replaced:
+            CONVERT_NUL_REPLACED.labels(signal=signal).inc(converted.nul_replaced)
 
     def _refused(self, signal: Signal, ctx: RequestContext, items: int, exc: IngestdError) -> None:
         RECEIVER_REFUSED_ITEMS.labels(

@@ -70,6 +70,17 @@ SINK_RETRIES = Counter(
     "ingestd_sink_retries_total", "Batch write attempts retried after a transient error", ["sink"]
 )
 
+SINK_DUPLICATE_ITEMS = Counter(
+    "ingestd_sink_duplicate_items_total",
+    "Items not written again because the ledger already held their request (retries)",
+    ["sink"],
+)
+SINK_REJECTED_ITEMS = Counter(
+    "ingestd_sink_rejected_items_total",
+    "Items the database refused for good (reported as partial success), by SQLSTATE",
+    ["sink", "reason"],
+)
+
 # -- receivers and acknowledgement ---------------------------------------------------------------
 RECEIVER_ACCEPTED_ITEMS = Counter(
     "ingestd_receiver_accepted_items_total",
@@ -85,6 +96,11 @@ RECEIVER_REJECTED_ITEMS = Counter(
     "ingestd_receiver_rejected_items_total",
     "Items refused for good inside otherwise accepted requests (OTLP partial success), by reason",
     ["signal", "reason"],
+)
+CONVERT_NUL_REPLACED = Counter(
+    "ingestd_convert_nul_replaced_total",
+    "NUL characters replaced by U+FFFD in stored text and jsonb (PostgreSQL cannot store NUL)",
+    ["signal"],
 )
 RECEIVER_REQUESTS = Counter(
     "ingestd_receiver_requests_total",

@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from ingestd.convert.wire import FAST_REQUEST_TYPES
 from ingestd.errors import BadRequest
 from ingestd.ingest import ExportResult, Signal
 
@@ -49,8 +50,13 @@ def request_key(signal: Signal, tenant: str, body: bytes) -> bytes:
 
 
 def parse_protobuf(signal: Signal, body: bytes) -> Any:
-    """Decode an OTLP protobuf export request; BadRequest when the bytes are not one."""
-    message = REQUEST_TYPES[signal]()
+    """Decode an OTLP protobuf export request; BadRequest when the bytes are not one.
+
+    Traces and metrics decode into `convert.wire`'s classes (same wire format, record
+    attributes kept as raw bytes for the converters' cache); other signals into the official
+    classes in REQUEST_TYPES.
+    """
+    message = FAST_REQUEST_TYPES.get(signal, REQUEST_TYPES[signal])()
     try:
         message.ParseFromString(body)
     except DecodeError as exc:

@@ -204,3 +204,12 @@ def tier_database(request: pytest.FixtureRequest, make_database: Callable[[], st
         make_full: Callable[[], str] = request.getfixturevalue("make_full_database")
         return TierDatabase("full", make_full())
     return TierDatabase(request.param, make_database())
+
+
+@pytest.fixture
+def timescale_db(database: str, stack: Stack) -> str:
+    """DSN of a fresh database holding the design.md tables (made by `ingestd schema apply`)."""
+    from tests.integration.design_tables import create_design_tables
+
+    create_design_tables(database, stack.pg_admin_dsn)
+    return database
