@@ -9,7 +9,7 @@ from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 
 
 def test_stages_start_downstream_first() -> None:
-    """Sinks (and their maintenance), the prober, one batcher per table, the receiver last."""
+    """Sinks (and their maintenance), the prober, one batcher per table, the receivers last."""
     daemon = build(
         config.parse("redis: {enabled: false}\nsinks: {elasticsearch: {enabled: false}}")
     )
@@ -21,18 +21,20 @@ def test_stages_start_downstream_first() -> None:
         "batcher.traces",
         "batcher.metrics",
         "receiver.grpc",
+        "receiver.http",
     ]
 
 
-def test_traces_and_metrics_are_routed_and_logs_are_not() -> None:
-    """The receiver's Ingest accepts traces and metrics; logs have no route yet."""
+def test_each_signal_is_routed_to_its_enabled_sink() -> None:
+    """Traces and metrics go to TimescaleDB, logs to Elasticsearch; a disabled sink, no route."""
     daemon = build(config.parse("redis: {enabled: false}"))
     receiver = daemon.stages["receiver.grpc"]
     assert isinstance(receiver, OtlpGrpcReceiver)
-    ingest = receiver._ingest
-    assert ingest.accepts(Signal.TRACES)
-    assert ingest.accepts(Signal.METRICS)
-    assert not ingest.accepts(Signal.LOGS)
+    assert receiver._ingest is daemon.ingest
+    assert all(daemon.ingest.accepts(s) for s in (Signal.TRACES, Signal.METRICS, Signal.LOGS))
+    no_es = build(config.parse("redis: {enabled: false}\nsinks: {elasticsearch: {enabled: false}}"))
+    assert not no_es.ingest.accepts(Signal.LOGS)
+    assert no_es.ingest.accepts(Signal.TRACES)
 
 
 def test_accepted_mode_retries_until_stopped() -> None:
