@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -90,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     from ingestd.daemon import serve  # the daemon pulls in grpc, psycopg, elasticsearch
 
     async def go() -> int:
-        await serve(cfg)
+        await serve(cfg, Path(args.config))
         return EXIT_OK
 
     try:

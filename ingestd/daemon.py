@@ -9,20 +9,41 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
 from ingestd import __version__
 from ingestd.admin import AdminServer
+from ingestd.auth import Authenticator
 from ingestd.config import Config
 from ingestd.health import Health, Prober, State
 from ingestd.metrics import BUILD_INFO
 from ingestd.pipeline import Pipeline, Stage, deadline_in
+from ingestd.reload import ConfigReloader
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink
+from ingestd.state.dedup import RedisDedup
+from ingestd.state.pressure import ClusterPressure
+from ingestd.state.ratelimit import RateLimiter
 from ingestd.state.redis import RedisState
 
 log = structlog.get_logger("ingestd.daemon")
+
+
+@dataclass
+class SharedState:
+    """The shared-state pieces Ingest and the receivers use (see README, "Shared state").
+
+    Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...); each route's batcher
+    is watched with `pressure.watch(signal, batcher, sink_component)`; receivers call
+    `auth.authenticate(authorization)` before reading the body.
+    """
+
+    auth: Authenticator
+    dedup: RedisDedup
+    pressure: ClusterPressure
+    limits: RateLimiter
 
 
 @dataclass
@@ -33,11 +54,12 @@ class Daemon:
     health: Health
     admin: AdminServer
     pipeline: Pipeline
+    shared: SharedState
     stages: dict[str, Stage] = field(default_factory=dict)
 
 
-def build(config: Config) -> Daemon:
-    """Build every stage from its config section, downstream first."""
+def build(config: Config, config_path: Path | None = None) -> Daemon:
+    """Build every stage from its config section, downstream first. Raises ConfigError."""
     health = Health()
     prober = Prober(health, config.admin.check_interval_s)
     admin = AdminServer(config.admin, health)
@@ -51,11 +73,16 @@ def build(config: Config) -> Daemon:
         elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
         prober.add("elasticsearch", elasticsearch.probe)
         stages.append(elasticsearch)
+    redis = None
     if config.redis.enabled:
-        redis = RedisState(config.redis)
+        redis = RedisState(config.redis, health)
         # Redis is shared state, not storage: without it ingest goes on, degraded.
         prober.add("redis", redis.probe, required=False, when_failing=State.DEGRADED)
         stages.append(redis)
+    shared = _shared_state(config, config_path, redis, health)
+    admin.add_status("pressure", shared.pressure.status)
+    stages += [shared.dedup, shared.pressure]
+    stages.append(ConfigReloader(config_path, config, shared.auth, shared.limits))
     stages.append(prober)
 
     return Daemon(
@@ -63,13 +90,31 @@ def build(config: Config) -> Daemon:
         health=health,
         admin=admin,
         pipeline=Pipeline(stages),
+        shared=shared,
         stages={s.name: s for s in stages},
     )
 
 
-async def serve(config: Config) -> None:
-    """Run until the first signal, then drain within the grace period. Raises StartupError."""
-    daemon = build(config)
+def _shared_state(
+    config: Config, config_path: Path | None, redis: RedisState | None, health: Health
+) -> SharedState:
+    pressure = ClusterPressure(config.pressure, redis, health)
+    return SharedState(
+        auth=Authenticator(config.auth),
+        # A replica that dies mid-request leaves its marker: it expires a bit after the
+        # longest a request can wait for its commit, so a retry may then take it over.
+        dedup=RedisDedup(config.dedup, redis, in_flight_ttl_s=config.ingest.ack_timeout_s + 5),
+        pressure=pressure,
+        limits=RateLimiter(config.limits, redis, replicas=pressure.live_replicas),
+    )
+
+
+async def serve(config: Config, config_path: Path | None = None) -> None:
+    """Run until the first signal, then drain within the grace period. Raises StartupError.
+
+    *config_path* is re-read on SIGHUP and when it changes (auth tokens and limits only).
+    """
+    daemon = build(config, config_path)
     BUILD_INFO.labels(version=__version__).set(1)
     stopping = _watch_signals()
     async with asyncio.TaskGroup() as tasks:

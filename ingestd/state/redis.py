@@ -1,42 +1,193 @@
-"""Redis: the state every replica shares (dedup keys, pressure, rate limits).
+"""Redis: the state every replica shares (dedup keys, pressure, rate limits), behind a breaker.
 
-Redis trouble never stops ingest: every call is bounded by `redis.timeout_ms`, and while Redis
-does not answer the component is DEGRADED (still ready) rather than UNAVAILABLE.
+Redis trouble never stops ingest. Every call is bounded by `redis.timeout_ms`; failures feed a
+circuit breaker that, once open, answers "unavailable" at once without asking Redis, then lets
+one probe call through after `redis.breaker.open_s`. Callers get `StateUnavailable` and fail
+open (no dedup, local-only limits). While the breaker is not closed the `redis` health
+component is DEGRADED: still ready, with a reduced guarantee.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import hashlib
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
 
-from ingestd.config import RedisConfig
+from ingestd.config import BreakerConfig, RedisConfig
+from ingestd.errors import StateUnavailable
+from ingestd.health import Health, State
+from ingestd.metrics import (
+    REDIS_BREAKER_OPEN,
+    REDIS_CALL_SECONDS,
+    REDIS_CALLS,
+    REDIS_DEGRADED_SECONDS,
+)
+from ingestd.retry import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger("ingestd.state.redis")
 
+T = TypeVar("T")
 
-class RedisState:
-    name = "redis"
 
-    def __init__(self, config: RedisConfig) -> None:
-        self.config = config
-        self._client: aioredis.Redis | None = None
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"  # calls go through
+    OPEN = "open"  # no call is made until open_s has passed
+    HALF_OPEN = "half_open"  # one probe call decides
+
+
+class Breaker:
+    """A circuit breaker over consecutive failures; pure, driven by a clock (tests use a fake).
+
+    Failures count only when the failed call started after the last counted failure: calls
+    that were in flight together when Redis stalled (or the event loop did) are one incident.
+    """
+
+    def __init__(
+        self,
+        config: BreakerConfig,
+        clock: Clock = SYSTEM_CLOCK,
+        on_change: Callable[[BreakerState, str], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._on_change = on_change
+        self.state = BreakerState.CLOSED
+        self.failures = 0
+        self.last_error = ""
+        self._last_counted_at = float("-inf")
+        self._opened_at = 0.0
+        self._probing = False
+        self._accounted_at = clock.now()
+
+    def allow(self) -> bool:
+        """Whether a call may be made now. In half-open state only one probe at a time."""
+        now = self._account()
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            if now - self._opened_at < self._config.open_s:
+                return False
+            self._set(BreakerState.HALF_OPEN)
+        if self._probing:
+            return False
+        self._probing = True
+        return True
+
+    def success(self) -> None:
+        self._account()
+        self.failures = 0
+        self._probing = False
+        if self.state is not BreakerState.CLOSED:
+            self._set(BreakerState.CLOSED)
+
+    def failure(self, started_at: float, error: str) -> None:
+        """Record a failed call that started at *started_at* (this clock's time)."""
+        now = self._account()
+        self.last_error = error
+        self._probing = False
+        if self.state is BreakerState.HALF_OPEN:
+            self._opened_at = now
+            self._set(BreakerState.OPEN)
+            return
+        if self.state is BreakerState.OPEN or started_at < self._last_counted_at:
+            return
+        self.failures += 1
+        self._last_counted_at = now
+        if self.failures >= self._config.failures_to_open:
+            self._opened_at = now
+            self._set(BreakerState.OPEN)
+
+    def abandon(self) -> None:
+        """A call was cancelled before it had an outcome: let another probe try."""
+        self._probing = False
 
     @property
-    def client(self) -> aioredis.Redis:
-        if self._client is None:
-            raise RuntimeError("RedisState used before start()")
-        return self._client
+    def is_closed(self) -> bool:
+        return self.state is BreakerState.CLOSED
+
+    def _account(self) -> float:
+        now = self._clock.now()
+        if self.state is not BreakerState.CLOSED:
+            REDIS_DEGRADED_SECONDS.inc(max(0.0, now - self._accounted_at))
+        self._accounted_at = now
+        return now
+
+    def _set(self, state: BreakerState) -> None:
+        self.state = state
+        if self._on_change is not None:
+            self._on_change(state, self.last_error)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script run with EVALSHA; loaded on first use and again after a Redis restart."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+class RedisState:
+    """The one Redis client of a process; every call goes through `call` (timeout + breaker)."""
+
+    name = "redis"
+
+    def __init__(
+        self, config: RedisConfig, health: Health | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.config = config
+        self.health = health
+        # Unique per process: a restarted replica is a new one (its old markers just expire).
+        self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.prefix = config.key_prefix.encode()
+        self.breaker = Breaker(config.breaker, clock, self._breaker_changed)
+        self._clock = clock
+        self._timeout_s = config.timeout_ms / 1000
+        self._client: aioredis.Redis | None = None
+        self._down_since: float | None = None
+
+    def key(self, *parts: bytes) -> bytes:
+        """A key under this deployment's prefix."""
+        return self.prefix + b"".join(parts)
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open: callers can skip work that needs Redis."""
+        return self._client is not None and self.breaker.state is not BreakerState.OPEN
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
-        timeout = self.config.timeout_ms / 1000
-        self._client = aioredis.Redis.from_url(
+        """Create the client. Connects lazily: Redis being down does not stop startup."""
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.config.url,
-            socket_timeout=timeout,
-            socket_connect_timeout=max(timeout, 0.5),
-            retry_on_timeout=False,
+            max_connections=self.config.max_connections,
+            # Waiting for a free connection counts against the same budget as the call.
+            timeout=self._timeout_s,
+            socket_timeout=self._timeout_s,
+            socket_connect_timeout=self._timeout_s,
+            # One attempt per call: the breaker, not the client, decides when to try again.
+            retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
+        )
+        self._client = aioredis.Redis(connection_pool=pool)
+        log.info(
+            "redis_client_ready",
+            replica=self.replica_id,
+            timeout_ms=self.config.timeout_ms,
+            key_prefix=self.config.key_prefix,
         )
 
     async def stop(self, deadline: float) -> None:
@@ -44,6 +195,67 @@ class RedisState:
             client, self._client = self._client, None
             await client.aclose()
 
+    async def call(self, op: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """Run *fn* against Redis within `timeout_ms`; StateUnavailable on any failure.
+
+        Never waits longer than the timeout; while the breaker is open it raises at once.
+        """
+        client = self._client
+        if client is None or not self.breaker.allow():
+            REDIS_CALLS.labels(op=op, outcome="breaker_open").inc()
+            raise StateUnavailable(f"redis: {op} skipped, breaker {self.breaker.state}")
+        began = self._clock.now()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                result = await fn(client)
+        except TimeoutError:
+            self._failed(op, began, "timeout", f"no answer within {self.config.timeout_ms} ms")
+            raise StateUnavailable(f"redis: {op} timed out") from None
+        except (RedisError, OSError) as exc:
+            self._failed(op, began, "error", f"{type(exc).__name__}: {exc}"[:200])
+            raise StateUnavailable(f"redis: {op} failed: {exc}") from exc
+        except BaseException:
+            self.breaker.abandon()
+            raise
+        self.breaker.success()
+        REDIS_CALLS.labels(op=op, outcome="ok").inc()
+        REDIS_CALL_SECONDS.labels(op=op).observe(self._clock.now() - began)
+        return result
+
+    async def run_script(
+        self, op: str, script: Script, keys: Sequence[bytes], args: Sequence[Any]
+    ) -> Any:
+        """EVALSHA *script*; after a Redis restart (NOSCRIPT) load it and run it again."""
+
+        async def run(client: aioredis.Redis) -> Any:
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await client.script_load(script.source)
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+
+        return await self.call(op, run)
+
     async def probe(self) -> None:
-        """Return when Redis answers PING; raise otherwise."""
-        await self.client.ping()
+        """Return when Redis answers PING; raise otherwise. Doubles as the half-open probe."""
+        await self.call("ping", lambda client: client.ping())
+
+    def _failed(self, op: str, began: float, outcome: str, error: str) -> None:
+        REDIS_CALLS.labels(op=op, outcome=outcome).inc()
+        self.breaker.failure(began, error)
+
+    def _breaker_changed(self, state: BreakerState, error: str) -> None:
+        REDIS_BREAKER_OPEN.set(1 if state is BreakerState.OPEN else 0)
+        now = self._clock.now()
+        if state is BreakerState.OPEN:
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("redis_breaker_opened", error=error, open_s=self.config.breaker.open_s)
+            if self.health is not None:
+                self.health.set("redis", State.DEGRADED, f"breaker open: {error}")
+        elif state is BreakerState.CLOSED:
+            down_s = now - (self._down_since or now)
+            log.info("redis_breaker_closed", down_s=round(down_s, 3))
+            self._down_since = None
+            if self.health is not None:
+                self.health.set("redis", State.OK)
