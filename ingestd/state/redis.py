@@ -158,6 +158,7 @@ class RedisState:
         self._clock = clock
         self._timeout_s = config.timeout_ms / 1000
         self._client: aioredis.Redis | None = None
+        self._slots = asyncio.Semaphore(config.max_connections)
         self._down_since: float | None = None
 
     def key(self, *parts: bytes) -> bytes:
@@ -171,11 +172,12 @@ class RedisState:
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
         """Create the client. Connects lazily: Redis being down does not stop startup."""
-        pool = aioredis.BlockingConnectionPool.from_url(
+        # Not redis-py's BlockingConnectionPool: its waiters re-take an asyncio.Condition when
+        # cancelled by a timeout and queued behind each other for 200+ ms against a hung
+        # server. `_slots` bounds the calls in flight instead, inside the call's timeout.
+        pool = aioredis.ConnectionPool.from_url(
             self.config.url,
             max_connections=self.config.max_connections,
-            # Waiting for a free connection counts against the same budget as the call.
-            timeout=self._timeout_s,
             socket_timeout=self._timeout_s,
             socket_connect_timeout=self._timeout_s,
             # One attempt per call: the breaker, not the client, decides when to try again.
@@ -205,22 +207,36 @@ class RedisState:
             REDIS_CALLS.labels(op=op, outcome="breaker_open").inc()
             raise StateUnavailable(f"redis: {op} skipped, breaker {self.breaker.state}")
         began = self._clock.now()
+        # The call runs in its own task so that the caller leaves at the deadline: a timed-out
+        # redis-py call tidies up (disconnect, pool release) after its cancellation, which
+        # took 20-30 ms more when many calls timed out together.
+        task = asyncio.ensure_future(self._bounded(fn, client))
         try:
-            async with asyncio.timeout(self._timeout_s):
-                result = await fn(client)
-        except TimeoutError:
+            done, _ = await asyncio.wait((task,), timeout=self._timeout_s)
+        except BaseException:
+            task.cancel()
+            self.breaker.abandon()
+            raise
+        if not done:
+            task.cancel()
+            task.add_done_callback(_consume)
             self._failed(op, began, "timeout", f"no answer within {self.config.timeout_ms} ms")
-            raise StateUnavailable(f"redis: {op} timed out") from None
+            raise StateUnavailable(f"redis: {op} timed out")
+        try:
+            result = task.result()
         except (RedisError, OSError) as exc:
             self._failed(op, began, "error", f"{type(exc).__name__}: {exc}"[:200])
             raise StateUnavailable(f"redis: {op} failed: {exc}") from exc
-        except BaseException:
-            self.breaker.abandon()
-            raise
         self.breaker.success()
         REDIS_CALLS.labels(op=op, outcome="ok").inc()
         REDIS_CALL_SECONDS.labels(op=op).observe(self._clock.now() - began)
         return result
+
+    async def _bounded(
+        self, fn: Callable[[aioredis.Redis], Awaitable[T]], client: aioredis.Redis
+    ) -> T:
+        async with self._slots:
+            return await fn(client)
 
     async def run_script(
         self, op: str, script: Script, keys: Sequence[bytes], args: Sequence[Any]
@@ -259,3 +275,9 @@ class RedisState:
             self._down_since = None
             if self.health is not None:
                 self.health.set("redis", State.OK)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Read a timed-out call's late outcome so that asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()
