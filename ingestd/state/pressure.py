@@ -152,6 +152,8 @@ class ClusterPressure:
 
     def watch(self, signal: str, batcher: Batcher, component: str | None = None) -> None:
         """Gate *signal* on *batcher*'s fill and on the health of *component* (its sink)."""
+        # Plain str keys: orjson encodes only exact str keys (Signal is a StrEnum).
+        signal = str(signal)
         self._signals[signal] = _Watched(batcher, component, Admission(self.config, self._rng))
         PRESSURE_SIGNAL_CLOSED.labels(signal=signal).set(0)
 
