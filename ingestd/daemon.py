@@ -78,6 +78,7 @@ def build(config: Config, config_path: Path | None = None) -> Daemon:
         redis = RedisState(config.redis, health)
         # Redis is shared state, not storage: without it ingest goes on, degraded.
         prober.add("redis", redis.probe, required=False, when_failing=State.DEGRADED)
+        admin.add_status("redis", redis.status)
         stages.append(redis)
     shared = _shared_state(config, config_path, redis, health)
     admin.add_status("pressure", shared.pressure.status)

@@ -256,6 +256,15 @@ class RedisState:
         """Return when Redis answers PING; raise otherwise. Doubles as the half-open probe."""
         await self.call("ping", lambda client: client.ping())
 
+    def status(self) -> dict[str, Any]:
+        """For /status: who this replica is to the others, and the breaker."""
+        return {
+            "replica": self.replica_id,
+            "breaker": str(self.breaker.state),
+            "failures": self.breaker.failures,
+            "last_error": self.breaker.last_error,
+        }
+
     def _failed(self, op: str, began: float, outcome: str, error: str) -> None:
         REDIS_CALLS.labels(op=op, outcome=outcome).inc()
         self.breaker.failure(began, error)

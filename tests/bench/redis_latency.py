@@ -35,7 +35,9 @@ def request_of(spans: int) -> ExportTraceServiceRequest:
     return request
 
 
-async def one(dedup: RedisDedup, limiter: RateLimiter, request: object, out: dict[str, list[float]]) -> None:
+async def one(
+    dedup: RedisDedup, limiter: RateLimiter, request: object, out: dict[str, list[float]]
+) -> None:
     t0 = time.perf_counter()
     claim = await dedup.begin(os.urandom(16))
     t1 = time.perf_counter()
@@ -80,9 +82,14 @@ async def main(n: int, concurrency: int) -> None:
     concurrent: dict[str, list[float]] = {s: [] for s in STEPS}
     began = time.perf_counter()
     for _ in range(n // concurrency):
-        await asyncio.gather(*(one(dedup, limiter, request, concurrent) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(one(dedup, limiter, request, concurrent) for _ in range(concurrency))
+        )
     elapsed = time.perf_counter() - began
-    summary(f"{concurrency} requests in flight ({len(concurrent['total']) / elapsed:.0f} req/s)", concurrent)
+    summary(
+        f"{concurrency} requests in flight ({len(concurrent['total']) / elapsed:.0f} req/s)",
+        concurrent,
+    )
 
     from prometheus_client import REGISTRY
 
