@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-import redis.asyncio as aioredis
 import structlog
 
 from ingestd.config import DedupConfig
@@ -130,7 +129,11 @@ class RedisDedup:
         delay, waited = _FIRST_POLL_S, False
         while True:
             try:
-                previous = await redis.call("dedup_begin", lambda c: self._claim(c, rkey))
+                # SET NX GET (Redis >= 7.0): take the key if free, else read what holds it.
+                previous = await redis.command(
+                    "dedup_begin", "SET", rkey, self._marker, "NX", "GET",
+                    "PX", self._in_flight_ttl_ms, get=True,
+                )  # fmt: skip
             except StateUnavailable:
                 DEDUP_REQUESTS.labels(outcome="skipped").inc()
                 return Claim(key, redis_ok=False)
@@ -146,13 +149,6 @@ class RedisDedup:
             waited = True
             await self._clock.sleep(delay)
             delay = min(delay * 2, _MAX_POLL_S)
-
-    async def _claim(self, client: aioredis.Redis, rkey: bytes) -> bytes | None:
-        """SET NX GET (Redis >= 7.0): take the key if free, else read what holds it."""
-        previous = await client.set(
-            rkey, self._marker, nx=True, get=True, px=self._in_flight_ttl_ms
-        )
-        return previous if isinstance(previous, bytes) else None
 
     def _found(self, key: bytes, previous: bytes | None, waited: bool, began: float) -> Claim:
         if waited:
@@ -203,9 +199,7 @@ class RedisDedup:
         # On failure (counted by the call) a retry finds the marker until it expires, then
         # stores the request again: the ledger and the ES ids find it stored.
         with contextlib.suppress(StateUnavailable):
-            await self._redis.call(
-                "dedup_finish", lambda c: c.set(rkey, value, ex=self.config.ttl_s)
-            )
+            await self._redis.command("dedup_finish", "SET", rkey, value, "EX", self.config.ttl_s)
 
     async def _release(self, key: bytes) -> None:
         assert self._redis is not None

@@ -15,14 +15,15 @@ import hashlib
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from ingestd.config import BreakerConfig, RedisConfig
@@ -34,11 +35,10 @@ from ingestd.metrics import (
     REDIS_CALLS,
     REDIS_DEGRADED_SECONDS,
 )
+from ingestd.pipeline import remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger("ingestd.state.redis")
-
-T = TypeVar("T")
 
 
 class BreakerState(enum.StrEnum):
@@ -159,6 +159,9 @@ class RedisState:
         self._timeout_s = config.timeout_ms / 1000
         self._client: aioredis.Redis | None = None
         self._slots = asyncio.Semaphore(config.max_connections)
+        self._queue: list[_Pending] = []
+        self._sending: set[asyncio.Task[None]] = set()
+        self._scripts: dict[str, str] = {}
         self._down_since: float | None = None
 
     def key(self, *parts: bytes) -> bytes:
@@ -174,7 +177,7 @@ class RedisState:
         """Create the client. Connects lazily: Redis being down does not stop startup."""
         # Not redis-py's BlockingConnectionPool: its waiters re-take an asyncio.Condition when
         # cancelled by a timeout and queued behind each other for 200+ ms against a hung
-        # server. `_slots` bounds the calls in flight instead, inside the call's timeout.
+        # server. `_slots` bounds the pipelines in flight instead.
         pool = aioredis.ConnectionPool.from_url(
             self.config.url,
             max_connections=self.config.max_connections,
@@ -184,7 +187,7 @@ class RedisState:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         log.info(
             "redis_client_ready",
             replica=self.replica_id,
@@ -193,68 +196,104 @@ class RedisState:
         )
 
     async def stop(self, deadline: float) -> None:
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=remaining(deadline))
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
 
-    async def call(self, op: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        """Run *fn* against Redis within `timeout_ms`; StateUnavailable on any failure.
+    async def command(self, op: str, *args: Any, **options: Any) -> Any:
+        """Run one Redis command within `timeout_ms`; StateUnavailable on any failure.
 
-        Never waits longer than the timeout; while the breaker is open it raises at once.
+        Commands issued in the same event-loop turn (by concurrent requests) travel together
+        in one pipeline: one write, one read, one connection. The caller waits at most the
+        timeout (the send goes on alone, bounded by the socket timeout); while the breaker is
+        open it raises at once. *options* are redis-py's reply options (`get=True` for SET GET).
         """
-        client = self._client
-        if client is None or not self.breaker.allow():
+        if self._client is None or not self.breaker.allow():
             REDIS_CALLS.labels(op=op, outcome="breaker_open").inc()
             raise StateUnavailable(f"redis: {op} skipped, breaker {self.breaker.state}")
         began = self._clock.now()
-        # The call runs in its own task so that the caller leaves at the deadline: a timed-out
-        # redis-py call tidies up (disconnect, pool release) after its cancellation, which
-        # took 20-30 ms more when many calls timed out together.
-        task = asyncio.ensure_future(self._bounded(fn, client))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(args, options, future))
+        if len(self._queue) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
         try:
-            done, _ = await asyncio.wait((task,), timeout=self._timeout_s)
+            done, _ = await asyncio.wait((future,), timeout=self._timeout_s)
         except BaseException:
-            task.cancel()
+            future.cancel()
             self.breaker.abandon()
             raise
         if not done:
-            task.cancel()
-            task.add_done_callback(_consume)
+            future.cancel()
             self._failed(op, began, "timeout", f"no answer within {self.config.timeout_ms} ms")
             raise StateUnavailable(f"redis: {op} timed out")
-        try:
-            result = task.result()
-        except (RedisError, OSError) as exc:
-            self._failed(op, began, "error", f"{type(exc).__name__}: {exc}"[:200])
-            raise StateUnavailable(f"redis: {op} failed: {exc}") from exc
+        error = future.exception()
+        if error is not None:
+            self._failed(op, began, "error", f"{type(error).__name__}: {error}"[:200])
+            raise StateUnavailable(f"redis: {op} failed: {error}") from error
         self.breaker.success()
         REDIS_CALLS.labels(op=op, outcome="ok").inc()
         REDIS_CALL_SECONDS.labels(op=op).observe(self._clock.now() - began)
-        return result
-
-    async def _bounded(
-        self, fn: Callable[[aioredis.Redis], Awaitable[T]], client: aioredis.Redis
-    ) -> T:
-        async with self._slots:
-            return await fn(client)
+        return future.result()
 
     async def run_script(
         self, op: str, script: Script, keys: Sequence[bytes], args: Sequence[Any]
     ) -> Any:
-        """EVALSHA *script*; after a Redis restart (NOSCRIPT) load it and run it again."""
-
-        async def run(client: aioredis.Redis) -> Any:
-            try:
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                await client.script_load(script.source)
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
-
-        return await self.call(op, run)
+        """EVALSHA *script*; after a Redis restart (NOSCRIPT) it is loaded and run again."""
+        self._scripts[script.sha] = script.source
+        return await self.command(op, "EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def probe(self) -> None:
         """Return when Redis answers PING; raise otherwise. Doubles as the half-open probe."""
-        await self.call("ping", lambda client: client.ping())
+        await self.command("ping", "PING")
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        batch = [p for p in batch if not p.future.done()]  # callers that gave up already
+        if not batch:
+            return
+        if self._client is None:
+            _fail(batch, RedisConnectionError("client closed"))
+            return
+        task = asyncio.ensure_future(self._send(self._client, batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, client: aioredis.Redis, batch: list[_Pending]) -> None:
+        try:
+            async with self._slots:
+                results = await _pipeline(client, [(p.args, p.options) for p in batch])
+                results = await self._reload_scripts(client, batch, results)
+        except (RedisError, OSError) as exc:
+            _fail(batch, exc)
+            return
+        except BaseException:
+            _fail(batch, RedisConnectionError("send cancelled"))
+            raise
+        for pending, result in zip(batch, results, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, Exception):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+
+    async def _reload_scripts(
+        self, client: aioredis.Redis, batch: list[_Pending], results: list[Any]
+    ) -> list[Any]:
+        """Redis lost its script cache (a restart): load the scripts, run those calls again."""
+        again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        shas = {batch[i].args[1] for i in again} & self._scripts.keys()
+        if not shas:
+            return results
+        loads: list[Command] = [(("SCRIPT", "LOAD", self._scripts[sha]), {}) for sha in shas]
+        retried = await _pipeline(
+            client, loads + [(batch[i].args, batch[i].options) for i in again]
+        )
+        for i, result in zip(again, retried[len(loads) :], strict=True):
+            results[i] = result
+        return results
 
     def status(self) -> dict[str, Any]:
         """For /status: who this replica is to the others, and the breaker."""
@@ -286,7 +325,28 @@ class RedisState:
                 self.health.set("redis", State.OK)
 
 
-def _consume(task: asyncio.Future[Any]) -> None:
-    """Read a timed-out call's late outcome so that asyncio does not log it as lost."""
-    if not task.cancelled():
-        task.exception()
+@dataclass(slots=True)
+class _Pending:
+    """One command waiting for the next pipeline, and the future its caller awaits."""
+
+    args: tuple[Any, ...]
+    options: dict[str, Any]
+    future: asyncio.Future[Any]
+
+
+Command = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+async def _pipeline(client: aioredis.Redis, commands: list[Command]) -> list[Any]:
+    """Send *commands* in one round trip; a command's error comes back as its result."""
+    pipe = client.pipeline(transaction=False)
+    for args, options in commands:
+        pipe.execute_command(*args, **options)
+    results: list[Any] = await pipe.execute(raise_on_error=False)
+    return results
+
+
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)

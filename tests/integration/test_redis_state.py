@@ -11,7 +11,7 @@ import redis
 
 from ingestd.errors import StateUnavailable
 from ingestd.health import Health, State
-from ingestd.state.redis import BreakerState, RedisState
+from ingestd.state.redis import BreakerState, RedisState, Script
 from tests.integration.conftest import Stack
 from tests.integration.redis_helpers import redis_state, silent_server
 
@@ -53,7 +53,7 @@ async def hammer(state: RedisState, stop: asyncio.Event, latencies: list[float])
     while not stop.is_set():
         began = time.monotonic()
         with contextlib.suppress(StateUnavailable):  # a request fails open and goes on
-            await state.call("ping", lambda c: c.ping())
+            await state.command("ping", "PING")
         latencies.append(time.monotonic() - began)
         await asyncio.sleep(0.005)
 
@@ -123,3 +123,24 @@ async def test_breaker_open_raises_without_calling(redis_prefix: str) -> None:
         with pytest.raises(StateUnavailable, match="breaker open"):
             await state.probe()
         assert time.monotonic() - began < 0.005
+
+
+async def test_script_is_loaded_again_after_redis_lost_its_cache(
+    stack: Stack, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """After a restart (here: SCRIPT FLUSH) EVALSHA's NOSCRIPT is answered by loading it again."""
+    script = Script("return tonumber(ARGV[1]) + 1")
+    async with redis_state(stack.redis_url, redis_prefix) as state:
+        assert await state.run_script("test", script, [], [1]) == 2
+        redis_client.script_flush()
+        assert await state.run_script("test", script, [], [41]) == 42
+        assert state.breaker.failures == 0
+
+
+async def test_concurrent_commands_share_round_trips(stack: Stack, redis_prefix: str) -> None:
+    """Commands issued together all get their own answers (pipelined, in order)."""
+    async with redis_state(stack.redis_url, redis_prefix, timeout_ms=500) as state:
+        keys = [f"{redis_prefix}k{i}".encode() for i in range(50)]
+        await asyncio.gather(*(state.command("set", "SET", k, k) for k in keys))
+        values = await asyncio.gather(*(state.command("get", "GET", k) for k in keys))
+    assert values == keys
