@@ -17,6 +17,9 @@ from ingestd.state.redis import RedisState
 from tests.integration.conftest import Stack
 from tests.integration.redis_helpers import redis_state
 
+# Generous: these tests are about dedup outcomes, not timeouts (a loaded CI machine stalls).
+TIMEOUT_MS = 200
+
 
 def dedup(state: RedisState, *, wait_s: float = 2.0, in_flight_ttl_s: float = 35.0) -> RedisDedup:
     config = DedupConfig(ttl_s=60, wait_in_flight_s=wait_s)
@@ -35,8 +38,8 @@ async def test_done_request_is_answered_from_another_replica(
     """A request finished on replica A is DONE on replica B, with A's stored outcome."""
     key = os.urandom(16)
     async with (
-        redis_state(stack.redis_url, redis_prefix) as ra,
-        redis_state(stack.redis_url, redis_prefix) as rb,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
     ):
         a, b = dedup(ra), dedup(rb, wait_s=0)
         claim = await a.begin(key)
@@ -56,8 +59,8 @@ async def test_retry_waits_for_the_outcome_in_flight_elsewhere(
     """B's retry waits while A stores the request, then answers A's outcome without owning it."""
     key = os.urandom(16)
     async with (
-        redis_state(stack.redis_url, redis_prefix) as ra,
-        redis_state(stack.redis_url, redis_prefix) as rb,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
     ):
         a, b = dedup(ra), dedup(rb, wait_s=2.0)
         claim = await a.begin(key)
@@ -79,8 +82,8 @@ async def test_released_request_is_taken_over_by_the_waiting_retry(
     """When A's attempt fails and releases the key, B's waiting retry owns it and may store it."""
     key = os.urandom(16)
     async with (
-        redis_state(stack.redis_url, redis_prefix) as ra,
-        redis_state(stack.redis_url, redis_prefix) as rb,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
     ):
         a, b = dedup(ra), dedup(rb)
         claim = await a.begin(key)
@@ -96,8 +99,8 @@ async def test_dead_replicas_marker_expires(stack: Stack, redis_prefix: str) -> 
     """A replica that dies holding a key blocks retries only until its marker's TTL."""
     key = os.urandom(16)
     async with (
-        redis_state(stack.redis_url, redis_prefix) as ra,
-        redis_state(stack.redis_url, redis_prefix) as rb,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
     ):
         claim = await dedup(ra, in_flight_ttl_s=0.4).begin(key)
         assert claim.owned  # ... and replica A is never heard of again
@@ -114,8 +117,8 @@ async def test_release_does_not_delete_a_marker_taken_over_since(
     """A late release from a replica whose marker expired leaves the new owner's marker alone."""
     key = os.urandom(16)
     async with (
-        redis_state(stack.redis_url, redis_prefix) as ra,
-        redis_state(stack.redis_url, redis_prefix) as rb,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
     ):
         a = dedup(ra, in_flight_ttl_s=0.1)
         old = await a.begin(key)
@@ -133,8 +136,8 @@ async def test_dedup_fails_open_and_resumes_after_redis_restart(
 ) -> None:
     """Redis down: begin answers at once without a claim; back up: dedup works again."""
     async with (
-        redis_state(stack.redis_url, redis_prefix, open_s=0.2) as ra,
-        redis_state(stack.redis_url, redis_prefix, open_s=0.2) as rb,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS, open_s=0.2) as ra,
+        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS, open_s=0.2) as rb,
     ):
         a, b = dedup(ra), dedup(rb, wait_s=0)
         try:
