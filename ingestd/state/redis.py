@@ -24,7 +24,7 @@ import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ingestd.config import BreakerConfig, RedisConfig
 from ingestd.errors import StateUnavailable
@@ -339,6 +339,12 @@ Command = tuple[tuple[Any, ...], dict[str, Any]]
 
 async def _pipeline(client: aioredis.Redis, commands: list[Command]) -> list[Any]:
     """Send *commands* in one round trip; a command's error comes back as its result."""
+    if len(commands) == 1:  # a redis-py Pipeline costs ~3x a plain command's CPU
+        args, options = commands[0]
+        try:
+            return [await client.execute_command(*args, **options)]  # type: ignore[no-untyped-call]
+        except ResponseError as exc:
+            return [exc]
     pipe = client.pipeline(transaction=False)
     for args, options in commands:
         pipe.execute_command(*args, **options)
