@@ -431,7 +431,8 @@ def _mask(node: Any, key: str = "") -> Any:
     if isinstance(node, list):
         return [_mask(v, key) for v in node]
     if isinstance(node, str):
-        if node and any(s in key.lower() for s in _SECRET_KEYS):
+        # A file's path is not its content: auth.tokens_file stays readable.
+        if node and any(s in key.lower() for s in _SECRET_KEYS) and not key.endswith("_file"):
             return "***"
         if "://" in node:
             return _mask_url(node)

@@ -228,7 +228,10 @@ class ClusterPressure:
             watched.fill = max(
                 stats["held_items"] / stats["max_items"], stats["held_bytes"] / stats["max_bytes"]
             )
-            watched.retrying_ticks = watched.retrying_ticks + 1 if stats["last_error"] else 0
+            # last_error alone stays set after a batch gave up; only a batch still being
+            # retried means the sink is failing now (else a closed gate would never reopen).
+            retrying = bool(stats["last_error"]) and stats["batches_in_flight"] > 0
+            watched.retrying_ticks = watched.retrying_ticks + 1 if retrying else 0
             failing = watched.retrying_ticks >= 2 or self._component_down(watched.component)
             view[signal] = [round(watched.fill, 4), 1 if failing else 0]
         return view

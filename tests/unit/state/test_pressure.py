@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -93,3 +94,35 @@ async def test_cluster_fill_feeds_the_batcher_retry_hint() -> None:
     await pressure.tick()
     assert traces.cluster_fill == pytest.approx(0.9)
     assert pressure.hint_s("traces") > empty_hint
+
+
+async def test_retrying_batcher_closes_and_a_given_up_batch_reopens() -> None:
+    """Writes retried for two ticks close the signal; once no batch is retrying, it reopens."""
+    clock = FakeClock()
+    writer = RecordingWriter()
+    writer.failures = [SinkUnavailable("connection refused")] * 1000
+    traces = Batcher(
+        "traces",
+        writer,
+        batch=BatchConfig(flush_interval_s=0.1),
+        buffer=BufferConfig(max_items=100, max_bytes=10_000),
+        writers=1,
+        retry=RetryConfig(initial_backoff_s=0.1, max_backoff_s=0.2, max_elapsed_s=3.0),
+        clock=clock,
+    )
+    pressure = ClusterPressure(CONFIG, None, None, clock=clock, rng=random.Random(1))
+    pressure.watch("traces", traces)
+    async with asyncio.TaskGroup() as tasks:
+        await traces.start(tasks)
+        await traces.submit(Part(payload=["x"], items=1, nbytes=10), timeout_s=0)
+        for _ in range(3):
+            await clock.advance(0.5)
+            await pressure.tick()
+        gate_while_retrying = pressure.status()["signals"]["traces"]["gate"]
+        for _ in range(20):  # past retry.max_elapsed_s: the batch is given up
+            await clock.advance(0.5)
+        await pressure.tick()
+        gate_after = pressure.status()["signals"]["traces"]["gate"]
+        await traces.stop(clock.now() + 0.1)
+    assert gate_while_retrying == "closed"
+    assert gate_after == "reopening"
