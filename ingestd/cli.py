@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -88,10 +89,15 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.telemetry)
+    # As PID 1 in a container a signal with no handler is ignored: catch the ones that arrive
+    # while the daemon's imports load, and let serve() act on them once its loop runs.
+    early: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda n, _frame: early.append(n))
     from ingestd.daemon import serve  # the daemon pulls in grpc, psycopg, elasticsearch
 
     async def go() -> int:
-        await serve(cfg, Path(args.config))
+        await serve(cfg, Path(args.config), early_signals=early)
         return EXIT_OK
 
     try:

@@ -110,14 +110,20 @@ def _shared_state(
     )
 
 
-async def serve(config: Config, config_path: Path | None = None) -> None:
+async def serve(
+    config: Config, config_path: Path | None = None, *, early_signals: list[int] | None = None
+) -> None:
     """Run until the first signal, then drain within the grace period. Raises StartupError.
 
     *config_path* is re-read on SIGHUP and when it changes (auth tokens and limits only).
+    *early_signals* are signals caught before the event loop ran; the first one drains.
     """
+    stopping = _watch_signals()
+    if early_signals:
+        log.info("signal_received", signal=signal.Signals(early_signals[0]).name, action="drain")
+        stopping.set()
     daemon = build(config, config_path)
     BUILD_INFO.labels(version=__version__).set(1)
-    stopping = _watch_signals()
     async with asyncio.TaskGroup() as tasks:
         await daemon.admin.start(tasks)
         try:
