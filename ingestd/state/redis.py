@@ -1,6 +1,6 @@
 """Redis: the state every replica shares (dedup keys, pressure, rate limits), behind a breaker.
 
-Redis trouble never stops ingest. Every call is bounded by `redis.timeout_ms`; failures feed a
+Redis trouble never stops ingest. Every command is bounded by `redis.timeout_ms`; failures feed a
 circuit breaker that, once open, answers "unavailable" at once without asking Redis, then lets
 one probe call through after `redis.breaker.open_s`. Callers get `StateUnavailable` and fail
 open (no dedup, local-only limits). While the breaker is not closed the `redis` health
@@ -142,7 +142,8 @@ class Script:
 
 
 class RedisState:
-    """The one Redis client of a process; every call goes through `call` (timeout + breaker)."""
+    """The one Redis client of a process; every command goes through `command` (timeout, breaker,
+    pipelining with the other commands of the same loop turn)."""
 
     name = "redis"
 
