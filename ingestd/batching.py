@@ -152,6 +152,9 @@ class Batcher:
         self._stop_deadline: float | None = None
         self._last_error: str = ""
         self._counts: collections.Counter[str] = collections.Counter()
+        # The mean fill of this sink's buffers on all replicas (set by ClusterPressure), so
+        # that retry hints follow the cluster's pressure, not only this replica's.
+        self.cluster_fill = 0.0
 
         BATCHER_CAPACITY_ITEMS.labels(sink=name).set(buffer.max_items)
         BATCHER_CAPACITY_BYTES.labels(sink=name).set(buffer.max_bytes)
@@ -223,9 +226,11 @@ class Batcher:
         self._counts[f"refused_{reason}"] += part.items
 
     def retry_hint_s(self) -> float:
-        """How long a refused client should wait: grows with how full the buffer is."""
+        """How long a refused client should wait: grows with how full the buffers are."""
         fill = max(
-            self._held_items / self._buffer.max_items, self._held_bytes / self._buffer.max_bytes
+            self._held_items / self._buffer.max_items,
+            self._held_bytes / self._buffer.max_bytes,
+            self.cluster_fill,
         )
         return round(min(30.0, max(1.0, 2 * self._batch.flush_interval_s + 5.0 * fill)), 1)
 

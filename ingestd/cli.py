@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -107,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     from ingestd.daemon import serve  # the daemon pulls in grpc, psycopg, elasticsearch
 
     async def go() -> int:
-        await serve(cfg, early_signals=early)
+        await serve(cfg, Path(args.config), early_signals=early)
         return EXIT_OK
 
     try:

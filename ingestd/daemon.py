@@ -10,11 +10,13 @@ import asyncio
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
 from ingestd import __version__
 from ingestd.admin import AdminServer
+from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, StatsSource
 from ingestd.config import Config
 from ingestd.convert import metrics, traces
@@ -25,12 +27,31 @@ from ingestd.metrics import BUILD_INFO
 from ingestd.pipeline import Pipeline, Stage, deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
+from ingestd.reload import ConfigReloader
 from ingestd.schema.stage import MaintenanceJob
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink, TimescaleWriter
+from ingestd.state.dedup import RedisDedup
+from ingestd.state.pressure import ClusterPressure
+from ingestd.state.ratelimit import RateLimiter
 from ingestd.state.redis import RedisState
 
 log = structlog.get_logger("ingestd.daemon")
+
+
+@dataclass
+class SharedState:
+    """The shared-state pieces Ingest and the receivers use (see README, "Shared state").
+
+    Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...); each route's batcher
+    is watched with `pressure.watch(signal, batcher, sink_component)`; receivers call
+    `auth.authenticate(authorization)` before reading the body.
+    """
+
+    auth: Authenticator
+    dedup: RedisDedup
+    pressure: ClusterPressure
+    limits: RateLimiter
 
 
 @dataclass
@@ -43,11 +64,12 @@ class Daemon:
     pipeline: Pipeline
     # What both receivers call; benchmarks and tests may call it directly.
     ingest: Ingest
+    shared: SharedState
     stages: dict[str, Stage] = field(default_factory=dict)
 
 
-def build(config: Config) -> Daemon:
-    """Build every stage from its config section, downstream first."""
+def build(config: Config, config_path: Path | None = None) -> Daemon:
+    """Build every stage from its config section, downstream first. Raises ConfigError."""
     health = Health()
     prober = Prober(health, config.admin.check_interval_s)
     admin = AdminServer(config.admin, health)
@@ -70,21 +92,37 @@ def build(config: Config) -> Daemon:
         prober.add("elasticsearch", elasticsearch.probe)
         stages.append(elasticsearch)
         routes[Signal.LOGS] = _logs_route(config, elasticsearch, admin)
+    redis = None
     if config.redis.enabled:
-        redis = RedisState(config.redis)
+        redis = RedisState(config.redis, health)
         # Redis is shared state, not storage: without it ingest goes on, degraded.
         prober.add("redis", redis.probe, required=False, when_failing=State.DEGRADED)
+        admin.add_status("redis", redis.status)
         stages.append(redis)
+    shared = _shared_state(config, redis, health)
+    admin.add_status("pressure", shared.pressure.status)
+    # Dedup starts before the batchers and stops after them, so the done marks written while
+    # they drain still reach Redis.
+    stages += [shared.dedup, shared.pressure]
+    stages.append(ConfigReloader(config_path, config, shared.auth, shared.limits))
     stages.append(prober)
 
     # Batchers sit between the sinks and the receivers: started after the sinks, stopped
     # after the receivers, so each drains into a stage that is still alive.
-    stages.extend(route.batcher for route in routes.values())
-    ingest = Ingest(config.ingest, routes)
+    for kind, route in routes.items():
+        shared.pressure.watch(kind, route.batcher, _SINK_OF[kind])
+        stages.append(route.batcher)
+    ingest = Ingest(
+        config.ingest,
+        routes,
+        dedup=shared.dedup,
+        pressure=shared.pressure,
+        limits=shared.limits,
+    )
     if config.receivers.grpc.enabled:
-        stages.append(OtlpGrpcReceiver(config.receivers.grpc, ingest))
+        stages.append(OtlpGrpcReceiver(config.receivers.grpc, ingest, shared.auth))
     if config.receivers.http.enabled:
-        stages.append(OtlpHttpReceiver(config.receivers.http, ingest))
+        stages.append(OtlpHttpReceiver(config.receivers.http, ingest, shared.auth))
 
     return Daemon(
         config=config,
@@ -92,6 +130,7 @@ def build(config: Config) -> Daemon:
         admin=admin,
         pipeline=Pipeline(stages),
         ingest=ingest,
+        shared=shared,
         stages={s.name: s for s in stages},
     )
 
@@ -147,16 +186,35 @@ def _logs_route(config: Config, sink: ElasticsearchSink, admin: AdminServer) -> 
     return Route(convert=convert, batcher=batcher)
 
 
-async def serve(config: Config, *, early_signals: list[int] | None = None) -> None:
+def _shared_state(config: Config, redis: RedisState | None, health: Health) -> SharedState:
+    pressure = ClusterPressure(config.pressure, redis, health)
+    return SharedState(
+        auth=Authenticator(config.auth),
+        # A replica that dies mid-request leaves its marker: it expires a bit after the
+        # longest a request can wait for its commit, so a retry may then take it over.
+        dedup=RedisDedup(config.dedup, redis, in_flight_ttl_s=config.ingest.ack_timeout_s + 5),
+        pressure=pressure,
+        limits=RateLimiter(config.limits, redis, replicas=pressure.live_replicas),
+    )
+
+
+# The sink component (health name) each signal's writes depend on, for cluster pressure.
+_SINK_OF = {Signal.TRACES: "timescale", Signal.METRICS: "timescale", Signal.LOGS: "elasticsearch"}
+
+
+async def serve(
+    config: Config, config_path: Path | None = None, *, early_signals: list[int] | None = None
+) -> None:
     """Run until the first signal, then drain within the grace period. Raises StartupError.
 
+    *config_path* is re-read on SIGHUP and when it changes (auth tokens and limits only).
     *early_signals* are signals caught before the event loop ran; the first one drains.
     """
     stopping = _watch_signals()
     if early_signals:
         log.info("signal_received", signal=signal.Signals(early_signals[0]).name, action="drain")
         stopping.set()
-    daemon = build(config)
+    daemon = build(config, config_path)
     BUILD_INFO.labels(version=__version__).set(1)
     async with asyncio.TaskGroup() as tasks:
         await daemon.admin.start(tasks)

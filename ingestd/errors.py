@@ -13,6 +13,8 @@ IngestdError
 +-- Unimplemented          a signal this process has no sink for               permanent
 +-- Overloaded             full right now; client may retry                    retryable
 |   +-- RateLimited        the tenant is over its ingest limit                 retryable
+|   +-- InFlightElsewhere  the same request is being stored by another replica retryable
++-- StateUnavailable       Redis did not answer; callers fail open, never sent to a client
 +-- DeliveryError          a downstream write failed
     +-- SinkUnavailable    connection, 429/503, serialization failure          retryable
     +-- Rejected           the sink will never accept this data                permanent
@@ -85,6 +87,19 @@ class Overloaded(IngestdError):
 
 class RateLimited(Overloaded):
     """The tenant is over its configured ingest rate."""
+
+
+class InFlightElsewhere(Overloaded):
+    """An identical request is still being stored (by another replica); retry to learn how."""
+
+
+class StateUnavailable(IngestdError):
+    """Shared state (Redis) did not answer in time, failed, or its breaker is open.
+
+    Never reaches a client: every caller fails open (no dedup, local-only limits) and counts it.
+    """
+
+    retryable = True
 
 
 class DeliveryError(IngestdError):

@@ -5,6 +5,10 @@ payload of the signal's sink (pure code in `ingestd.convert`), hands that to the
 batcher as one part, and, in `ack: committed` mode, waits until the part is committed.
 Records a converter refuses come back as partial success; everything else is stored or the
 whole request fails with a retryable error, never half of it.
+
+Before converting, a request passes the shared-state steps (`ingestd.state`): dedup (a retry
+of a request stored before is answered from Redis; one in flight elsewhere is waited for),
+admission (refused at once while its sink fails on the cluster) and the tenant's rate limit.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import structlog
 
 from ingestd.batching import Batcher, Part, PartResult
-from ingestd.config import IngestConfig
+from ingestd.config import DedupConfig, IngestConfig, LimitsConfig, PressureConfig
 from ingestd.errors import IngestdError, SinkUnavailable
 from ingestd.metrics import (
     ACK_SECONDS,
@@ -29,6 +33,9 @@ from ingestd.metrics import (
     RECEIVER_REFUSED_ITEMS,
     RECEIVER_REJECTED_ITEMS,
 )
+from ingestd.state.dedup import NO_CLAIM, Claim, Outcome, RedisDedup
+from ingestd.state.pressure import ClusterPressure
+from ingestd.state.ratelimit import RateLimiter
 
 log = structlog.get_logger("ingestd.ingest")
 
@@ -90,9 +97,21 @@ class Route:
 class Ingest:
     """The request side of the pipeline, shared by the gRPC and HTTP receivers."""
 
-    def __init__(self, config: IngestConfig, routes: dict[Signal, Route]) -> None:
+    def __init__(
+        self,
+        config: IngestConfig,
+        routes: dict[Signal, Route],
+        *,
+        dedup: RedisDedup | None = None,
+        pressure: ClusterPressure | None = None,
+        limits: RateLimiter | None = None,
+    ) -> None:
         self.config = config
         self.routes = routes
+        # Without them (tests, no Redis configured) each step is a no-op that admits all.
+        self.dedup = dedup or RedisDedup(DedupConfig(enabled=False), None, in_flight_ttl_s=0)
+        self.pressure = pressure or ClusterPressure(PressureConfig(enabled=False), None)
+        self.limits = limits or RateLimiter(LimitsConfig(), None)
         # Requests being stored right now, by key: an identical retry joins the first one
         # instead of buffering the same rows twice.
         self._in_flight: dict[bytes, Part] = {}
@@ -126,10 +145,34 @@ class Ingest:
     async def _export(
         self, signal: Signal, request: Any, *, key: bytes, ctx: RequestContext, wire_bytes: int
     ) -> ExportResult:
+        # An identical request buffered here already is joined below, without asking Redis.
+        claim = NO_CLAIM if key in self._in_flight else await self.dedup.begin(key)
+        if claim.stored is not None:
+            return ExportResult(*claim.stored)  # stored before, here or on another replica
+        try:
+            self.pressure.admit(signal)
+            await self.limits.charge(signal, request, ctx.tenant, wire_bytes, shared=claim.redis_ok)
+            return await self._store(
+                signal, request, key=key, ctx=ctx, wire_bytes=wire_bytes, claim=claim
+            )
+        finally:
+            self.dedup.release(claim)  # a no-op once settled: finished, or following its part
+
+    async def _store(
+        self,
+        signal: Signal,
+        request: Any,
+        *,
+        key: bytes,
+        ctx: RequestContext,
+        wire_bytes: int,
+        claim: Claim,
+    ) -> ExportResult:
         route = self.routes[signal]
         converted = route.convert(request)
         self._count_rejects(signal, converted)
         if converted.items == 0:
+            self.dedup.finish(claim, Outcome(converted.rejected, converted.reject_example))
             return ExportResult(converted.rejected, converted.reject_example)
 
         part = self._in_flight.get(key) if key else None
@@ -146,6 +189,8 @@ class Ingest:
             if key:
                 self._in_flight[key] = part
                 part.done.add_done_callback(lambda _f: self._in_flight.pop(key, None))
+        # From here the part's fate settles the claim: done on commit, released on failure.
+        self.dedup.follow(claim, part.done, lambda stored: _outcome(converted, stored))
 
         if self.config.ack == "accepted":
             RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(
@@ -159,8 +204,7 @@ class Ingest:
         )
         if stored.rejected:
             RECEIVER_REJECTED_ITEMS.labels(signal=signal, reason="sink").inc(stored.rejected)
-        rejected = converted.rejected + stored.rejected
-        return ExportResult(rejected, converted.reject_example or stored.message)
+        return ExportResult(*_outcome(converted, stored))
 
     async def _wait_committed(
         self, signal: Signal, ctx: RequestContext, part: Part, items: int
@@ -171,7 +215,8 @@ class Ingest:
                 return await asyncio.shield(part.done)
         except TimeoutError:
             exc = SinkUnavailable(
-                f"{signal}: not stored within {self.config.ack_timeout_s}s", retry_after_s=2.0
+                f"{signal}: not stored within {self.config.ack_timeout_s}s",
+                retry_after_s=self.pressure.hint_s(signal),
             )
             self._refused(signal, ctx, items, exc)
             raise exc from None
@@ -189,3 +234,8 @@ class Ingest:
         RECEIVER_REFUSED_ITEMS.labels(
             signal=signal, transport=ctx.transport, reason=type(exc).__name__
         ).inc(items)
+
+
+def _outcome(converted: Converted, stored: PartResult) -> Outcome:
+    """What the client hears: the converter's and the sink's rejects together."""
+    return Outcome(converted.rejected + stored.rejected, converted.reject_example or stored.message)

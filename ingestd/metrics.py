@@ -183,3 +183,64 @@ MAINTENANCE_LAST_SUCCESS = Gauge(
     "ingestd_maintenance_last_success_timestamp_seconds",
     "Unix time of this process's last maintenance run that acted without errors",
 )
+
+# -- shared state (Redis): calls, breaker, dedup, pressure, limits, auth ------------------------
+REDIS_CALLS = Counter(
+    "ingestd_redis_calls_total",
+    "Redis calls by operation and outcome (ok, timeout, error, breaker_open)",
+    ["op", "outcome"],
+)
+REDIS_CALL_SECONDS = Histogram(
+    "ingestd_redis_call_seconds",
+    "Time of one Redis call that answered, by operation",
+    ["op"],
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+REDIS_BREAKER_OPEN = Gauge(
+    "ingestd_redis_breaker_open", "1 while the Redis circuit breaker is open (no calls made)"
+)
+REDIS_DEGRADED_SECONDS = Counter(
+    "ingestd_redis_degraded_seconds_total",
+    "Seconds spent with the Redis breaker open or half-open (dedup off, limits local)",
+)
+DEDUP_REQUESTS = Counter(
+    "ingestd_dedup_requests_total",
+    "Requests by dedup outcome (new, done, waited_done, taken_over, in_flight_timeout, skipped)",
+    ["outcome"],
+)
+DEDUP_WAIT_SECONDS = Histogram(
+    "ingestd_dedup_wait_seconds",
+    "Time a retry waited for the outcome of the same request in flight elsewhere",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PRESSURE_REFUSED_REQUESTS = Counter(
+    "ingestd_pressure_refused_requests_total",
+    "Requests refused at admission (sink_failing, reopening)",
+    ["signal", "reason"],
+)
+PRESSURE_SIGNAL_CLOSED = Gauge(
+    "ingestd_pressure_signal_closed",
+    "1 while a signal is refused because its sink fails (here or on a quorum of replicas)",
+    ["signal"],
+)
+PRESSURE_REPLICAS = Gauge(
+    "ingestd_pressure_replicas", "Live replicas in the last cluster view (1 without Redis)"
+)
+RATELIMIT_REQUESTS = Counter(
+    "ingestd_ratelimit_requests_total",
+    "Rate-limited requests by scope (cluster, local) and outcome (allowed, limited)",
+    ["scope", "outcome"],
+)
+RATELIMIT_LIMITED_ITEMS = Counter(
+    "ingestd_ratelimit_limited_items_total", "Items of requests refused as over a tenant limit"
+)
+AUTH_FAILURES = Counter(
+    "ingestd_auth_failures_total",
+    "Requests refused as unauthenticated, by reason (missing, scheme, unknown)",
+    ["reason"],
+)
+CONFIG_RELOADS = Counter(
+    "ingestd_config_reloads_total",
+    "Reloads of tokens and limits by outcome (applied, unchanged, failed)",
+    ["outcome"],
+)

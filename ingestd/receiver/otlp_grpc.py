@@ -17,7 +17,8 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
-from ingestd.config import GrpcReceiverConfig, TlsConfig
+from ingestd.auth import Authenticator
+from ingestd.config import AuthConfig, GrpcReceiverConfig, TlsConfig
 from ingestd.errors import IngestdError
 from ingestd.ingest import ExportResult, Ingest, RequestContext, Signal
 from ingestd.metrics import RECEIVER_REQUESTS
@@ -33,17 +34,18 @@ SERVICES: dict[Signal, str] = {
 }
 
 MiB = 1024 * 1024
-# Tenants arrive with authentication; until then every request belongs to the default tenant.
-_TENANT = ""
-_CONTEXT = RequestContext(transport="grpc", tenant=_TENANT)
 
 
 class OtlpGrpcReceiver:
     name = "receiver.grpc"
 
-    def __init__(self, config: GrpcReceiverConfig, ingest: Ingest) -> None:
+    def __init__(
+        self, config: GrpcReceiverConfig, ingest: Ingest, auth: Authenticator | None = None
+    ) -> None:
         self.config = config
         self._ingest = ingest
+        # Without auth every request belongs to the default tenant "".
+        self._auth = auth or Authenticator(AuthConfig())
         self._server: grpc.aio.Server | None = None
         self._empty: dict[Signal, bytes] = {
             signal: decode.RESPONSE_TYPES[signal]().SerializeToString() for signal in SERVICES
@@ -119,7 +121,7 @@ class OtlpGrpcReceiver:
             if not body:
                 outcome = "ok"
                 return self._empty[signal]
-            answer = await self._answer(signal, body)
+            answer = await self._answer(signal, body, _authorization(context))
             if isinstance(answer, status.Status):
                 outcome = answer.grpc_code.name
                 await _abort(context, answer)
@@ -129,20 +131,31 @@ class OtlpGrpcReceiver:
         finally:
             RECEIVER_REQUESTS.labels(signal=signal, transport="grpc", status=outcome).inc()
 
-    async def _answer(self, signal: Signal, body: bytes) -> ExportResult | status.Status:
+    async def _answer(
+        self, signal: Signal, body: bytes, authorization: str | None
+    ) -> ExportResult | status.Status:
         """Store one request: its result, or the status to abort with."""
         try:
+            # Authenticate before decoding: an unknown caller costs no parsing.
+            tenant = self._auth.authenticate(authorization)
             return await self._ingest.export(
                 signal,
                 decode.parse_protobuf(signal, body),
-                key=decode.request_key(signal, _TENANT, body),
-                ctx=_CONTEXT,
+                key=decode.request_key(signal, tenant, body),
+                ctx=RequestContext(transport="grpc", tenant=tenant),
                 wire_bytes=len(body),
             )
         except Exception as exc:
             if not isinstance(exc, IngestdError):
                 log.exception("export_failed_unexpectedly", signal=str(signal))
             return status.status_for(exc)
+
+
+def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: status.Status) -> NoReturn:

@@ -28,7 +28,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format
 
-from ingestd.config import HttpReceiverConfig, TlsConfig
+from ingestd.auth import Authenticator
+from ingestd.config import AuthConfig, HttpReceiverConfig, TlsConfig
 from ingestd.errors import (
     BadRequest,
     IngestdError,
@@ -67,8 +68,12 @@ class OtlpHttpReceiver:
 
     name = "receiver.http"
 
-    def __init__(self, config: HttpReceiverConfig, ingest: Ingest) -> None:
+    def __init__(
+        self, config: HttpReceiverConfig, ingest: Ingest, auth: Authenticator | None = None
+    ) -> None:
         self.config = config
+        # Without auth every request belongs to the default tenant "".
+        self._auth = auth or Authenticator(AuthConfig())
         self._ingest = ingest
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
@@ -143,13 +148,18 @@ class OtlpHttpReceiver:
     async def _export(self, signal: Signal, media: str, request: web.BaseRequest) -> web.Response:
         try:
             self._admit(signal)
+            # Authenticate before reading the body: an unknown caller costs no inflating.
+            tenant = self._auth.authenticate(request.headers.get("Authorization"))
             body = await self._body(request)
             message = (
                 parse_protobuf(signal, body) if media == PROTOBUF else parse_json(signal, body)
             )
-            key = request_key(signal, "", body)
             result = await self._ingest.export(
-                signal, message, key=key, ctx=RequestContext("http"), wire_bytes=len(body)
+                signal,
+                message,
+                key=request_key(signal, tenant, body),
+                ctx=RequestContext("http", tenant),
+                wire_bytes=len(body),
             )
         except IngestdError as exc:
             return self._error(signal, media, exc)

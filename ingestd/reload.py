@@ -1,0 +1,142 @@
+"""Reload of auth tokens and tenant limits without a restart: on SIGHUP or a file change.
+
+The whole config file is re-read and validated, with `auth.tokens_file`; only the `auth` and
+`limits` sections take effect (other changed sections are named in the log as needing a
+restart). A file that does not validate changes nothing: the old tokens and limits stay, and
+the problems are logged. Files are checked every `reload.poll_interval_s` (mtime, size, inode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import structlog
+
+from ingestd import config as config_module
+from ingestd.auth import Authenticator, load_table
+from ingestd.config import Config, LimitsConfig
+from ingestd.errors import ConfigError
+from ingestd.metrics import CONFIG_RELOADS
+from ingestd.retry import SYSTEM_CLOCK, Clock
+from ingestd.state.ratelimit import RateLimiter
+
+log = structlog.get_logger("ingestd.reload")
+
+_RELOADABLE = ("auth", "limits")
+Fingerprint = tuple[int, int, int] | None
+
+
+class ConfigReloader:
+    """A stage that re-applies `auth` and `limits` from the config file when asked or changed."""
+
+    name = "reload"
+
+    def __init__(
+        self,
+        path: Path | None,
+        current: Config,
+        auth: Authenticator,
+        limits: RateLimiter,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._path = path
+        self._current = current
+        self._auth = auth
+        self._limits = limits
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._seen = self._fingerprints()
+        self._hup = False
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        if self._path is None:
+            return
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload, "sighup")
+        self._hup = True
+        if self._current.reload.poll_interval_s > 0:
+            self._task = tasks.create_task(self._poll(), name="reload")
+
+    async def stop(self, deadline: float) -> None:
+        if self._hup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._hup = False
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def reload(self, reason: str = "requested") -> bool:
+        """Re-read the files and apply auth and limits; False (old config kept) on a problem."""
+        self._seen = self._fingerprints()
+        if self._path is None:
+            return False
+        try:
+            new = config_module.load(self._path)
+            table = load_table(new.auth)
+        except ConfigError as exc:
+            CONFIG_RELOADS.labels(outcome="failed").inc()
+            log.error("config_reload_failed", reason=reason, kept="previous", problems=exc.problems)
+            return False
+        changes = self._auth.update(new.auth, table)
+        changes += limit_changes(self._current.limits, new.limits)
+        self._limits.update(new.limits)
+        restart = [
+            name
+            for name in type(new).model_fields
+            if name not in _RELOADABLE and getattr(new, name) != getattr(self._current, name)
+        ]
+        self._current = new
+        self._seen = self._fingerprints()
+        CONFIG_RELOADS.labels(outcome="applied" if changes else "unchanged").inc()
+        log.info("config_reloaded", reason=reason, changes=changes, restart_needed_for=restart)
+        return True
+
+    async def _poll(self) -> None:
+        while True:
+            await self._clock.sleep(self._current.reload.poll_interval_s)
+            self.check()
+
+    def check(self) -> bool:
+        """Reload if a watched file changed since the last look; True when it reloaded."""
+        if self._fingerprints() == self._seen:
+            return False
+        return self.reload("file_changed")
+
+    def _fingerprints(self) -> tuple[Fingerprint, ...]:
+        paths = [self._path, self._current.auth.tokens_file]
+        return tuple(_fingerprint(p) for p in paths if p is not None)
+
+
+def _fingerprint(path: Path) -> Fingerprint:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def limit_changes(old: LimitsConfig, new: LimitsConfig) -> list[str]:
+    """What changed between two limits sections, by tenant name."""
+    changes: list[str] = []
+    if old.default != new.default:
+        changes.append(f"limits.default: {_brief(new.default.model_dump())}")
+    for tenant in sorted(old.tenants.keys() | new.tenants.keys()):
+        before, after = old.tenants.get(tenant), new.tenants.get(tenant)
+        if before == after:
+            continue
+        if after is None:
+            changes.append(f"limits.tenants.{tenant}: removed")
+        else:
+            changes.append(
+                f"limits.tenants.{tenant}: {_brief(after.model_dump(exclude_unset=True))}"
+            )
+    return changes
+
+
+def _brief(fields: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in fields.items())
