@@ -9,7 +9,7 @@ from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 
 
 def test_stages_start_downstream_first() -> None:
-    """Sinks (and their maintenance), the prober, one batcher per table, the receivers last."""
+    """Sinks, shared state, the prober, one batcher per table, the receivers last."""
     daemon = build(
         config.parse("redis: {enabled: false}\nsinks: {elasticsearch: {enabled: false}}")
     )
@@ -17,6 +17,9 @@ def test_stages_start_downstream_first() -> None:
     assert names == [
         "timescale",
         "maintenance",
+        "dedup",
+        "pressure",
+        "reload",
         "prober",
         "batcher.traces",
         "batcher.metrics",
