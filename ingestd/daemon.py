@@ -28,6 +28,7 @@ from ingestd.pipeline import Pipeline, Stage, deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.reload import ConfigReloader
+from ingestd.schema.logs_retention import LogsRetention
 from ingestd.schema.stage import MaintenanceJob
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink, TimescaleWriter
@@ -92,6 +93,10 @@ def build(config: Config, config_path: Path | None = None) -> Daemon:
         prober.add("elasticsearch", elasticsearch.probe)
         stages.append(elasticsearch)
         routes[Signal.LOGS] = _logs_route(config, elasticsearch, admin)
+        if config.maintenance.enabled:
+            retention = LogsRetention(elasticsearch, config.sinks.elasticsearch, config.maintenance)
+            admin.add_status("logs_retention", retention.snapshot)
+            stages.append(retention)
     redis = None
     if config.redis.enabled:
         redis = RedisState(config.redis, health)

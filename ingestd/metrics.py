@@ -179,6 +179,14 @@ MAINTENANCE_ERRORS = Counter(
     "Failed maintenance steps (ledger, retention, partitions, rollups, timescaledb_jobs, run)",
     ["step"],
 )
+MAINTENANCE_ES_ROLLED = Counter(
+    "ingestd_maintenance_es_rollovers_total",
+    "Logs data streams rolled over by ingestd (where Elasticsearch has no lifecycle module)",
+)
+MAINTENANCE_ES_DELETED = Counter(
+    "ingestd_maintenance_es_deleted_indices_total",
+    "Logs backing indices deleted past retention by ingestd (no lifecycle module)",
+)
 MAINTENANCE_LAST_SUCCESS = Gauge(
     "ingestd_maintenance_last_success_timestamp_seconds",
     "Unix time of this process's last maintenance run that acted without errors",
