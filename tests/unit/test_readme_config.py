@@ -1,0 +1,66 @@
+"""The README documents every configuration key, so the reference cannot drift from the code.
+
+A key counts as documented when README.md names it in full (`sinks.timescale.writers`) or in
+the first column of a table whose header, or the heading above it, gives its section
+(`| key (`receivers.http`) |` or `### Keys (`sinks.elasticsearch`)`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ingestd.config import Config
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+_PREFIX = re.compile(r"\(`([a-z_.]+)`\)")
+_NAME = re.compile(r"`([a-z_.][a-z0-9_.]*)`")
+
+
+def leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(leaf_keys(annotation, f"{path}."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def documented(text: str) -> set[str]:
+    names = set(_NAME.findall(text))
+    heading_prefix = ""
+    table_prefix: str | None = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            found = _PREFIX.search(line)
+            heading_prefix = found.group(1) if found else ""
+            continue
+        if not line.startswith("|"):
+            table_prefix = None
+            continue
+        first = line.split("|")[1]
+        if table_prefix is None:  # the header row
+            found = _PREFIX.search(first)
+            table_prefix = found.group(1) if found else heading_prefix
+            continue
+        previous = ""
+        for name in _NAME.findall(first):
+            if name.startswith("."):  # `tls.cert_file`, `.key_file`
+                name = previous.rpartition(".")[0] + name
+            elif previous.count(".") > 1 and "." not in name:  # `pool.min_size` / `max_size`
+                name = f"{previous.rpartition('.')[0]}.{name}"
+            previous = name
+            names.add(f"{table_prefix}.{name}" if table_prefix else name)
+    return names
+
+
+def test_every_config_key_is_in_the_readme() -> None:
+    """Each leaf key of the config tree is documented in README.md."""
+    known = documented(README.read_text(encoding="utf-8"))
+    missing = [key for key in leaf_keys(Config) if key not in known]
+    assert missing == []
