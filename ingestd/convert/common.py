@@ -34,6 +34,11 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 # timestamptz is int64 microseconds since 2000-01-01 UTC on the wire.
 PG_EPOCH_US = 946_684_800_000_000
 INT64_MAX = 2**63 - 1
+# OTLP's uint32 fields (flags, dropped counts) go to integer (int4) columns, and its int32 enums
+# (span kind, status code, temporality) to smallint (int2). psycopg's C dumpers write the low bits
+# of a value that does not fit, without an error, so the converters bring every value into range.
+INT32_MAX = 2**31 - 1
+INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
 JSONB_VERSION = b"\x01"
 JSONB_EMPTY_OBJECT = b"\x01{}"
 # The identity of an application: service.name defaults as the OTLP SDKs do.
@@ -69,6 +74,16 @@ class Rows:
 def pg_micros(unix_nano: int) -> int:
     """timestamptz's binary value (microseconds since 2000-01-01) for Unix nanoseconds."""
     return unix_nano // 1000 - PG_EPOCH_US
+
+
+def int4_bits(value: int) -> int:
+    """A uint32 bit field (flags) as int4: the same 32 bits, read as a signed number."""
+    return value - 4_294_967_296 if value > INT32_MAX else value
+
+
+def int4_count(value: int) -> int:
+    """A uint32 count (dropped attributes, events, links) as int4, saturating at 2^31-1."""
+    return INT32_MAX if value > INT32_MAX else value
 
 
 def clean_text(text: str) -> tuple[str, int]:
@@ -280,7 +295,8 @@ def add_resource(rows: Rows, resource: Any, schema_url: str) -> tuple[ResourceIn
     app_id = application_id(*identity)
     attrs_jsonb, nul = jsonb(attributes)
     url, nul_url = clean_text(schema_url)
-    rows.resources[resource_id] = (attrs_jsonb, resource.dropped_attributes_count, url)
+    dropped = int4_count(resource.dropped_attributes_count)
+    rows.resources[resource_id] = (attrs_jsonb, dropped, url)
     if app_id not in rows.applications:
         cleaned = [clean_text(part) for part in identity]
         nul += sum(n for _, n in cleaned)
@@ -298,7 +314,8 @@ def add_scope(rows: Rows, scope: Any, schema_url: str) -> tuple[int, int]:
     name, n1 = clean_text(scope.name)
     version, n2 = clean_text(scope.version)
     url, n3 = clean_text(schema_url)
-    rows.scopes[scope_id] = (name, version, attrs_jsonb, scope.dropped_attributes_count, url)
+    dropped = int4_count(scope.dropped_attributes_count)
+    rows.scopes[scope_id] = (name, version, attrs_jsonb, dropped, url)
     return scope_id, nul + n1 + n2 + n3
 
 

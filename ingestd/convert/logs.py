@@ -80,9 +80,18 @@ class LogsConverter:
         latest = min(now + self._max_future_skew_ns, _DATE_NANOS_MAX)
         seen: dict[bytes, int] = {}
         for resource_logs in request.resource_logs:
-            resource = _Resource(resource_logs, self._dataset, self._namespace)
+            try:
+                resource = _Resource(resource_logs, self._dataset, self._namespace)
+            except orjson.JSONEncodeError as exc:
+                for scope_logs in resource_logs.scope_logs:
+                    _refuse_all(out, scope_logs, "resource", exc)
+                continue
             for scope_logs in resource_logs.scope_logs:
-                scope = _Scope(resource, scope_logs)
+                try:
+                    scope = _Scope(resource, scope_logs)
+                except orjson.JSONEncodeError as exc:
+                    _refuse_all(out, scope_logs, "scope", exc)
+                    continue
                 for record in scope_logs.log_records:
                     try:
                         item = scope.encode(record, now, latest, seen)
@@ -93,6 +102,12 @@ class LogsConverter:
                     out.nbytes += len(item)
         out.items = len(items)
         return out
+
+
+def _refuse_all(out: Converted, scope_logs: Any, what: str, exc: Exception) -> None:
+    """Refuse every record of *scope_logs*: their shared *what* cannot be encoded as JSON."""
+    for _ in scope_logs.log_records:
+        out.reject("unencodable", f"log record's {what} cannot be encoded as JSON: {exc}")
 
 
 class _Refused(Exception):

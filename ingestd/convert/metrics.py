@@ -22,6 +22,9 @@ from typing import Any
 
 from ingestd.convert import wire
 from ingestd.convert.common import (
+    INT16_MAX,
+    INT16_MIN,
+    INT32_MAX,
     INT64_MAX,
     PG_EPOCH_US,
     AttributeEncoder,
@@ -31,6 +34,7 @@ from ingestd.convert.common import (
     add_scope,
     clean_text,
     double_value,
+    int4_bits,
     jsonb,
     kv_dict,
     time_problem,
@@ -203,7 +207,21 @@ def _gauge(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Conver
     _number_points(data.data_points, m, rows, converted, "gauge", None, None)
 
 
+def _temporality_refused(data: Any, m: _Metric, converted: Converted) -> bool:
+    """Refuse every point of a metric whose temporality does not fit smallint."""
+    temporality = data.aggregation_temporality
+    if INT16_MIN <= temporality <= INT16_MAX:
+        return False
+    for _ in data.data_points:
+        converted.reject(
+            "enum_out_of_range", f"metric {m.name!r}: aggregation_temporality {temporality}"
+        )
+    return True
+
+
 def _sum(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Converted) -> None:
+    if _temporality_refused(data, m, converted):
+        return
     temporality, monotonic = data.aggregation_temporality, data.is_monotonic
     _number_points(data.data_points, m, rows, converted, "sum", temporality, monotonic)
 
@@ -246,10 +264,13 @@ def _number_points(
             converted.reject("bad_attribute", f"metric {name!r}: {exc}")
             continue
         exemplars = p.exemplars[:]
+        flags = p.flags
+        if flags > INT32_MAX:
+            flags = int4_bits(flags)
         # fmt: off
         append((
             t // 1000 - PG_EPOCH_US, app_id, name, kind, value, int_value, unit, attrs, t,
-            start or None, temporality, monotonic, p.flags,
+            start or None, temporality, monotonic, flags,
             None, None, None, None, None, None, None, None, None, None, None, None, None, None,
             None, _exemplars(exemplars, attributes) if exemplars else None, resource_id, scope_id,
         ))
@@ -257,6 +278,8 @@ def _number_points(
 
 
 def _histogram(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Converted) -> None:
+    if _temporality_refused(data, m, converted):
+        return
     row = functools.partial(_histogram_row, data.aggregation_temporality)
     _points(data.data_points, m, rows, converted, row)
 
@@ -266,7 +289,7 @@ def _histogram_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "histogram", None, None, m.unit,
-        m.attributes.jsonb_memo(p.attributes[:]), t, start, temporality, None, p.flags,
+        m.attributes.jsonb_memo(p.attributes[:]), t, start, temporality, None, int4_bits(p.flags),
         _count(p.count, "count"),
         p.sum if p.HasField("sum") else None,
         p.min if p.HasField("min") else None,
@@ -279,6 +302,8 @@ def _histogram_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
 
 
 def _exponential(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Converted) -> None:
+    if _temporality_refused(data, m, converted):
+        return
     row = functools.partial(_exponential_row, data.aggregation_temporality)
     _points(data.data_points, m, rows, converted, row)
 
@@ -289,7 +314,7 @@ def _exponential_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "exponential_histogram", None, None, m.unit,
-        m.attributes.jsonb_memo(p.attributes[:]), t, start, temporality, None, p.flags,
+        m.attributes.jsonb_memo(p.attributes[:]), t, start, temporality, None, int4_bits(p.flags),
         _count(p.count, "count"),
         p.sum if p.HasField("sum") else None,
         p.min if p.HasField("min") else None,
@@ -314,7 +339,7 @@ def _summary_row(p: Any, m: _Metric) -> tuple[Any, ...]:
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "summary", None, None, m.unit,
-        m.attributes.jsonb_memo(p.attributes[:]), t, start, None, None, p.flags,
+        m.attributes.jsonb_memo(p.attributes[:]), t, start, None, None, int4_bits(p.flags),
         _count(p.count, "count"), p.sum, None, None,
         None, None, None, None, None, None, None, None, None,
         float8_array([q.quantile for q in quantiles]), float8_array([q.value for q in quantiles]),

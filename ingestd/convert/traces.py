@@ -14,6 +14,9 @@ from typing import Any
 
 from ingestd.convert import wire
 from ingestd.convert.common import (
+    INT16_MAX,
+    INT16_MIN,
+    INT32_MAX,
     INT64_MAX,
     PG_EPOCH_US,
     AttributeEncoder,
@@ -22,6 +25,8 @@ from ingestd.convert.common import (
     add_resource,
     add_scope,
     clean_text,
+    int4_bits,
+    int4_count,
     jsonb,
     time_problem,
 )
@@ -145,6 +150,21 @@ def _spans(
         trace_state = span.trace_state
         status = span.status
         message = status.message
+        kind, code = span.kind, status.code
+        if not (INT16_MIN <= kind <= INT16_MAX and INT16_MIN <= code <= INT16_MAX):
+            converted.reject(
+                "enum_out_of_range", f"span {name!r}: kind {kind} or status code {code}"
+            )
+            continue
+        flags = span.flags
+        dropped = (
+            span.dropped_attributes_count,
+            span.dropped_events_count,
+            span.dropped_links_count,
+        )
+        if flags > INT32_MAX or max(dropped) > INT32_MAX:
+            flags = int4_bits(flags)
+            dropped = (int4_count(dropped[0]), int4_count(dropped[1]), int4_count(dropped[2]))
         if "\x00" in name or "\x00" in trace_state or "\x00" in message:
             (name, n1), (trace_state, n2), (message, n3) = map(
                 clean_text, (name, trace_state, message)
@@ -159,19 +179,17 @@ def _spans(
                 span_id,
                 parent or None,
                 trace_state,
-                span.flags,
+                flags,
                 name,
-                span.kind,
-                status.code,
+                kind,
+                code,
                 message,
                 start,
                 end - start,
                 attrs,
                 events,
                 links,
-                span.dropped_attributes_count,
-                span.dropped_events_count,
-                span.dropped_links_count,
+                *dropped,
                 resource_id,
                 scope_id,
             )

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
@@ -27,6 +27,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from ingestd.errors import BadRequest
 from ingestd.ingest import Signal
 
 # (message name within its file, field name) whose `repeated KeyValue` becomes `repeated bytes`.
@@ -99,8 +100,15 @@ FAST_REQUEST_TYPES: dict[Signal, Any] = {
 
 
 def as_fast(signal: Signal, request: Message) -> Any:
-    """*request* as this module's class for *signal* (re-encoded if it is an official one)."""
+    """*request* as this module's class for *signal* (re-encoded if it is an official one).
+
+    BadRequest when the request nests deeper than protobuf parsing allows (100 levels): an
+    OTLP/JSON request is built without that limit, and its protobuf form would be refused too.
+    """
     cls = FAST_REQUEST_TYPES[signal]
     if isinstance(request, cls):
         return request
-    return cls.FromString(request.SerializeToString())
+    try:
+        return cls.FromString(request.SerializeToString())
+    except DecodeError as exc:
+        raise BadRequest(f"{signal} request nests deeper than OTLP protobuf allows: {exc}") from exc
