@@ -29,8 +29,11 @@ _GSSENC_REQUEST = 80877104
 class Proxy:
     """Forwards 127.0.0.1:<port> to *upstream*; every fault is switched on by the test."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, postgres: bool = True) -> None:
         self.upstream = (upstream_host, upstream_port)
+        # Off for other protocols (HTTP, Redis): bytes are forwarded as they come, since the
+        # PostgreSQL framing would read them as a huge startup message and wait forever.
+        self.postgres = postgres
         self.latency_s = 0.0
         self.refusing = False
         self.port = 0
@@ -130,7 +133,7 @@ class Proxy:
     async def _client_to_server(
         self, link: _Link, reader: asyncio.StreamReader, out: asyncio.StreamWriter
     ) -> None:
-        frames = _FrontendFrames()
+        frames = _FrontendFrames() if self.postgres else _RawChunks()
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
                 for frame, is_commit in frames.feed(data):
@@ -197,6 +200,13 @@ def _reset(writer: asyncio.StreamWriter) -> None:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+class _RawChunks:
+    """Any protocol: each chunk read is forwarded as it is, never a COMMIT."""
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
+        return [(data, False)]
 
 
 class _FrontendFrames:
