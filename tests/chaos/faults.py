@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import random
+import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
