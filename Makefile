@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STACK  := deploy/stack/stack.sh
 CONFIG ?= deploy/ingestd.yaml
 
-.PHONY: help venv run test test-unit test-integration lint fmt typecheck bench chaos \
+.PHONY: help venv run test test-unit test-integration lint fmt typecheck bench chaos fuzz \
         stack-up stack-down stack-status schema image clean
 
 help: ## list the targets
@@ -65,6 +65,9 @@ bench: $(STAMP) stack-up ## end-to-end benchmarks (prints a table; see `make ben
 
 chaos: $(STAMP) stack-up ## the full fault-injection suite with the exactly-once ledger
 	@set -a; . .stack/env; set +a; $(BIN)/python -m tests.chaos $(ARGS)
+
+fuzz: $(STAMP) ## fuzz decoders and converters (ARGS="--target proto|json|bytes --minutes 30")
+	$(BIN)/python -m tests.fuzz $(ARGS)
 
 image: ## build the container image (needs a Docker engine)
 	@deploy/image.sh

@@ -94,6 +94,8 @@ class Environment:
     grpc_port: int = 0
     http_port: int = 0
     daemon: IngestdProcess | None = None
+    # Every daemon started since `forget_daemons`, for their log events.
+    daemons: list[IngestdProcess] = field(default_factory=list)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -190,9 +192,25 @@ class Environment:
         workdir.mkdir()
         daemon = IngestdProcess(self.daemon_config(overrides), workdir)
         self.daemon = daemon
+        self.daemons.append(daemon)
         await asyncio.to_thread(daemon.wait_for_event, _is("grpc_listening"), 60.0)
         await asyncio.to_thread(daemon.wait_for_event, _is("http_receiver_listening"), 60.0)
         return daemon
+
+    def warnings(self) -> dict[str, int]:
+        """Warning and error log events of the daemons since `daemons` was cleared, by name;
+        `es_429` counts those that quote an Elasticsearch 429 / rejected execution."""
+        counts: dict[str, int] = {}
+        for daemon in self.daemons:
+            for event in list(daemon.events):
+                if event.get("level") not in ("warning", "error", "critical"):
+                    continue
+                name = str(event.get("event", "?"))[:60]
+                counts[name] = counts.get(name, 0) + 1
+                text = str(event)
+                if "429" in text or "rejected_execution" in text:
+                    counts["es_429"] = counts.get("es_429", 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     async def stop_daemon(self, *, kill: bool = False) -> int | None:
         """SIGTERM (drain) or SIGKILL the daemon; its exit code."""
@@ -217,7 +235,7 @@ class Environment:
     ) -> dict[str, int]:
         """seq -> copies stored, over the traces and metrics tables and the logs data streams."""
         counts: dict[str, int] = {}
-        with psycopg.connect(dsn or self.dsn) as conn:
+        with _connect_patiently(dsn or self.dsn) as conn:
             for table in ("traces", "metrics"):
                 rows = conn.execute(
                     f"SELECT attributes->>'chaos.seq', count(*) FROM {table} "
@@ -229,6 +247,18 @@ class Environment:
         for seq, n in es_seq_counts(es_url or self.stack.es_url, run_id).items():
             counts[seq] = counts.get(seq, 0) + n
         return counts
+
+
+def _connect_patiently(dsn: str, timeout_s: float = 90.0) -> psycopg.Connection[Any]:
+    """A connection, waiting out a restart of the shared server by another test run."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return psycopg.connect(dsn, connect_timeout=5)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def es_seq_counts(es_url: str, run_id: str) -> dict[str, int]:

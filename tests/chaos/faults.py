@@ -328,14 +328,15 @@ async def es_overloaded(run: FaultRun) -> None:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
     run.notes["noise_bulk_answers"] = statuses
-    run.notes["ingestd_429s"] = await asyncio.to_thread(_es_rejections, node.url)
+    run.notes["node_write_rejections"] = await asyncio.to_thread(_es_rejections, node.url)
 
 
 def _es_rejections(url: str) -> int:
     import json
     import urllib.request
 
-    with urllib.request.urlopen(f"{url}/_nodes/stats/thread_pool/write", timeout=10) as reply:
+    path = "/_nodes/stats/thread_pool?filter_path=nodes.*.thread_pool.write"
+    with urllib.request.urlopen(url + path, timeout=10) as reply:
         stats = json.loads(reply.read())
     return sum(n["thread_pool"]["write"]["rejected"] for n in stats["nodes"].values())
 

@@ -74,6 +74,7 @@ async def run_fault(
     ledger = Ledger(run_id=f"{env.run_id}-{fault.name}")
     load = LoadConfig(**{**load.__dict__, "skewed": fault.skewed})
     run = FaultRun(env, ledger, duration_s, load, overrides=dict(fault.config))
+    env.daemons.clear()
     try:
         if fault.prepare is not None:
             await fault.prepare(run)
@@ -117,6 +118,7 @@ async def run_fault(
             except Exception as exc:
                 result.notes["cleanup_error"] = repr(exc)
         result.notes.update(run.notes)
+        result.notes["daemon_warnings"] = env.warnings()
         result.seconds = time.monotonic() - began
     return result
 
