@@ -96,6 +96,8 @@ class Environment:
     daemon: IngestdProcess | None = None
     # Every daemon started since `forget_daemons`, for their log events.
     daemons: list[IngestdProcess] = field(default_factory=list)
+    # Log events of those daemons that mention an exception (a bug's first trace).
+    exceptions: list[str] = field(default_factory=list)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -208,6 +210,10 @@ class Environment:
                 name = str(event.get("event", "?"))[:60]
                 counts[name] = counts.get(name, 0) + 1
                 text = str(event)
+                if (
+                    "exception" in event or "Traceback" in text or "never retrieved" in text
+                ) and len(self.exceptions) < 5:
+                    self.exceptions.append(text[:4000])
                 if "429" in text or "rejected_execution" in text:
                     counts["es_429"] = counts.get("es_429", 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: -kv[1]))

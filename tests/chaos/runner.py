@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ async def run_fault(
     load = LoadConfig(**{**load.__dict__, "skewed": fault.skewed})
     run = FaultRun(env, ledger, duration_s, load, overrides=dict(fault.config))
     env.daemons.clear()
+    env.exceptions.clear()
     try:
         if fault.prepare is not None:
             await fault.prepare(run)
@@ -87,11 +89,11 @@ async def run_fault(
             )
         )
         try:
-            await _wait_acks(ledger, 6, timeout_s=60)
+            await _wait_acks(ledger, _acked(ledger), timeout_s=60)
             await fault.inject(run)
-            healed = _acked(ledger)
-            # Recovery: new requests are acknowledged after the fault was healed.
-            result.recovered = await _wait_acks(ledger, healed + 6, timeout_s=90)
+            # Recovery: every signal has new requests acknowledged after the fault was healed
+            # (logs flowing to Elasticsearch must not hide traces stuck on PostgreSQL).
+            result.recovered = await _wait_acks(ledger, _acked(ledger), timeout_s=90)
         finally:
             stop.set()
             await load_task
@@ -119,18 +121,24 @@ async def run_fault(
                 result.notes["cleanup_error"] = repr(exc)
         result.notes.update(run.notes)
         result.notes["daemon_warnings"] = env.warnings()
+        if env.exceptions:
+            result.notes["daemon_exceptions"] = list(env.exceptions)
         result.seconds = time.monotonic() - began
     return result
 
 
-def _acked(ledger: Ledger) -> int:
-    return sum(1 for r in ledger.requests if r.outcome is Outcome.OK)
+def _acked(ledger: Ledger) -> Counter[str]:
+    """Acknowledged requests per signal so far."""
+    return Counter(r.signal.value for r in ledger.requests if r.outcome is Outcome.OK)
 
 
-async def _wait_acks(ledger: Ledger, count: int, *, timeout_s: float) -> bool:
+async def _wait_acks(ledger: Ledger, since: Counter[str], *, timeout_s: float) -> bool:
+    """Wait until each signal has two more acknowledged requests than in *since*."""
     deadline = time.monotonic() + timeout_s
+    signals = {r.signal.value for r in ledger.requests} or {"traces", "metrics", "logs"}
     while time.monotonic() < deadline:
-        if _acked(ledger) >= count:
+        now = _acked(ledger)
+        if all(now[s] >= since[s] + 2 for s in signals):
             return True
         await asyncio.sleep(0.1)
     return False
