@@ -10,6 +10,7 @@ component is DEGRADED: still ready, with a reduced guarantee.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 import os
@@ -268,6 +269,17 @@ class RedisState:
                 results = await self._reload_scripts(client, batch, results)
         except (RedisError, OSError) as exc:
             _fail(batch, exc)
+            return
+        except RuntimeError as exc:
+            # uvloop raises RuntimeError ("unable to perform operation on <TCPTransport
+            # closed=True>; the handler is closed") when a reset connection is written to;
+            # redis-py lets it through and returns the dead connection to its pool. Fail the
+            # batch like any lost connection and drop the pool's idle connections (found by
+            # the chaos suite's redis-cut fault: it surfaced as "Task exception was never
+            # retrieved").
+            _fail(batch, RedisConnectionError(f"connection lost: {exc}"))
+            with contextlib.suppress(Exception):
+                await client.connection_pool.disconnect(inuse_connections=False)
             return
         except BaseException:
             _fail(batch, RedisConnectionError("send cancelled"))

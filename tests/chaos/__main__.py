@@ -3,7 +3,7 @@
 Runs each fault under steady load from six OTLP clients (traces, metrics, logs over gRPC and
 HTTP), prints the ledger's verdict per fault and a table at the end, writes `.chaos/` results,
 and exits 1 on any acknowledged loss, duplicate, record stored though refused, fault that did
-not recover, or fault that broke.
+not recover, exception ingestd logged without handling it, or fault that broke.
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def _print_result(result: Result) -> None:
         print(f"   heard: {json.dumps(result.heard)}", flush=True)
         for example in v.examples[:5]:
             print(f"   ! {example}", flush=True)
-    notes = {k: v for k, v in result.notes.items() if k != "traceback"}
+    for text in result.notes.get("daemon_exceptions", []):
+        print(f"   ! ingestd logged an exception: {text[:600]}", flush=True)
+    notes = {k: v for k, v in result.notes.items() if k not in ("traceback", "daemon_exceptions")}
     if notes:
         print(f"   notes: {json.dumps(notes, default=str)}", flush=True)
 

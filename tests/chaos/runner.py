@@ -38,6 +38,8 @@ class Result:
             return 0
         if self.error or self.verdict is None or self.recovered is False:
             return 1
+        if self.notes.get("daemon_exceptions"):
+            return 1  # an exception nobody handled is a bug, even if nothing was lost
         v = self.verdict
         if self.fault.promise:
             return v.violations

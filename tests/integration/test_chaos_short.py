@@ -51,3 +51,4 @@ async def test_fault_keeps_the_exactly_once_promise(chaos_env: Environment, faul
     assert v.duplicated == 0, v.examples
     assert v.stored_though_refused == 0, v.examples
     assert v.violations == 0, v.examples
+    assert not result.notes.get("daemon_exceptions"), result.notes["daemon_exceptions"]
