@@ -20,7 +20,6 @@ import contextlib
 import gzip
 import hashlib
 import json
-import os
 import re
 import resource
 import sys
@@ -251,5 +250,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONHASHSEED", "0")
     raise SystemExit(main())

@@ -12,7 +12,6 @@ A broken oracle raises `Finding`; anything else escaping is a finding too.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,18 +259,3 @@ def _check_bulk(items: list[bytes]) -> None:
             raise Finding(f"bulk action names an invalid index {index!r}")
         if not isinstance(doc, dict) or "@timestamp" not in doc:
             raise Finding(f"document without @timestamp: {lines[1][:200]!r}")
-
-
-class Timer:
-    """Wall time of one input, to report the slowest (a hang is a finding)."""
-
-    def __init__(self) -> None:
-        self.slowest_s = 0.0
-        self._began = 0.0
-
-    def __enter__(self) -> Timer:
-        self._began = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.slowest_s = max(self.slowest_s, time.perf_counter() - self._began)

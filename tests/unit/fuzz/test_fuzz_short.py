@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -9,6 +10,8 @@ from ingestd.ingest import Signal
 from tests.fuzz.strategies import REQUESTS, json_bytes, mutated_json
 from tests.fuzz.targets import Target
 
+# Requests can be large; hypothesis warns when it builds their repr for a report.
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 TARGET = Target()
 SHORT = settings(
     max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None
