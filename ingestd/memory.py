@@ -1,0 +1,221 @@
+"""Memory bounds of one process: a cap over all batchers together and an RSS guard.
+
+`receiver --(admission: refused here, before the body is read or decoded)--> Ingest -> Batcher`
+
+Each batcher bounds itself (`sinks.*.buffer`); `MemoryBudget` bounds them together
+(`memory.max_buffered_bytes`): a batcher makes a request wait for room when the buffers of all
+sinks hold that much, exactly as when its own buffer is full. The receivers also count the
+bodies of the requests they are decoding, and refuse new requests before reading them while
+buffers plus bodies reach the cap. `MemoryGuard` samples the process's resident memory every
+`memory.check_interval_ms` from /proc/self/statm (a few microseconds; never per request) and
+refuses new requests the same way while it is above `memory.max_rss_mib`. A refusal is an
+`Overloaded` error (UNAVAILABLE + RetryInfo, HTTP 503 + Retry-After), counted by reason; it is
+load shedding, not a failure, so readiness stays as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import structlog
+
+from ingestd import cgroup
+from ingestd.config import MemoryConfig
+from ingestd.errors import MemoryPressure
+from ingestd.metrics import (
+    MEMORY_HELD_BYTES,
+    MEMORY_HELD_LIMIT_BYTES,
+    MEMORY_REFUSED_REQUESTS,
+    MEMORY_RSS_LIMIT_BYTES,
+    MEMORY_SHEDDING,
+    PROCESS_RSS,
+)
+
+log = structlog.get_logger("ingestd.memory")
+
+MiB = 1024 * 1024
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+# Of the container's memory limit, the share the workers' RSS may use together; the rest is
+# the supervisor, the kernel's page cache and the moment between two samples.
+_AUTO_SHARE = 0.85
+# How long a refused client is told to wait: long enough for buffers to drain a few batches.
+_RETRY_AFTER_S = 2.0
+
+
+class MemoryBudget:
+    """Bytes held by every batcher of the process, and by request bodies being decoded."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.buffered = 0
+        self.decoding = 0
+        self._waiters: list[Callable[[], None]] = []
+
+    def fits(self, nbytes: int) -> bool:
+        """Whether the batchers may take *nbytes* more (always true without a cap)."""
+        return not self.max_bytes or self.buffered + nbytes <= self.max_bytes
+
+    @property
+    def full(self) -> bool:
+        return bool(self.max_bytes) and self.buffered + self.decoding >= self.max_bytes
+
+    def on_release(self, wake: Callable[[], None]) -> None:
+        """Call *wake* whenever bytes are released (a batcher waiting for room re-checks)."""
+        self._waiters.append(wake)
+
+    def hold(self, nbytes: int) -> None:
+        self.buffered += nbytes
+        MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
+
+    def release(self, nbytes: int) -> None:
+        self.buffered -= nbytes
+        MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
+        for wake in self._waiters:
+            wake()
+
+    @contextlib.contextmanager
+    def decoding_body(self, nbytes: int) -> Iterator[None]:
+        """Count a request body from when it is read until the request is answered."""
+        self.decoding += nbytes
+        try:
+            yield
+        finally:
+            self.decoding -= nbytes
+
+
+def read_rss_bytes() -> int:
+    """This process's resident set size, from /proc/self/statm (pages -> bytes)."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def rss_limit_bytes(config: MemoryConfig, workers: int, limit: int | None = None) -> int:
+    """The RSS guard's bound for one process; 0 when there is none."""
+    if config.max_rss_mib == "auto":
+        container = limit if limit is not None else cgroup.memory_limit()
+        return int(container * _AUTO_SHARE / workers) if container else 0
+    return config.max_rss_mib * MiB
+
+
+class MemoryGuard:
+    """A stage that samples RSS and answers, per request, whether new data may come in."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        config: MemoryConfig,
+        *,
+        workers: int = 1,
+        read_rss: Callable[[], int] = read_rss_bytes,
+        container_limit: int | None = None,
+    ) -> None:
+        self.config = config
+        self.budget = MemoryBudget(int(config.max_buffered_bytes))
+        self.max_rss = rss_limit_bytes(config, workers, container_limit)
+        self.rss = 0
+        self.rss_over = False
+        self._read_rss = read_rss
+        self._task: asyncio.Task[None] | None = None
+        self._trimmed_at = 0.0
+        self._malloc_trim = _malloc_trim()
+        self._shedding: dict[str, bool] = {"rss": False, "held_bytes": False}
+        MEMORY_RSS_LIMIT_BYTES.set(self.max_rss)
+        MEMORY_HELD_LIMIT_BYTES.set(self.budget.max_bytes)
+        for reason in self._shedding:
+            MEMORY_SHEDDING.labels(reason=reason).set(0)
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        self.sample()
+        log.info(
+            "memory_limits",
+            max_buffered_bytes=self.budget.max_bytes,
+            max_rss_bytes=self.max_rss,
+            rss_bytes=self.rss,
+        )
+        self._task = tasks.create_task(self._loop(), name="memory")
+
+    async def stop(self, deadline: float) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        interval = self.config.check_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self.sample()
+
+    def sample(self) -> None:
+        """Read RSS now; note (log once, gauge) when the guard turns on or off."""
+        self.rss = self._read_rss()
+        PROCESS_RSS.set(self.rss)
+        over = bool(self.max_rss) and self.rss > self.max_rss
+        if over and self._malloc_trim is not None and time.monotonic() - self._trimmed_at > 1.0:
+            # Freed request bodies often stay in malloc's heap; hand them back before deciding
+            # that the process really holds that much (a few ms, at most once a second).
+            self._trimmed_at = time.monotonic()
+            self._malloc_trim(0)
+            self.rss = self._read_rss()
+            over = self.rss > self.max_rss
+        self.rss_over = over
+        self._note("rss", over)
+        self._note("held_bytes", self.budget.full)
+
+    def _note(self, reason: str, on: bool) -> None:
+        if self._shedding[reason] == on:
+            return
+        self._shedding[reason] = on
+        MEMORY_SHEDDING.labels(reason=reason).set(1 if on else 0)
+        log.warning(
+            "memory_shedding" if on else "memory_shedding_ended",
+            reason=reason,
+            rss_bytes=self.rss,
+            max_rss_bytes=self.max_rss,
+            held_bytes=self.budget.buffered + self.budget.decoding,
+            max_held_bytes=self.budget.max_bytes,
+        )
+
+    def refusal(self) -> MemoryPressure | None:
+        """The error to refuse a new request with, or None to let it in. Per request: cheap."""
+        if self.rss_over:
+            MEMORY_REFUSED_REQUESTS.labels(reason="rss").inc()
+            return MemoryPressure(
+                f"memory: resident {self.rss // MiB} MiB over {self.max_rss // MiB} MiB",
+                retry_after_s=_RETRY_AFTER_S,
+            )
+        if self.budget.full:
+            MEMORY_REFUSED_REQUESTS.labels(reason="held_bytes").inc()
+            return MemoryPressure(
+                f"memory: {self.budget.buffered + self.budget.decoding} bytes held, cap "
+                f"{self.budget.max_bytes}",
+                retry_after_s=_RETRY_AFTER_S,
+            )
+        return None
+
+    def status(self) -> dict[str, object]:
+        """For /status."""
+        return {
+            "rss_bytes": self.rss,
+            "max_rss_bytes": self.max_rss,
+            "buffered_bytes": self.budget.buffered,
+            "decoding_bytes": self.budget.decoding,
+            "max_buffered_bytes": self.budget.max_bytes,
+            "shedding": [reason for reason, on in self._shedding.items() if on],
+        }
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None (musl and other libcs have none)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
