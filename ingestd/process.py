@@ -1,8 +1,9 @@
 """Process self-metrics: CPU, open files and TCP connections by peer, sampled every few seconds.
 
 Resident memory is set here too, and more often by the memory guard (`ingestd.memory`), which
-needs it anyway; the supervisor of `workers: N > 1` runs this sampler for itself as well. Connections are what the kernel says this process holds (psutil reads /proc/net/tcp*
-and /proc/self/fd): clients of each receiver and of the admin server, by local port, and
+needs it anyway; the supervisor of `workers: N > 1` runs this sampler for itself as well.
+Connections are what the kernel says this process holds (psutil reads /proc/net/tcp* and
+/proc/self/fd): clients of each receiver and of the admin server, by local port, and
 connections to PostgreSQL (the pool), Elasticsearch (the bulk client's HTTP connections) and
 Redis, by the remote port of their configured addresses.
 """
