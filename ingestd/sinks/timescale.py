@@ -476,13 +476,6 @@ class TimescaleWriter:
             state.refused_whole = True
         else:
             state.excluded.add(index)
-        log.warning(
-            "row_refused",
-            table=self.table,
-            sqlstate=exc.error.sqlstate,
-            error=message[:300],
-            whole_part=state.refused_whole,
-        )
 
     def _results(
         self,
@@ -517,6 +510,18 @@ class TimescaleWriter:
         self._counts["rejected_rows"] += rejected
         if duplicates:
             log.info("duplicates_skipped", table=self.table, parts=duplicates)
+        if rejected:
+            # One event per batch, never per row: the rows are counted by SQLSTATE in
+            # ingestd_sink_rejected_items_total and reported to each client.
+            refusing = [s for s in states if s.message]
+            log.warning(
+                "rows_refused",
+                table=self.table,
+                rows=rejected,
+                parts=len(refusing),
+                sqlstates=sorted({s.sqlstate for s in refusing}),
+                example=refusing[0].message[:300],
+            )
         log.debug(
             "batch_committed",
             table=self.table,
