@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 import uvloop
@@ -125,14 +126,15 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     try:
-        return run_async(go())
+        code = run_async(go())
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         print(f"ingestd: startup failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except asyncio.CancelledError:
         log.warning("aborted", reason="second signal")
-        return EXIT_FAILURE
+        code = EXIT_FAILURE
+    _exit_now(code)
 
 
 def _supervise(cfg: config.Config, path: Path, count: int, early: list[int]) -> int:
@@ -146,14 +148,28 @@ def _supervise(cfg: config.Config, path: Path, count: int, early: list[int]) -> 
     from ingestd.supervisor import supervise
 
     try:
-        return run_async(supervise(cfg, path, count, metrics_dir, early))
+        code = run_async(supervise(cfg, path, count, metrics_dir, early))
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         print(f"ingestd: startup failed: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        code = EXIT_FAILURE
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         os.close(lock)
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process once the daemon has stopped, skipping the interpreter's teardown.
+
+    Tearing down grpc, psycopg, protobuf and the rest takes ~1 s (measured on the dev box),
+    time taken from the shutdown grace period for nothing: every stage has stopped, buffers
+    are flushed and connections closed; only the standard streams need flushing.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _check_config(args: argparse.Namespace) -> int:

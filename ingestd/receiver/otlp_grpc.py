@@ -120,6 +120,8 @@ class OtlpGrpcReceiver:
             except TimeoutError:
                 log.warning("grpc_requests_cut_at_shutdown", requests=self._in_flight)
         server, self._server = self._server, None
+        # From here new connections are refused by the kernel: no status can be sent.
+        log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
         await server.stop(grace=min(1.0, remaining(deadline)))
 
     def stats(self) -> dict[str, object]:

@@ -142,6 +142,8 @@ class OtlpHttpReceiver:
             except TimeoutError:
                 log.warning("http_requests_cut_at_shutdown", requests=self._in_flight)
         if self._site is not None:
+            # From here new connections are refused by the kernel: no status can be sent.
+            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
             await self._site.stop()
             self._site = None
         if self._runner is not None:
