@@ -35,6 +35,7 @@ from ingestd.metrics import (
     MEMORY_SHEDDING,
     PROCESS_RSS,
 )
+from ingestd.retry import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger("ingestd.memory")
 
@@ -45,6 +46,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _AUTO_SHARE = 0.85
 # How long a refused client is told to wait: long enough for buffers to drain a few batches.
 _RETRY_AFTER_S = 2.0
+# A shedding episode ends after this long without the bound crossed.
+_EPISODE_QUIET_S = 1.0
 
 
 class MemoryBudget:
@@ -114,6 +117,7 @@ class MemoryGuard:
         workers: int = 1,
         read_rss: Callable[[], int] = read_rss_bytes,
         container_limit: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
         self.budget = MemoryBudget(int(config.max_buffered_bytes))
@@ -121,10 +125,12 @@ class MemoryGuard:
         self.rss = 0
         self.rss_over = False
         self._read_rss = read_rss
+        self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._trimmed_at = 0.0
         self._malloc_trim = _malloc_trim()
         self._shedding: dict[str, bool] = {"rss": False, "held_bytes": False}
+        self._over_at: dict[str, float] = {}
         MEMORY_RSS_LIMIT_BYTES.set(self.max_rss)
         MEMORY_HELD_LIMIT_BYTES.set(self.budget.max_bytes)
         for reason in self._shedding:
@@ -169,13 +175,21 @@ class MemoryGuard:
         self._note("rss", over)
         self._note("held_bytes", self.budget.full)
 
-    def _note(self, reason: str, on: bool) -> None:
-        if self._shedding[reason] == on:
+    def _note(self, reason: str, over: bool) -> None:
+        """Track shedding episodes: one that starts is logged at once; it ends (and is logged)
+        only after a quiet second, so that memory hovering at the bound is one episode, not
+        an event every sample."""
+        now = self._clock.now()
+        if over:
+            self._over_at[reason] = now
+        if self._shedding[reason] == over or (
+            not over and now - self._over_at.get(reason, 0.0) < _EPISODE_QUIET_S
+        ):
             return
-        self._shedding[reason] = on
-        MEMORY_SHEDDING.labels(reason=reason).set(1 if on else 0)
+        self._shedding[reason] = over
+        MEMORY_SHEDDING.labels(reason=reason).set(1 if over else 0)
         log.warning(
-            "memory_shedding" if on else "memory_shedding_ended",
+            "memory_shedding" if over else "memory_shedding_ended",
             reason=reason,
             rss_bytes=self.rss,
             max_rss_bytes=self.max_rss,

@@ -25,8 +25,8 @@ class Rss:
 
 def test_rss_over_the_bound_refuses_and_under_admits() -> None:
     """Over max_rss_mib new requests get MemoryPressure (retryable, with a hint); under, none."""
-    rss = Rss(100 * MiB)
-    guard = MemoryGuard(MemoryConfig(max_rss_mib=200), read_rss=rss)
+    rss, clock = Rss(100 * MiB), FakeClock()
+    guard = MemoryGuard(MemoryConfig(max_rss_mib=200), read_rss=rss, clock=clock)
     guard.sample()
     assert guard.refusal() is None
     rss.value = 300 * MiB
@@ -40,6 +40,9 @@ def test_rss_over_the_bound_refuses_and_under_admits() -> None:
     rss.value = 150 * MiB
     guard.sample()
     assert guard.refusal() is None
+    assert guard.status()["shedding"] == ["rss"]  # one episode until a quiet second passed
+    clock.t += 1.5
+    guard.sample()
     assert guard.status()["shedding"] == []
 
 
