@@ -99,6 +99,7 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     if config.sinks.timescale.enabled:
         timescale = TimescaleSink(config.sinks.timescale)
         prober.add("timescale", timescale.probe)
+        admin.add_status("timescale", timescale.status)
         stages.append(timescale)
         if config.maintenance.enabled:
             # Retention, partitions, rollups, ledger pruning; one replica acts per interval.

@@ -123,6 +123,20 @@ class TimescaleSink:
             pool, self._pool = self._pool, None
             await pool.close(timeout=max(0.1, remaining(deadline)))
 
+    def status(self) -> dict[str, Any]:
+        """For /status: the pool's connections (open, idle) and requests waiting for one."""
+        if self._pool is None:
+            return {"pool": None}
+        stats = self._pool.get_stats()
+        return {
+            "pool": {
+                "size": stats.get("pool_size", 0),
+                "idle": stats.get("pool_available", 0),
+                "max": stats.get("pool_max", 0),
+                "waiting": stats.get("requests_waiting", 0),
+            }
+        }
+
     async def probe(self) -> None:
         """Return when PostgreSQL answers a query; raise otherwise."""
         async with self.pool.connection(timeout=self.config.pool.connect_timeout_s) as conn:

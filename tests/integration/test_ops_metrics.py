@@ -18,7 +18,13 @@ import pytest
 from tests.integration.conftest import Stack
 from tests.integration.daemon import IngestdProcess, base_config, deep_merge
 from tests.integration.harness import query
-from tests.integration.ops_support import OWN_CONNECTION, Exporter, scrape, value
+from tests.integration.ops_support import (
+    OWN_CONNECTION,
+    Exporter,
+    scrape,
+    status_json,
+    value,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +133,23 @@ async def test_counters_equal_what_was_sent_refused_and_stored(
     assert value(m, "ingestd_sink_write_seconds_count", sink="traces", outcome="ok") == batches
     assert value(m, "ingestd_batcher_buffered_items", sink="traces") == 0
     assert value(m, "ingestd_process_cpu_seconds_total") > 0
+
+
+def test_status_shows_each_stage_and_its_counters(ingestd: IngestdProcess) -> None:
+    """/status holds each stage's state and counters (per worker under a supervisor)."""
+    ingestd.wait_ready()
+    status = status_json(ingestd)
+    processes = list(status["workers"].values()) if "workers" in status else [status]
+    for one in processes:
+        assert one["health"]["ready"] is True
+        assert one["receiver.grpc"]["listening"] is True
+        assert one["receiver.http"]["closing"] is False
+        assert one["batcher.traces"]["held_items"] == 0
+        assert one["batcher.traces"]["max_items"] == 100
+        assert one["memory"]["max_buffered_bytes"] == 256 * 1024 * 1024
+        assert one["memory"]["rss_bytes"] > 0
+        assert one["timescale"]["pool"]["max"] == 4
+        assert set(one["process"]["tcp_connections"]) >= {"grpc", "http", "postgresql", "redis"}
+        assert {"redis", "pressure", "maintenance"} <= set(one)
+    if "workers" in status:
+        assert [w["running"] for w in status["supervisor"]["workers"]] == [True, True]

@@ -120,3 +120,34 @@ async def test_two_workers_share_traffic_survive_a_kill_and_add_up(
     acked = ex.acked_span_ids()
     assert [sid for sid in acked if counts.get(sid) != 1] == []
     assert [sid for sid, n in counts.items() if n > 1] == []
+
+
+async def test_a_hung_worker_is_killed_and_restarted(
+    stack: Stack, timescale_db: str, tmp_path: Path
+) -> None:
+    """A worker that stops answering (SIGSTOP) is killed after 3 failed checks and restarted;
+    the restart is counted with reason "hung"."""
+    config = deep_merge(
+        base_config(timescale_db, stack.es_url, stack.redis_url),
+        {"workers": 2, "sinks": {"elasticsearch": {"enabled": False}}},
+    )
+    proc = IngestdProcess(config, tmp_path)
+    try:
+        await asyncio.to_thread(proc.wait_ready)
+        status = await asyncio.to_thread(status_json, proc)
+        victim = status["supervisor"]["workers"][1]["pid"]
+        os.kill(victim, signal.SIGSTOP)
+        hung = await asyncio.to_thread(
+            proc.wait_for_event, lambda e: e.get("event") == "worker_hung", 20
+        )
+        exited = await asyncio.to_thread(
+            proc.wait_for_event, lambda e: e.get("event") == "worker_exited", 10
+        )
+        await asyncio.to_thread(proc.wait_ready, 200, 30)
+        metrics = await asyncio.to_thread(scrape, proc)
+        assert await asyncio.to_thread(proc.terminate) == 0
+    finally:
+        proc.kill()
+    assert hung["pid"] == victim
+    assert exited["reason"] == "hung"
+    assert value(metrics, "ingestd_worker_restarts_total", reason="hung") == 1

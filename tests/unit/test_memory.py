@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -102,3 +103,14 @@ async def test_stop_gives_its_bytes_back_to_the_shared_cap() -> None:
     await first.submit(Part(payload=[1], items=1, nbytes=700), timeout_s=0)
     await first.stop(time.monotonic())
     assert budget.buffered == 0
+
+
+async def test_guard_stops_without_start_and_twice() -> None:
+    """The memory guard's stop() is fine before start() and idempotent after it."""
+    guard = MemoryGuard(MemoryConfig(), read_rss=Rss(MiB))
+    await guard.stop(time.monotonic() + 1)
+    async with asyncio.TaskGroup() as tasks:
+        await guard.start(tasks)
+        assert guard.rss == MiB
+        await guard.stop(time.monotonic() + 1)
+        await guard.stop(time.monotonic() + 1)
