@@ -31,7 +31,7 @@ from ingestd.health import Health, Prober, State
 from ingestd.ingest import Converter, Ingest, Route, Signal, answer_deadline
 from ingestd.memory import MemoryGuard
 from ingestd.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
-from ingestd.pipeline import Pipeline, Stage, deadline_in
+from ingestd.pipeline import Pipeline, Stage, StartupError, deadline_in
 from ingestd.process import ProcessSampler
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
@@ -271,6 +271,21 @@ async def serve(
         WORKERS_CONFIGURED.set(1)
         WORKERS_RUNNING.set(1)
     control = Control(worker.control_fd) if worker else None
+    try:
+        await _serve(daemon, config, stopping, control)
+    except BaseExceptionGroup as group:
+        # The TaskGroup wraps a failed start in a group; the CLI reports the one line.
+        failed = group.subgroup(StartupError)
+        if failed is None:
+            raise
+        first = failed.exceptions[0]
+        raise first from first.__cause__
+    log.info("stopped")
+
+
+async def _serve(
+    daemon: Daemon, config: Config, stopping: asyncio.Event, control: Control | None
+) -> None:
     async with asyncio.TaskGroup() as tasks:
         await daemon.admin.start(tasks)
         if control is not None:
@@ -290,7 +305,6 @@ async def serve(
                 log.info("draining", grace_s=config.shutdown.grace_s)
             await daemon.pipeline.stop(deadline)
             await daemon.admin.stop(deadline_in(1.0))
-    log.info("stopped")
 
 
 # After a second signal, cancellation gets this long to unwind before the process is ended.

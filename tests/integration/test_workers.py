@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -151,3 +152,30 @@ async def test_a_hung_worker_is_killed_and_restarted(
     assert hung["pid"] == victim
     assert exited["reason"] == "hung"
     assert value(metrics, "ingestd_worker_restarts_total", reason="hung") == 1
+
+
+def test_a_worker_failing_to_start_fails_the_start(
+    stack: Stack, timescale_db: str, tmp_path: Path
+) -> None:
+    """A worker that cannot start (a TLS key that does not exist) makes `ingestd run` exit 1
+    with one line naming the cause, as one process would; nothing is left running."""
+    config = deep_merge(
+        base_config(timescale_db, stack.es_url, stack.redis_url),
+        {
+            "workers": 2,
+            "receivers": {
+                "grpc": {"tls": {"cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"}}
+            },
+        },
+    )
+    proc = IngestdProcess(config, tmp_path)
+    try:
+        code = proc.proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert code == 1
+    failed = [e for e in proc.events if e.get("event") == "startup_failed"]
+    assert any("exited during start-up" in str(e.get("error")) for e in failed)
+    assert any("nonexistent.key" in str(e.get("error")) for e in failed)  # the worker's line
+    own_files = Path(tempfile.gettempdir()).glob(f"ingestd-metrics-*/*_{proc.proc.pid}.db")
+    assert list(own_files) == []  # the run's metrics directory went with it
