@@ -85,10 +85,12 @@ class MemoryBudget:
     def decoding_body(self, nbytes: int) -> Iterator[None]:
         """Count a request body from when it is read until the request is answered."""
         self.decoding += nbytes
+        MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
         try:
             yield
         finally:
             self.decoding -= nbytes
+            MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
 
 
 def read_rss_bytes() -> int:

@@ -8,6 +8,7 @@ import os
 import signal
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -21,6 +22,10 @@ from tests.integration.ops_support import OWN_CONNECTION, Exporter, scrape, stat
 pytestmark = pytest.mark.integration
 
 CONNECTIONS = 8
+
+
+def _at(event: dict[str, object]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
 
 
 def grpc_ok(worker_status: dict[str, object]) -> int:
@@ -93,7 +98,18 @@ async def test_two_workers_share_traffic_survive_a_kill_and_add_up(
     finally:
         proc.kill()
 
-    print(f"requests per worker: {per_worker}; served during the restart: {served_meanwhile}")
+    back = next(
+        e
+        for e in proc.events
+        if e.get("event") == "component_state"
+        and e.get("component") == f"worker.{exited['worker']}"
+        and e.get("state") == "ok"
+        and _at(e) > _at(exited)
+    )
+    print(
+        f"requests per worker: {per_worker}; served during the restart: {served_meanwhile}; "
+        f"ready again {_at(back) - _at(exited):.1f} s after the kill was noticed"
+    )
     # Both workers took traffic, and /metrics is their sum.
     assert len(per_worker) == 2
     assert all(n > 0 for n in per_worker.values()), per_worker
