@@ -82,9 +82,11 @@ class ProcessSampler:
                 await task
 
     async def _loop(self) -> None:
+        # Once soon after start (the pools connect in the background), then every interval.
+        await asyncio.sleep(1.0)
         while True:
-            await asyncio.sleep(SAMPLE_INTERVAL_S)
             self.sample()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     def sample(self) -> None:
         """Read CPU, open files and connections now (~1 ms; psutil parses /proc)."""

