@@ -186,9 +186,9 @@ class Supervisor:
     async def _keep(self, worker: Worker) -> None:
         """Run the slot's worker; restart it when it ends, until the supervisor stops."""
         backoff = BACKOFF_INITIAL_S
-        while not self._draining:
+        while not self._stopping.is_set():
             code = await self._run_once(worker)
-            if self._draining:
+            if self._stopping.is_set():
                 return
             reason = _exit_reason(code) if worker.last_exit != "hung" else "hung"
             worker.last_exit = reason
@@ -242,6 +242,8 @@ class Supervisor:
         finally:
             os.close(write_fd)
         worker.process, worker.admin_port, worker.unanswered_checks = process, None, 0
+        if self._stopping.is_set():  # the drain began while it was starting: it drains too
+            _kill(worker, signal.SIGTERM)
         worker.started_at = time.monotonic()
         worker.last_exit = ""
         self.health.set(worker.component, State.STARTING, f"pid {process.pid}")
