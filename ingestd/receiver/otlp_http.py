@@ -215,7 +215,12 @@ class OtlpHttpReceiver:
         RECEIVER_REQUESTS.labels(
             signal=signal, transport="http", status="partial" if result.rejected else "ok"
         ).inc()
-        return _encoded(200, media, response(signal, result))
+        reply = _encoded(200, media, response(signal, result))
+        if self._closing or self._ingest.draining:
+            # A draining server's keep-alive connections are closed soon: the client's next
+            # request should open a new one (to another replica, or another worker).
+            reply.force_close()
+        return reply
 
     def _admit(self, signal: Signal) -> None:
         if self._closing:

@@ -47,6 +47,15 @@ def config_for(dsn: str, stack: Stack, **override: Any) -> dict[str, Any]:
     )
 
 
+def all_draining(proc: IngestdProcess, workers: int) -> None:
+    """Wait until every process serving requests has begun its drain."""
+    wanted = {None} if workers == 1 else set(range(workers))
+    for index in wanted:
+        proc.wait_for_event(
+            lambda e, i=index: e.get("event") == "draining" and e.get("worker") == i
+        )
+
+
 def event_time(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(event["timestamp"])).timestamp()
 
@@ -79,13 +88,14 @@ def answered_with_a_hint(answer: Answer) -> bool:
     return answer.code in ("UNAVAILABLE", "503") and (answer.retry_after_s or 0) > 0
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["workers=1", "workers=2"])
 async def test_sigterm_under_load_refuses_new_answers_in_flight_and_loses_nothing(
-    stack: Stack, timescale_db: str, tmp_path: Path
+    stack: Stack, timescale_db: str, tmp_path: Path, workers: int
 ) -> None:
     """SIGTERM with 6 clients exporting: new requests (on new connections too) get UNAVAILABLE
     + RetryInfo / 503 + Retry-After until the listeners close; every acknowledged span is
-    stored exactly once; exit 0 within the grace period."""
-    proc = IngestdProcess(config_for(timescale_db, stack), tmp_path)
+    stored exactly once; exit 0 within the grace period (with workers, through the supervisor)."""
+    proc = IngestdProcess(config_for(timescale_db, stack, workers=workers), tmp_path)
     try:
         proc.wait_ready()
         grpc_port = proc.port_of("grpc_listening")
@@ -101,7 +111,7 @@ async def test_sigterm_under_load_refuses_new_answers_in_flight_and_loses_nothin
 
         signalled = time.time()
         proc.proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait_for_event, lambda e: e.get("event") == "draining")
+        await asyncio.to_thread(all_draining, proc, workers)
         # New requests after the signal, on new connections: refused with a retry hint.
         probe = ex.request(5)
         async with grpc.aio.insecure_channel(ex.grpc_target, options=OWN_CONNECTION) as channel:
@@ -129,7 +139,13 @@ async def test_sigterm_under_load_refuses_new_answers_in_flight_and_loses_nothin
 
     # Until a listener closed, every request answered after the signal was either stored or
     # refused with a hint (never cut without a status).
-    closing = min(event_time(e) for e in proc.events if e.get("event") == "receiver_closing")
+    # (With workers, a connection is refused only once every worker's listener closed: the
+    # kernel sends new ones to those still listening.)
+    first_closing: dict[object, float] = {}
+    for e in proc.events:
+        if e.get("event") == "receiver_closing":
+            first_closing.setdefault(e.get("worker"), event_time(e))
+    closing = max(first_closing.values())
     after = [a for a in ex.answers if signalled < a.at < closing]
     assert after
     assert all(a.ok or answered_with_a_hint(a) for a in after), [
@@ -220,7 +236,7 @@ async def test_second_signal_stops_at_once(stack: Stack, timescale_db: str, tmp_
                 )
                 await asyncio.sleep(0.5)
                 proc.proc.send_signal(signal.SIGTERM)
-                await asyncio.to_thread(proc.wait_for_event, lambda e: e.get("event") == "draining")
+                await asyncio.to_thread(all_draining, proc, 1)
                 began = time.monotonic()
                 proc.proc.send_signal(signal.SIGTERM)
                 code = await asyncio.to_thread(proc.proc.wait, 10)
