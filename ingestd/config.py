@@ -368,7 +368,7 @@ class MemoryConfig(Section):
     # 0 turns the cap off.
     max_buffered_bytes: ByteSize = ByteSize(256 * MiB)
     # Resident memory of one process (one worker) above which new requests are refused.
-    # auto: 75 % of the container's memory limit (cgroup) shared among the workers; no limit
+    # auto: 70 % of the container's memory limit (cgroup) shared among the workers; no limit
     # found means no guard. 0 turns it off.
     max_rss_mib: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     # RSS is read from /proc/self/statm this often (a few microseconds), never per request.

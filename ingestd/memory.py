@@ -43,9 +43,9 @@ MiB = 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 # Of the container's memory limit, the share the workers' RSS may reach before they refuse new
 # data; the rest covers the supervisor and the overshoot of requests admitted before the bound
-# was crossed and of grpc's own receive buffers (5-15 % of the bound, measured in
+# was crossed and of grpc's own receive buffers (5-23 % of the bound, measured in
 # tests/integration/test_memory_guard.py).
-_AUTO_SHARE = 0.75
+_AUTO_SHARE = 0.70
 # How long a refused client is told to wait: long enough for buffers to drain a few batches.
 _RETRY_AFTER_S = 2.0
 # A shedding episode ends after this long without the bound crossed.

@@ -48,9 +48,9 @@ def test_rss_over_the_bound_refuses_and_under_admits() -> None:
 
 
 def test_auto_bound_shares_the_container_limit_among_workers() -> None:
-    """auto: 75 % of the cgroup limit divided by the workers; no limit, no guard; 0 is off."""
+    """auto: 70 % of the cgroup limit divided by the workers; no limit, no guard; 0 is off."""
     gib = 1024 * MiB
-    assert rss_limit_bytes(MemoryConfig(), workers=2, limit=gib) == int(gib * 0.75 / 2)
+    assert rss_limit_bytes(MemoryConfig(), workers=2, limit=gib) == int(gib * 0.70 / 2)
     assert rss_limit_bytes(MemoryConfig(), workers=1, limit=0) == 0
     assert rss_limit_bytes(MemoryConfig(max_rss_mib=0), workers=1, limit=gib) == 0
     assert rss_limit_bytes(MemoryConfig(max_rss_mib=300), workers=4, limit=gib) == 300 * MiB
