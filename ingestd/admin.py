@@ -2,18 +2,22 @@
 
 It starts before the pipeline and stops after it, so probes answer through startup and drain:
 /readyz is 503 while starting, while draining, and while a required component is unavailable.
+/livez is 200 while the process's event loop answers; it never depends on the sinks. With
+`workers: N > 1` the supervisor serves this on the public port (its components are the
+workers, its /metrics adds up every worker's files) and each worker one on a private port.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from ingestd import __version__
 from ingestd.config import AdminConfig
@@ -21,15 +25,25 @@ from ingestd.health import Health
 
 log = structlog.get_logger("ingestd.admin")
 
-StatusSource = Callable[[], dict[str, Any]]
+StatusSource = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
 class AdminServer:
     name = "admin"
 
-    def __init__(self, config: AdminConfig, health: Health) -> None:
+    def __init__(
+        self,
+        config: AdminConfig,
+        health: Health,
+        *,
+        event: str = "admin_listening",
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
         self.config = config
         self.health = health
+        self._registry = registry
+        # A worker's private admin server logs under another name than the public one.
+        self._event = event
         self._status_sources: dict[str, StatusSource] = {}
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -47,11 +61,12 @@ class AdminServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, _, port = self.config.endpoint.rpartition(":")
-        site = web.TCPSite(self._runner, host, int(port), reuse_port=True)
+        # Not shared between processes: with workers the supervisor alone serves this port.
+        site = web.TCPSite(self._runner, host, int(port))
         await site.start()
         # Port 0 in the config means "any free port" (tests); report the one we got.
         self.port = int(self._runner.addresses[0][1])
-        log.info("admin_listening", endpoint=f"{host}:{self.port}")
+        log.info(self._event, endpoint=f"{host}:{self.port}")
 
     async def stop(self, deadline: float) -> None:
         if self._runner is not None:
@@ -71,7 +86,8 @@ class AdminServer:
     async def _status(self, request: web.Request) -> web.Response:
         payload: dict[str, Any] = {"version": __version__, "health": self.health.snapshot()}
         for name, source in self._status_sources.items():
-            payload[name] = source()
+            value = source()
+            payload[name] = await value if inspect.isawaitable(value) else value
         return web.Response(
             body=orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS),
             content_type="application/json",
@@ -79,5 +95,5 @@ class AdminServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

@@ -9,7 +9,8 @@ request's rows commit together (the Timescale writer's exactly-once ledger relie
 
 Memory is bounded: items and bytes are counted from `submit` until the batch holding them is
 finished, so a slow or retrying sink keeps its batches, the buffer fills, and `submit` refuses
-new requests with `Overloaded` (a retry hint for the client) after `enqueue_timeout_s`.
+new requests with `Overloaded` (a retry hint for the client) after `enqueue_timeout_s`. The
+bytes of all batchers together are bounded the same way by a shared `MemoryBudget`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ingestd.errors import (
     SinkUnavailable,
     StageClosed,
 )
+from ingestd.memory import MemoryBudget
 from ingestd.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
@@ -123,6 +125,7 @@ class Batcher:
         retry: RetryConfig,
         retry_until_stopped: bool = False,
         clock: Clock = SYSTEM_CLOCK,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.name = f"batcher.{name}"
         self.sink = name
@@ -155,6 +158,9 @@ class Batcher:
         # The mean fill of this sink's buffers on all replicas (set by ClusterPressure), so
         # that retry hints follow the cluster's pressure, not only this replica's.
         self.cluster_fill = 0.0
+        # The process-wide cap over every batcher (memory.max_buffered_bytes).
+        self._budget = budget or MemoryBudget(0)
+        self._budget.on_release(self._signal_space)
 
         BATCHER_CAPACITY_ITEMS.labels(sink=name).set(buffer.max_items)
         BATCHER_CAPACITY_BYTES.labels(sink=name).set(buffer.max_bytes)
@@ -185,6 +191,7 @@ class Batcher:
         self._pending_bytes += part.nbytes
         self._held_items += part.items
         self._held_bytes += part.nbytes
+        self._budget.hold(part.nbytes)
         self._g_items.set(self._held_items)
         self._g_bytes.set(self._held_bytes)
         self._drained.clear()
@@ -192,6 +199,9 @@ class Batcher:
         return part
 
     def _fits(self, part: Part) -> bool:
+        return self._fits_here(part) and self._budget.fits(part.nbytes)
+
+    def _fits_here(self, part: Part) -> bool:
         return (
             self._held_items + part.items <= self._buffer.max_items
             and self._held_bytes + part.nbytes <= self._buffer.max_bytes
@@ -205,6 +215,13 @@ class Batcher:
                 while not self._closing and not (self._space_queue[0] is part and self._fits(part)):
                     await self._space_freed.wait()
         except TimeoutError:
+            if self._fits_here(part):
+                self._refuse(part, "memory_full")
+                raise Overloaded(
+                    f"{self.sink}: the buffers of all sinks hold {self._budget.buffered} bytes "
+                    f"(memory.max_buffered_bytes: {self._budget.max_bytes})",
+                    retry_after_s=self.retry_hint_s(),
+                ) from None
             self._refuse(part, "buffer_full")
             raise Overloaded(
                 f"{self.sink}: buffer full ({self._held_items} items, {self._held_bytes} bytes)",
@@ -266,6 +283,13 @@ class Batcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._fail_leftovers(leftovers)
+        # Batches being written were released as their writers were cancelled; what was still
+        # queued is given back to the process-wide budget here, so other sinks' batchers that
+        # are still draining see the room.
+        self._budget.release(self._held_bytes)
+        self._held_items = self._held_bytes = 0
+        self._g_items.set(0)
+        self._g_bytes.set(0)
 
     def _unfinished_parts(self) -> list[Part]:
         parts = list(self._pending)
@@ -464,7 +488,8 @@ class Batcher:
         self._g_bytes.set(self._held_bytes)
         if self._held_items == 0:
             self._drained.set()
-        self._signal_space()
+        # Wakes this batcher's waiters, and those of the other sinks held by the global cap.
+        self._budget.release(batch.nbytes)
 
     # -- introspection ------------------------------------------------------------------------
 

@@ -356,6 +356,25 @@ class ShutdownConfig(Section):
     grace_s: PositiveFloat = 25.0
 
 
+class MemoryConfig(Section):
+    """Load shedding on memory: new data is refused before it is read or decoded.
+
+    (The issue's `limits.max_buffered_bytes`: `limits` is the per-tenant rate-limit section,
+    re-read on reload; these bounds are the process's and need a restart.)
+    """
+
+    # All batchers of the process together (each also has its own sinks.*.buffer.max_bytes,
+    # 128 MiB by default, three of them). Bytes of request bodies being decoded count too.
+    # 0 turns the cap off.
+    max_buffered_bytes: ByteSize = ByteSize(256 * MiB)
+    # Resident memory of one process (one worker) above which new requests are refused.
+    # auto: 70 % of the container's memory limit (cgroup) shared among the workers; no limit
+    # found means no guard. 0 turns it off.
+    max_rss_mib: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    # RSS is read from /proc/self/statm this often (a few microseconds), never per request.
+    check_interval_ms: Annotated[int, Field(ge=20, le=5000)] = 200
+
+
 class TableRetentionConfig(Section):
     """Time partitioning and lifetime of one time-series table (`metrics` or `traces`)."""
 
@@ -444,6 +463,10 @@ warnings.filterwarnings(
 class Config(Section):
     """The root of the configuration file."""
 
+    # Processes serving the same ports (SO_REUSEPORT), each with its own pipeline, under a
+    # supervisor. 1 runs everything in one process, no supervisor. auto: the container's CPU
+    # quota (cgroup), else the CPUs this process may run on.
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
     receivers: ReceiversConfig = ReceiversConfig()
     ingest: IngestConfig = IngestConfig()
     sinks: SinksConfig = SinksConfig()
@@ -456,6 +479,7 @@ class Config(Section):
     admin: AdminConfig = AdminConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
+    memory: MemoryConfig = MemoryConfig()
     schema: SchemaConfig = SchemaConfig()  # type: ignore[assignment]  # see the note above
     maintenance: MaintenanceConfig = MaintenanceConfig()
 

@@ -1,13 +1,19 @@
 """The daemon: wires the config into a pipeline, serves it, and drains it on a signal.
 
-The first SIGTERM or SIGINT drains (readiness fails first, receivers stop, buffers flush within
-`shutdown.grace_s`); a second one cancels everything at once.
+The first SIGTERM or SIGINT drains: readiness fails, both receivers refuse new requests at once
+(UNAVAILABLE + RetryInfo, 503 + Retry-After) and answer those in flight, buffers flush within
+`shutdown.grace_s`, and the process exits 0; requests still waiting for their commit shortly
+before the deadline are answered UNAVAILABLE. A second signal cancels everything at once
+(exit 1, forced after 2 s). This is one process; with `workers: N > 1` the supervisor
+(`ingestd.supervisor`) runs N of these as workers (`ingestd.workers`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +28,11 @@ from ingestd.config import Config
 from ingestd.convert import metrics, traces
 from ingestd.convert.logs import LogsConverter
 from ingestd.health import Health, Prober, State
-from ingestd.ingest import Converter, Ingest, Route, Signal
-from ingestd.metrics import BUILD_INFO
-from ingestd.pipeline import Pipeline, Stage, deadline_in
+from ingestd.ingest import Converter, Ingest, Route, Signal, answer_deadline
+from ingestd.memory import MemoryGuard
+from ingestd.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
+from ingestd.pipeline import Pipeline, Stage, StartupError, deadline_in
+from ingestd.process import ProcessSampler
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.reload import ConfigReloader
@@ -36,6 +44,7 @@ from ingestd.state.dedup import RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
 from ingestd.state.redis import RedisState
+from ingestd.workers import Control, WorkerSpec
 
 log = structlog.get_logger("ingestd.daemon")
 
@@ -66,33 +75,43 @@ class Daemon:
     # What both receivers call; benchmarks and tests may call it directly.
     ingest: Ingest
     shared: SharedState
+    memory: MemoryGuard
     stages: dict[str, Stage] = field(default_factory=dict)
 
 
-def build(config: Config, config_path: Path | None = None) -> Daemon:
-    """Build every stage from its config section, downstream first. Raises ConfigError."""
+def build(config: Config, config_path: Path | None = None, *, workers: int = 1) -> Daemon:
+    """Build every stage from its config section, downstream first. Raises ConfigError.
+
+    *workers* > 1 builds one worker of several: its receivers share their ports
+    (SO_REUSEPORT) and the RSS guard's automatic bound is shared among them.
+    """
     health = Health()
     prober = Prober(health, config.admin.check_interval_s)
-    admin = AdminServer(config.admin, health)
-    stages: list[Stage] = []
+    admin = AdminServer(
+        config.admin, health, event="worker_admin_listening" if workers > 1 else "admin_listening"
+    )
+    memory = MemoryGuard(config.memory, workers=workers)
+    admin.add_status("memory", memory.status)
+    stages: list[Stage] = [memory]
     # One route per signal whose sink is enabled; a signal without one answers UNIMPLEMENTED.
     routes: dict[Signal, Route] = {}
 
     if config.sinks.timescale.enabled:
         timescale = TimescaleSink(config.sinks.timescale)
         prober.add("timescale", timescale.probe)
+        admin.add_status("timescale", timescale.status)
         stages.append(timescale)
         if config.maintenance.enabled:
             # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
             maintenance = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
             admin.add_status("maintenance", maintenance.snapshot)
             stages.append(maintenance)
-        routes |= _timescale_routes(config, timescale, admin)
+        routes |= _timescale_routes(config, timescale, admin, memory)
     if config.sinks.elasticsearch.enabled:
         elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
         prober.add("elasticsearch", elasticsearch.probe)
         stages.append(elasticsearch)
-        routes[Signal.LOGS] = _logs_route(config, elasticsearch, admin)
+        routes[Signal.LOGS] = _logs_route(config, elasticsearch, admin, memory)
         if config.maintenance.enabled:
             retention = LogsRetention(elasticsearch, config.sinks.elasticsearch, config.maintenance)
             admin.add_status("logs_retention", retention.snapshot)
@@ -123,11 +142,27 @@ def build(config: Config, config_path: Path | None = None) -> Daemon:
         dedup=shared.dedup,
         pressure=shared.pressure,
         limits=shared.limits,
+        memory=memory,
     )
+    receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver] = []
+    shared_ports = workers > 1
     if config.receivers.grpc.enabled:
-        stages.append(OtlpGrpcReceiver(config.receivers.grpc, ingest, shared.auth))
+        receivers.append(
+            OtlpGrpcReceiver(config.receivers.grpc, ingest, shared.auth, reuse_port=shared_ports)
+        )
     if config.receivers.http.enabled:
-        stages.append(OtlpHttpReceiver(config.receivers.http, ingest, shared.auth))
+        receivers.append(
+            OtlpHttpReceiver(config.receivers.http, ingest, shared.auth, reuse_port=shared_ports)
+        )
+    for receiver in receivers:
+        admin.add_status(receiver.name, receiver.stats)
+    sampler = ProcessSampler(
+        config,
+        lambda: {"admin": admin.port, **{r.name.rpartition(".")[2]: r.port for r in receivers}},
+    )
+    admin.add_status("process", sampler.status)
+    stages.insert(1, sampler)
+    stages += receivers
 
     return Daemon(
         config=config,
@@ -136,12 +171,13 @@ def build(config: Config, config_path: Path | None = None) -> Daemon:
         pipeline=Pipeline(stages),
         ingest=ingest,
         shared=shared,
+        memory=memory,
         stages={s.name: s for s in stages},
     )
 
 
 def _timescale_routes(
-    config: Config, sink: TimescaleSink, admin: AdminServer
+    config: Config, sink: TimescaleSink, admin: AdminServer, memory: MemoryGuard
 ) -> dict[Signal, Route]:
     """Traces and metrics: converter -> Batcher -> TimescaleWriter, one chain per table."""
     tables: dict[Signal, tuple[str, Sequence[tuple[str, str]], Callable[..., Converter]]] = {
@@ -160,6 +196,7 @@ def _timescale_routes(
             writers=section.writers,
             retry=section.retry,
             retry_until_stopped=config.ingest.ack == "accepted",
+            budget=memory.budget,
         )
         admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
         routes[kind] = Route(converter(max_future_skew_s=config.ingest.max_future_skew_s), batcher)
@@ -170,7 +207,9 @@ def _merged(*sources: StatsSource) -> StatsSource:
     return lambda: {k: v for source in sources for k, v in source().items()}
 
 
-def _logs_route(config: Config, sink: ElasticsearchSink, admin: AdminServer) -> Route:
+def _logs_route(
+    config: Config, sink: ElasticsearchSink, admin: AdminServer, memory: MemoryGuard
+) -> Route:
     """Logs: OTLP -> bulk items (convert/logs.py) -> Batcher(logs) -> BulkWriter."""
     es = config.sinks.elasticsearch
     batcher = Batcher(
@@ -181,6 +220,7 @@ def _logs_route(config: Config, sink: ElasticsearchSink, admin: AdminServer) -> 
         writers=es.writers,
         retry=es.retry,
         retry_until_stopped=config.ingest.ack == "accepted",
+        budget=memory.budget,
     )
     convert = LogsConverter(
         dataset=es.logs_dataset,
@@ -208,32 +248,68 @@ _SINK_OF = {Signal.TRACES: "timescale", Signal.METRICS: "timescale", Signal.LOGS
 
 
 async def serve(
-    config: Config, config_path: Path | None = None, *, early_signals: list[int] | None = None
+    config: Config,
+    config_path: Path | None = None,
+    *,
+    early_signals: list[int] | None = None,
+    worker: WorkerSpec | None = None,
 ) -> None:
     """Run until the first signal, then drain within the grace period. Raises StartupError.
 
     *config_path* is re-read on SIGHUP and when it changes (auth tokens and limits only).
     *early_signals* are signals caught before the event loop ran; the first one drains.
+    *worker* is set in a worker process of a supervisor (workers: N > 1).
     """
     stopping = _watch_signals()
     if early_signals:
         log.info("signal_received", signal=signal.Signals(early_signals[0]).name, action="drain")
         stopping.set()
-    daemon = build(config, config_path)
+    daemon = build(config, config_path, workers=worker.count if worker else 1)
     BUILD_INFO.labels(version=__version__).set(1)
+    DRAINING.set(0)
+    if worker is None:
+        WORKERS_CONFIGURED.set(1)
+        WORKERS_RUNNING.set(1)
+    control = Control(worker.control_fd) if worker else None
+    try:
+        await _serve(daemon, config, stopping, control)
+    except BaseExceptionGroup as group:
+        # The TaskGroup wraps a failed start in a group; the CLI reports the one line.
+        failed = group.subgroup(StartupError)
+        if failed is None:
+            raise
+        first = failed.exceptions[0]
+        raise first from first.__cause__
+    log.info("stopped")
+
+
+async def _serve(
+    daemon: Daemon, config: Config, stopping: asyncio.Event, control: Control | None
+) -> None:
     async with asyncio.TaskGroup() as tasks:
         await daemon.admin.start(tasks)
+        if control is not None:
+            control.send(event="admin", port=daemon.admin.port)
         try:
             await daemon.pipeline.start(tasks)
             daemon.health.started = True
             log.info("ingestd_ready_to_serve", version=__version__)
             await stopping.wait()
-            log.info("draining", grace_s=config.shutdown.grace_s)
         finally:
+            deadline = deadline_in(config.shutdown.grace_s)
+            # Readiness fails first, and both receivers refuse new requests from now on.
             daemon.health.draining = True
-            await daemon.pipeline.stop(deadline_in(config.shutdown.grace_s))
+            DRAINING.set(1)
+            daemon.ingest.begin_drain(answer_deadline(deadline))
+            if daemon.health.started:
+                log.info("draining", grace_s=config.shutdown.grace_s)
+            await daemon.pipeline.stop(deadline)
             await daemon.admin.stop(deadline_in(1.0))
-    log.info("stopped")
+
+
+# After a second signal, cancellation gets this long to unwind before the process is ended.
+_ABORT_S = 2.0
+EXIT_ABORTED = 1
 
 
 def _watch_signals() -> asyncio.Event:
@@ -250,6 +326,11 @@ def _watch_signals() -> asyncio.Event:
             log.warning("signal_received", signal=signal.Signals(signum).name, action="abort")
             if main is not None:
                 main.cancel()
+            # A stage that does not unwind (a thread inflating a body, a hung server) must not
+            # keep the process alive: "stops at once" is a promise.
+            timer = threading.Timer(_ABORT_S, os._exit, (EXIT_ABORTED,))
+            timer.daemon = True
+            timer.start()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)

@@ -14,6 +14,7 @@ IngestdError
 +-- Overloaded             full right now; client may retry                    retryable
 |   +-- RateLimited        the tenant is over its ingest limit                 retryable
 |   +-- InFlightElsewhere  the same request is being stored by another replica retryable
+|   +-- MemoryPressure     memory over memory.* limits: refused before decoding retryable
 +-- StateUnavailable       Redis did not answer; callers fail open, never sent to a client
 +-- DeliveryError          a downstream write failed
     +-- SinkUnavailable    connection, 429/503, serialization failure          retryable
@@ -91,6 +92,10 @@ class RateLimited(Overloaded):
 
 class InFlightElsewhere(Overloaded):
     """An identical request is still being stored (by another replica); retry to learn how."""
+
+
+class MemoryPressure(Overloaded):
+    """The process holds too much memory (RSS or buffered bytes); refused before decoding."""
 
 
 class StateUnavailable(IngestdError):

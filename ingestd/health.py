@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from ingestd.metrics import COMPONENT_UP
+from ingestd.metrics import COMPONENT_DEGRADED, COMPONENT_UP
 
 log = structlog.get_logger("ingestd.health")
 
@@ -56,6 +56,7 @@ class Health:
     def register(self, name: str, *, required: bool = True) -> None:
         self._components.setdefault(name, ComponentHealth(required=required))
         COMPONENT_UP.labels(component=name).set(0)
+        COMPONENT_DEGRADED.labels(component=name).set(0)
 
     def set(self, name: str, state: State, detail: str = "") -> None:
         current = self._components.setdefault(name, ComponentHealth())
@@ -64,6 +65,7 @@ class Health:
                 log.info("component_state", component=name, state=str(state), detail=detail)
             current.state, current.detail, current.since = state, detail, time.time()
         COMPONENT_UP.labels(component=name).set(1 if state in _READY_STATES else 0)
+        COMPONENT_DEGRADED.labels(component=name).set(1 if state is State.DEGRADED else 0)
 
     def get(self, name: str) -> ComponentHealth:
         return self._components[name]

@@ -9,15 +9,21 @@ whole request fails with a retryable error, never half of it.
 Before converting, a request passes the shared-state steps (`ingestd.state`): dedup (a retry
 of a request stored before is answered from Redis; one in flight elsewhere is waited for),
 admission (refused at once while its sink fails on the cluster) and the tenant's rate limit.
+
+Even earlier, before a receiver reads or decodes a body, `admission_error` refuses new requests
+while the process drains (after SIGTERM) or is over a memory bound (`ingestd.memory`). During
+the drain, requests still waiting for their commit at the answer deadline are answered
+UNAVAILABLE (`begin_drain`), so every client hears back before the process exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +31,17 @@ import structlog
 
 from ingestd.batching import Batcher, Part, PartResult
 from ingestd.config import DedupConfig, IngestConfig, LimitsConfig, PressureConfig
-from ingestd.errors import IngestdError, SinkUnavailable
+from ingestd.errors import IngestdError, SinkUnavailable, StageClosed
+from ingestd.memory import MemoryGuard
 from ingestd.metrics import (
     ACK_SECONDS,
     CONVERT_NUL_REPLACED,
+    DEDUP_REQUESTS,
     RECEIVER_ACCEPTED_ITEMS,
     RECEIVER_REFUSED_ITEMS,
     RECEIVER_REJECTED_ITEMS,
 )
+from ingestd.pipeline import remaining
 from ingestd.state.dedup import NO_CLAIM, Claim, Outcome, RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
@@ -105,6 +114,7 @@ class Ingest:
         dedup: RedisDedup | None = None,
         pressure: ClusterPressure | None = None,
         limits: RateLimiter | None = None,
+        memory: MemoryGuard | None = None,
     ) -> None:
         self.config = config
         self.routes = routes
@@ -112,12 +122,54 @@ class Ingest:
         self.dedup = dedup or RedisDedup(DedupConfig(enabled=False), None, in_flight_ttl_s=0)
         self.pressure = pressure or ClusterPressure(PressureConfig(enabled=False), None)
         self.limits = limits or RateLimiter(LimitsConfig(), None)
+        self.memory = memory
         # Requests being stored right now, by key: an identical retry joins the first one
         # instead of buffering the same rows twice.
         self._in_flight: dict[bytes, Part] = {}
+        # Requests waiting for their commit, so that a drain can answer them by its deadline.
+        self._waiters: set[asyncio.Future[PartResult]] = set()
+        self.draining = False
+        self._gave_up = False
 
     def accepts(self, signal: Signal) -> bool:
         return signal in self.routes
+
+    def admission_error(self) -> IngestdError | None:
+        """Why a new request must be refused before its body is read or decoded, or None.
+
+        Called by the receivers for every request; two attribute reads when all is well.
+        """
+        if self.draining:
+            return StageClosed("shutting down; retry on another replica", retry_after_s=1.0)
+        if self.memory is not None:
+            return self.memory.refusal()
+        return None
+
+    @contextlib.contextmanager
+    def decoding(self, nbytes: int) -> Iterator[None]:
+        """Count a request body against the memory cap while it is decoded and stored."""
+        if self.memory is None:
+            yield
+            return
+        with self.memory.budget.decoding_body(nbytes):
+            yield
+
+    def begin_drain(self, answer_by: float) -> None:
+        """Refuse new requests from now on; answer UNAVAILABLE at *answer_by* (monotonic)
+        every request still waiting for its commit then. Idempotent."""
+        if self.draining:
+            return
+        self.draining = True
+        delay = max(0.0, answer_by - time.monotonic())
+        asyncio.get_running_loop().call_later(delay, self._give_up)
+
+    def _give_up(self) -> None:
+        self._gave_up = True
+        if self._waiters:
+            log.warning("requests_unanswered_at_drain_deadline", requests=len(self._waiters))
+        for waiter in list(self._waiters):
+            if not waiter.done():
+                waiter.set_exception(_not_stored_before_shutdown())
 
     async def export(
         self, signal: Signal, request: Any, *, key: bytes, ctx: RequestContext, wire_bytes: int
@@ -146,7 +198,11 @@ class Ingest:
         self, signal: Signal, request: Any, *, key: bytes, ctx: RequestContext, wire_bytes: int
     ) -> ExportResult:
         # An identical request buffered here already is joined below, without asking Redis.
-        claim = NO_CLAIM if key in self._in_flight else await self.dedup.begin(key)
+        if key in self._in_flight:
+            DEDUP_REQUESTS.labels(outcome="joined").inc()
+            claim = NO_CLAIM
+        else:
+            claim = await self.dedup.begin(key)
         if claim.stored is not None:
             return ExportResult(*claim.stored)  # stored before, here or on another replica
         try:
@@ -211,8 +267,7 @@ class Ingest:
     ) -> PartResult:
         try:
             async with asyncio.timeout(self.config.ack_timeout_s):
-                # shield: a client that goes away must not cancel a part other requests share.
-                return await asyncio.shield(part.done)
+                return await self._watch(part)
         except TimeoutError:
             exc = SinkUnavailable(
                 f"{signal}: not stored within {self.config.ack_timeout_s}s",
@@ -224,6 +279,32 @@ class Ingest:
             self._refused(signal, ctx, items, exc)
             raise
 
+    def _watch(self, part: Part) -> asyncio.Future[PartResult]:
+        """A future that follows *part.done*, or fails at the drain's answer deadline.
+
+        Waiting on it rather than on the part means that a client that goes away cancels only
+        its own future, never a part other requests share.
+        """
+        waiter: asyncio.Future[PartResult] = asyncio.get_running_loop().create_future()
+        if self._gave_up:
+            waiter.set_exception(_not_stored_before_shutdown())
+            return waiter
+
+        def follow(done: asyncio.Future[PartResult]) -> None:
+            if waiter.done():
+                return
+            if done.cancelled():
+                waiter.set_exception(_not_stored_before_shutdown())
+            elif (error := done.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(done.result())
+
+        part.done.add_done_callback(follow)
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)
+        return waiter
+
     def _count_rejects(self, signal: Signal, converted: Converted) -> None:
         for reason, count in converted.reject_reasons.items():
             RECEIVER_REJECTED_ITEMS.labels(signal=signal, reason=reason).inc(count)
@@ -234,6 +315,17 @@ class Ingest:
         RECEIVER_REFUSED_ITEMS.labels(
             signal=signal, transport=ctx.transport, reason=type(exc).__name__
         ).inc(items)
+
+
+def answer_deadline(deadline: float) -> float:
+    """When a drain answers the requests still waiting: a little before the stop *deadline*,
+    so that the answers go out and the stages behind still stop by it."""
+    left = remaining(deadline)
+    return time.monotonic() + left - min(2.0, 0.1 * left)
+
+
+def _not_stored_before_shutdown() -> StageClosed:
+    return StageClosed("not stored before shutdown; retry on another replica", retry_after_s=1.0)
 
 
 def _outcome(converted: Converted, stored: PartResult) -> Outcome:

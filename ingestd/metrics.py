@@ -2,34 +2,158 @@
 
 Names follow `ingestd_<stage>_<thing>_<unit>`. Labels stay low-cardinality: signal, transport,
 sink, reason, outcome; never a tenant or an application id.
+
+With `workers: N > 1` every process writes its values to files in a per-run directory
+(prometheus_client's multiprocess mode, chosen by PROMETHEUS_MULTIPROC_DIR before this module
+is imported) and the supervisor's /metrics adds them up: counters and histograms are summed
+over every worker that ever ran, and each gauge says how its workers' values combine
+(`multiprocess_mode`: livesum, livemax, livemin or liveall, "live" meaning only running
+processes count). prometheus_client's own process_* and python_* collectors are removed: they
+would describe only the process answering the scrape; `ingestd.process` exports the same
+facts as ingestd_process_* from every process.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import contextlib
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+)
+
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    with contextlib.suppress(KeyError):  # already removed
+        REGISTRY.unregister(_collector)
 
 # -- lifecycle and health -------------------------------------------------------------------
 COMPONENT_UP = Gauge(
     "ingestd_component_up",
     "1 when a component (sink, Redis, receiver) is ok or degraded, 0 otherwise",
     ["component"],
+    multiprocess_mode="livemin",
 )
-BUILD_INFO = Gauge("ingestd_build_info", "Always 1; the version is a label", ["version"])
+COMPONENT_DEGRADED = Gauge(
+    "ingestd_component_degraded",
+    "1 while a component works with a reduced guarantee (Redis down: no dedup, local limits)",
+    ["component"],
+    multiprocess_mode="livemax",
+)
+BUILD_INFO = Gauge(
+    "ingestd_build_info",
+    "Always 1; the version is a label",
+    ["version"],
+    multiprocess_mode="livemax",
+)
+DRAINING = Gauge(
+    "ingestd_draining",
+    "1 from the first SIGTERM/SIGINT until exit (readiness fails, new requests are refused)",
+    multiprocess_mode="livemax",
+)
+
+# -- workers and their supervisor (workers: N) -------------------------------------------------
+WORKERS_CONFIGURED = Gauge(
+    "ingestd_workers_configured",
+    "Worker processes this ingestd runs (workers: N, or what auto resolved to); 1 in-process",
+    multiprocess_mode="livemax",
+)
+WORKERS_RUNNING = Gauge(
+    "ingestd_workers_running",
+    "Worker processes alive right now",
+    multiprocess_mode="livemax",
+)
+WORKER_RESTARTS = Counter(
+    "ingestd_worker_restarts_total",
+    "Workers started again after they exited unexpectedly, by how they ended (exit code, "
+    "signal name, hung)",
+    ["reason"],
+)
+
+# -- process (every worker; sampled, never per request) ---------------------------------------
+PROCESS_CPU = Counter(
+    "ingestd_process_cpu_seconds_total",
+    "CPU time (user + system) of ingestd's processes, summed over every worker that ran",
+)
+PROCESS_RSS = Gauge(
+    "ingestd_process_resident_memory_bytes",
+    "Resident memory of each process (a pid label per worker with workers > 1)",
+    multiprocess_mode="liveall",
+)
+PROCESS_OPEN_FDS = Gauge(
+    "ingestd_process_open_fds",
+    "Open file descriptors, all processes together",
+    multiprocess_mode="livesum",
+)
+PROCESS_START_TIME = Gauge(
+    "ingestd_process_start_time_seconds",
+    "Unix time each process started (a pid label per worker with workers > 1)",
+    multiprocess_mode="liveall",
+)
+PROCESS_CONNECTIONS = Gauge(
+    "ingestd_process_tcp_connections",
+    "Established TCP connections by peer: clients of grpc, http and admin; postgresql, "
+    "elasticsearch and redis servers; other. Sampled every few seconds from the kernel",
+    ["peer"],
+    multiprocess_mode="livesum",
+)
+
+# -- memory guard (memory.*) ---------------------------------------------------------------------
+MEMORY_HELD_BYTES = Gauge(
+    "ingestd_memory_held_bytes",
+    "Bytes held by all batchers of a process plus request bodies being decoded, all processes",
+    multiprocess_mode="livesum",
+)
+MEMORY_HELD_LIMIT_BYTES = Gauge(
+    "ingestd_memory_held_limit_bytes",
+    "memory.max_buffered_bytes, all processes together (0: no cap)",
+    multiprocess_mode="livesum",
+)
+MEMORY_RSS_LIMIT_BYTES = Gauge(
+    "ingestd_memory_rss_limit_bytes",
+    "RSS above which one process refuses new requests (memory.max_rss_mib; 0: no guard)",
+    multiprocess_mode="livemax",
+)
+MEMORY_SHEDDING = Gauge(
+    "ingestd_memory_shedding",
+    "1 while a process refuses new requests for memory, by reason (rss, held_bytes)",
+    ["reason"],
+    multiprocess_mode="livemax",
+)
+MEMORY_REFUSED_REQUESTS = Counter(
+    "ingestd_memory_refused_requests_total",
+    "Requests refused before decoding because memory was over a limit, by reason (rss, held_bytes)",
+    ["reason"],
+)
 
 # -- batcher (one per sink: metrics, traces, logs) --------------------------------------------
 BATCHER_BUFFERED_ITEMS = Gauge(
     "ingestd_batcher_buffered_items",
     "Items held by a sink's batcher (buffered or being written)",
     ["sink"],
+    multiprocess_mode="livesum",
 )
 BATCHER_BUFFERED_BYTES = Gauge(
-    "ingestd_batcher_buffered_bytes", "Bytes held by a sink's batcher (OTLP wire size)", ["sink"]
+    "ingestd_batcher_buffered_bytes",
+    "Bytes held by a sink's batcher (OTLP wire size)",
+    ["sink"],
+    multiprocess_mode="livesum",
 )
 BATCHER_CAPACITY_ITEMS = Gauge(
-    "ingestd_batcher_capacity_items", "Configured item limit of a sink's buffer", ["sink"]
+    "ingestd_batcher_capacity_items",
+    "Configured item limit of a sink's buffer (all processes together)",
+    ["sink"],
+    multiprocess_mode="livesum",
 )
 BATCHER_CAPACITY_BYTES = Gauge(
-    "ingestd_batcher_capacity_bytes", "Configured byte limit of a sink's buffer", ["sink"]
+    "ingestd_batcher_capacity_bytes",
+    "Configured byte limit of a sink's buffer (all processes together)",
+    ["sink"],
+    multiprocess_mode="livesum",
 )
 BATCHER_FLUSHES = Counter(
     "ingestd_batcher_flushes_total",
@@ -90,6 +214,13 @@ RECEIVER_ACCEPTED_ITEMS = Counter(
 RECEIVER_REFUSED_ITEMS = Counter(
     "ingestd_receiver_refused_items_total",
     "Items of requests answered with an error status, by error class",
+    ["signal", "transport", "reason"],
+)
+RECEIVER_REFUSED_REQUESTS = Counter(
+    "ingestd_receiver_refused_requests_total",
+    "Requests answered with an error status, by error class (also those refused before "
+    "decoding, whose items are unknown: StageClosed while draining, MemoryPressure, "
+    "Unauthenticated, BadRequest, ...)",
     ["signal", "transport", "reason"],
 )
 RECEIVER_REJECTED_ITEMS = Counter(
@@ -190,6 +321,7 @@ MAINTENANCE_ES_DELETED = Counter(
 MAINTENANCE_LAST_SUCCESS = Gauge(
     "ingestd_maintenance_last_success_timestamp_seconds",
     "Unix time of this process's last maintenance run that acted without errors",
+    multiprocess_mode="livemax",
 )
 
 # -- shared state (Redis): calls, breaker, dedup, pressure, limits, auth ------------------------
@@ -205,7 +337,9 @@ REDIS_CALL_SECONDS = Histogram(
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 REDIS_BREAKER_OPEN = Gauge(
-    "ingestd_redis_breaker_open", "1 while the Redis circuit breaker is open (no calls made)"
+    "ingestd_redis_breaker_open",
+    "1 while the Redis circuit breaker is open (no calls made)",
+    multiprocess_mode="livemax",
 )
 REDIS_DEGRADED_SECONDS = Counter(
     "ingestd_redis_degraded_seconds_total",
@@ -213,7 +347,8 @@ REDIS_DEGRADED_SECONDS = Counter(
 )
 DEDUP_REQUESTS = Counter(
     "ingestd_dedup_requests_total",
-    "Requests by dedup outcome (new, done, waited_done, taken_over, in_flight_timeout, skipped)",
+    "Requests by dedup outcome: Redis (new, done, waited_done, taken_over, in_flight_timeout, "
+    "skipped) or joined (an identical request buffered in this process)",
     ["outcome"],
 )
 DEDUP_WAIT_SECONDS = Histogram(
@@ -230,9 +365,12 @@ PRESSURE_SIGNAL_CLOSED = Gauge(
     "ingestd_pressure_signal_closed",
     "1 while a signal is refused because its sink fails (here or on a quorum of replicas)",
     ["signal"],
+    multiprocess_mode="livemax",
 )
 PRESSURE_REPLICAS = Gauge(
-    "ingestd_pressure_replicas", "Live replicas in the last cluster view (1 without Redis)"
+    "ingestd_pressure_replicas",
+    "Live replicas (each worker is one) in the last cluster view (1 without Redis)",
+    multiprocess_mode="livemax",
 )
 RATELIMIT_REQUESTS = Counter(
     "ingestd_ratelimit_requests_total",

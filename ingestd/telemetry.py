@@ -14,8 +14,11 @@ import structlog
 from ingestd.config import TelemetryConfig
 
 
-def setup_logging(config: TelemetryConfig) -> None:
-    """JSON lines in a container, readable colours on a terminal; stdlib logs go the same way."""
+def setup_logging(config: TelemetryConfig, **static: Any) -> None:
+    """JSON lines in a container, readable colours on a terminal; stdlib logs go the same way.
+
+    *static* fields go into every event (a worker's `worker=<index>`).
+    """
     level = getattr(logging, config.log_level.upper())
     as_json = config.log_format == "json" or (
         config.log_format == "auto" and not sys.stderr.isatty()
@@ -30,6 +33,8 @@ def setup_logging(config: TelemetryConfig) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if static:
+        shared.append(_Static(static))
     structlog.configure(
         processors=[
             *shared,
@@ -38,7 +43,9 @@ def setup_logging(config: TelemetryConfig) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write() per event (print() makes two): workers share the supervisor's stderr, and
+        # writes up to PIPE_BUF (4 KiB) to a pipe are never interleaved with another process's.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     # Libraries (grpc, elastic_transport, aiohttp) log through the stdlib; route them here too.
@@ -51,3 +58,15 @@ def setup_logging(config: TelemetryConfig) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.WARNING))
+
+
+class _Static:
+    """A processor that adds the same fields to every event."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._fields = fields
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        for key, value in self._fields.items():
+            event.setdefault(key, value)
+        return event

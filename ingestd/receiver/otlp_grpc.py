@@ -5,13 +5,20 @@ request's raw bytes (grpc has already undone gzip and enforced `max_recv_msg_siz
 RESOURCE_EXHAUSTED itself), keys them, decodes them, hands them to `Ingest.export`, and answers
 with the OTLP response (partial success when records were refused) or aborts with the status
 the one table in `receiver.status` gives, with RetryInfo when a retry can help.
+
+New RPCs are refused before their message is read while the process drains or is over a
+memory bound (`Ingest.admission_error`): the method lookup (`_Handlers.service`, called by
+grpc before it receives the request) hands back a handler that aborts with UNAVAILABLE +
+RetryInfo without reading. On stop the server keeps listening, refusing new RPCs that way,
+until every RPC in flight has been answered; then it closes (GOAWAY).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import structlog
@@ -19,9 +26,9 @@ from grpc_status import rpc_status
 
 from ingestd.auth import Authenticator
 from ingestd.config import AuthConfig, GrpcReceiverConfig, TlsConfig
-from ingestd.errors import IngestdError
-from ingestd.ingest import ExportResult, Ingest, RequestContext, Signal
-from ingestd.metrics import RECEIVER_REQUESTS
+from ingestd.errors import IngestdError, StageClosed
+from ingestd.ingest import ExportResult, Ingest, RequestContext, Signal, answer_deadline
+from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
 from ingestd.receiver import decode, status
 
@@ -40,9 +47,15 @@ class OtlpGrpcReceiver:
     name = "receiver.grpc"
 
     def __init__(
-        self, config: GrpcReceiverConfig, ingest: Ingest, auth: Authenticator | None = None
+        self,
+        config: GrpcReceiverConfig,
+        ingest: Ingest,
+        auth: Authenticator | None = None,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        self.reuse_port = reuse_port
         self._ingest = ingest
         # Without auth every request belongs to the default tenant "".
         self._auth = auth or Authenticator(AuthConfig())
@@ -50,6 +63,12 @@ class OtlpGrpcReceiver:
         self._empty: dict[Signal, bytes] = {
             signal: decode.RESPONSE_TYPES[signal]().SerializeToString() for signal in SERVICES
         }
+        self._closing = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Requests by the status sent, for /status (Prometheus has them by signal too).
+        self._counts: collections.Counter[str] = collections.Counter()
         self.port: int | None = None
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
@@ -61,23 +80,12 @@ class OtlpGrpcReceiver:
                 # An idle client connection costs little; pings keep NATs from dropping it.
                 ("grpc.keepalive_time_ms", 60_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                # Several workers share the port (workers: N); one process alone binds it
+                # exclusively, so that a second ingestd on the same port fails to start.
+                ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             ]
         )
-        server.add_generic_rpc_handlers(
-            [
-                grpc.method_handlers_generic_handler(
-                    service,
-                    {
-                        "Export": grpc.unary_unary_rpc_method_handler(
-                            functools.partial(self._export, signal),
-                            request_deserializer=None,
-                            response_serializer=None,
-                        )
-                    },
-                )
-                for signal, service in SERVICES.items()
-            ]
-        )
+        server.add_generic_rpc_handlers([_Handlers(self)])
         endpoint = self.config.endpoint
         tls = self.config.tls
         try:
@@ -95,23 +103,84 @@ class OtlpGrpcReceiver:
         )
 
     async def stop(self, deadline: float) -> None:
-        """Refuse new RPCs at once; let in-flight ones finish within half the time left.
+        """Refuse new RPCs at once (UNAVAILABLE + RetryInfo); answer those in flight; close.
 
-        The other half is for the batchers to flush what those RPCs buffered; RPCs still
-        running after the grace period are cancelled (the client retries elsewhere).
+        RPCs in flight are answered by Ingest's drain deadline at the latest (a little before
+        *deadline*): stored, or UNAVAILABLE so that their clients retry. Then the server sends
+        GOAWAY and closes; anything still running a second later is cancelled.
         """
         if self._server is None:
             return
+        self._closing = True
+        self._ingest.begin_drain(answer_deadline(deadline))
+        if self._in_flight:
+            try:
+                async with asyncio.timeout(remaining(deadline)):
+                    await self._idle.wait()
+            except TimeoutError:
+                log.warning("grpc_requests_cut_at_shutdown", requests=self._in_flight)
         server, self._server = self._server, None
-        await server.stop(grace=remaining(deadline) / 2)
+        # From here new connections are refused by the kernel: no status can be sent.
+        log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
+        await server.stop(grace=min(1.0, remaining(deadline)))
+
+    def stats(self) -> dict[str, object]:
+        """For /status: whether it serves, RPCs in flight, RPCs by the status they got."""
+        return {
+            "port": self.port,
+            "listening": self._server is not None,
+            "closing": self._closing,
+            "in_flight": self._in_flight,
+            "requests": dict(self._counts),
+        }
+
+    def admission_error(self) -> IngestdError | None:
+        """Why a new RPC is refused before its message is read (draining, memory), or None."""
+        if self._closing:
+            return StageClosed("shutting down; retry on another replica", retry_after_s=1.0)
+        return self._ingest.admission_error()
+
+    def refuse(self, signal: Signal, error: IngestdError) -> grpc.RpcMethodHandler[Any, Any]:
+        """A handler that aborts with *error*'s status without reading the request."""
+        failure = status.status_for(error)
+        self._counts[failure.grpc_code.name] += 1
+        RECEIVER_REQUESTS.labels(
+            signal=signal, transport="grpc", status=failure.grpc_code.name
+        ).inc()
+        RECEIVER_REFUSED_REQUESTS.labels(
+            signal=signal, transport="grpc", reason=type(error).__name__
+        ).inc()
+
+        async def abort(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            await _abort(context, failure)
+
+        return grpc.stream_unary_rpc_method_handler(
+            abort, request_deserializer=None, response_serializer=None
+        )
 
     async def _export(
+        self, signal: Signal, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            with self._ingest.decoding(len(body)):
+                return await self._respond(signal, body, context)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _respond(
         self, signal: Signal, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
         outcome = "CANCELLED"  # unless an answer is reached
         try:
             if not self._ingest.accepts(signal):
                 outcome = "UNIMPLEMENTED"
+                RECEIVER_REFUSED_REQUESTS.labels(
+                    signal=signal, transport="grpc", reason="Unimplemented"
+                ).inc()
                 await _abort(
                     context,
                     status.Status(
@@ -122,19 +191,24 @@ class OtlpGrpcReceiver:
                 outcome = "ok"
                 return self._empty[signal]
             answer = await self._answer(signal, body, _authorization(context))
-            if isinstance(answer, status.Status):
-                outcome = answer.grpc_code.name
-                await _abort(context, answer)
+            if isinstance(answer, tuple):
+                failure, reason = answer
+                outcome = failure.grpc_code.name
+                RECEIVER_REFUSED_REQUESTS.labels(
+                    signal=signal, transport="grpc", reason=reason
+                ).inc()
+                await _abort(context, failure)
             outcome = "partial" if answer.rejected else "ok"
             data: bytes = decode.response(signal, answer).SerializeToString()
             return data
         finally:
+            self._counts[outcome] += 1
             RECEIVER_REQUESTS.labels(signal=signal, transport="grpc", status=outcome).inc()
 
     async def _answer(
         self, signal: Signal, body: bytes, authorization: str | None
-    ) -> ExportResult | status.Status:
-        """Store one request: its result, or the status to abort with."""
+    ) -> ExportResult | tuple[status.Status, str]:
+        """Store one request: its result, or the status to abort with and the error's class."""
         try:
             # Authenticate before decoding: an unknown caller costs no parsing.
             tenant = self._auth.authenticate(authorization)
@@ -148,7 +222,39 @@ class OtlpGrpcReceiver:
         except Exception as exc:
             if not isinstance(exc, IngestdError):
                 log.exception("export_failed_unexpectedly", signal=str(signal))
-            return status.status_for(exc)
+                return status.status_for(exc), "InternalError"
+            return status.status_for(exc), type(exc).__name__
+
+
+if TYPE_CHECKING:
+    _GenericRpcHandler = grpc.GenericRpcHandler[Any, Any]
+else:  # grpc's runtime class is not generic; grpc-stubs' is
+    _GenericRpcHandler = grpc.GenericRpcHandler
+
+
+class _Handlers(_GenericRpcHandler):
+    """The three Export methods; grpc asks `service` before it reads a request's message."""
+
+    def __init__(self, receiver: OtlpGrpcReceiver) -> None:
+        self._receiver = receiver
+        self._signals = {f"/{service}/Export": signal for signal, service in SERVICES.items()}
+        self._handlers = {
+            method: grpc.unary_unary_rpc_method_handler(
+                functools.partial(receiver._export, signal),
+                request_deserializer=None,
+                response_serializer=None,
+            )
+            for method, signal in self._signals.items()
+        }
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = self._handlers.get(details.method)
+        if handler is None:
+            return None  # grpc answers UNIMPLEMENTED
+        error = self._receiver.admission_error()
+        if error is not None:
+            return self._receiver.refuse(self._signals[details.method], error)
+        return handler
 
 
 def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:

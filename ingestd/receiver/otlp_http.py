@@ -11,11 +11,17 @@ encoding.
 The server is aiohttp's low-level one (three paths need no router), with keep-alive connections
 closed after `idle_timeout_s` and a request head that does not arrive within
 `read_header_timeout_s` cut off.
+
+While the process drains or is over a memory bound (`Ingest.admission_error`), a request is
+answered 503 + Retry-After before its body is read, and its connection is closed (the client
+reconnects, to another replica behind a balancer). On stop the listener stays open, refusing
+new requests that way, until every request in flight has been answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import ssl
 import zlib
 from collections.abc import Callable
@@ -38,8 +44,8 @@ from ingestd.errors import (
     Unimplemented,
     UnsupportedMedia,
 )
-from ingestd.ingest import Ingest, RequestContext, Signal
-from ingestd.metrics import RECEIVER_REQUESTS
+from ingestd.ingest import Ingest, RequestContext, Signal, answer_deadline
+from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
 from ingestd.receiver.decode import parse_protobuf, request_key, response
 from ingestd.receiver.otlp_json import parse_json
@@ -69,9 +75,16 @@ class OtlpHttpReceiver:
     name = "receiver.http"
 
     def __init__(
-        self, config: HttpReceiverConfig, ingest: Ingest, auth: Authenticator | None = None
+        self,
+        config: HttpReceiverConfig,
+        ingest: Ingest,
+        auth: Authenticator | None = None,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        # Several workers share the port (workers: N); one process alone binds it exclusively.
+        self.reuse_port = reuse_port
         # Without auth every request belongs to the default tenant "".
         self._auth = auth or Authenticator(AuthConfig())
         self._ingest = ingest
@@ -81,6 +94,8 @@ class OtlpHttpReceiver:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Requests by the HTTP status sent, for /status.
+        self._counts: collections.Counter[int] = collections.Counter()
         self.port: int | None = None
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
@@ -99,7 +114,11 @@ class OtlpHttpReceiver:
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
         self._site = web.TCPSite(
-            self._runner, host, int(port), ssl_context=_ssl_context(self.config.tls)
+            self._runner,
+            host,
+            int(port),
+            ssl_context=_ssl_context(self.config.tls),
+            reuse_port=self.reuse_port or None,
         )
         await self._site.start()
         sockets = self._runner.addresses
@@ -107,20 +126,39 @@ class OtlpHttpReceiver:
         log.info("http_receiver_listening", endpoint=f"{host}:{self.port}")
 
     async def stop(self, deadline: float) -> None:
-        """Stop listening, let requests in flight finish until *deadline*, close the rest."""
+        """Refuse new requests (503 + Retry-After), answer those in flight, then close.
+
+        Requests in flight are answered by Ingest's drain deadline at the latest (a little
+        before *deadline*): stored, or 503 so that their clients retry. What is still running
+        at *deadline* is cut.
+        """
         self._closing = True
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
+        if self._runner is not None:
+            self._ingest.begin_drain(answer_deadline(deadline))
         if self._in_flight:
             try:
                 async with asyncio.timeout(remaining(deadline)):
                     await self._idle.wait()
             except TimeoutError:
                 log.warning("http_requests_cut_at_shutdown", requests=self._in_flight)
+        if self._site is not None:
+            # From here new connections are refused by the kernel: no status can be sent.
+            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
+            await self._site.stop()
+            self._site = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+    def stats(self) -> dict[str, object]:
+        """For /status: whether it serves, requests in flight, requests by HTTP status."""
+        return {
+            "port": self.port,
+            "listening": self._site is not None,
+            "closing": self._closing,
+            "in_flight": self._in_flight,
+            "requests": {str(code): n for code, n in sorted(self._counts.items())},
+        }
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         signal = PATHS.get(request.path)
@@ -148,34 +186,50 @@ class OtlpHttpReceiver:
     async def _export(self, signal: Signal, media: str, request: web.BaseRequest) -> web.Response:
         try:
             self._admit(signal)
+        except IngestdError as exc:
+            # The body is left unread: the connection cannot carry another request.
+            reply = self._error(signal, media, exc)
+            reply.force_close()
+            return reply
+        try:
             # Authenticate before reading the body: an unknown caller costs no inflating.
             tenant = self._auth.authenticate(request.headers.get("Authorization"))
             body = await self._body(request)
-            message = (
-                parse_protobuf(signal, body) if media == PROTOBUF else parse_json(signal, body)
-            )
-            result = await self._ingest.export(
-                signal,
-                message,
-                key=request_key(signal, tenant, body),
-                ctx=RequestContext("http", tenant),
-                wire_bytes=len(body),
-            )
+            with self._ingest.decoding(len(body)):
+                message = (
+                    parse_protobuf(signal, body) if media == PROTOBUF else parse_json(signal, body)
+                )
+                result = await self._ingest.export(
+                    signal,
+                    message,
+                    key=request_key(signal, tenant, body),
+                    ctx=RequestContext("http", tenant),
+                    wire_bytes=len(body),
+                )
         except IngestdError as exc:
             return self._error(signal, media, exc)
         except Exception as exc:  # a bug must still answer (retryable) and be seen once
             log.exception("http_request_failed", signal=str(signal))
             return self._error(signal, media, exc)
+        self._counts[200] += 1
         RECEIVER_REQUESTS.labels(
             signal=signal, transport="http", status="partial" if result.rejected else "ok"
         ).inc()
-        return _encoded(200, media, response(signal, result))
+        reply = _encoded(200, media, response(signal, result))
+        if self._closing or self._ingest.draining:
+            # A draining server's keep-alive connections are closed soon: the client's next
+            # request should open a new one (to another replica, or another worker).
+            reply.force_close()
+        return reply
 
     def _admit(self, signal: Signal) -> None:
         if self._closing:
-            raise StageClosed("shutting down", retry_after_s=1.0)
+            raise StageClosed("shutting down; retry on another replica", retry_after_s=1.0)
         if not self._ingest.accepts(signal):
             raise Unimplemented(f"{signal} are not accepted by this ingestd (no sink takes them)")
+        refusal = self._ingest.admission_error()
+        if refusal is not None:
+            raise refusal
 
     async def _body(self, request: web.BaseRequest) -> bytes:
         """The decompressed body; PayloadTooLarge over a limit, BadRequest when unreadable."""
@@ -209,7 +263,10 @@ class OtlpHttpReceiver:
 
     def _error(self, signal: Signal, media: str, exc: BaseException) -> web.Response:
         status = status_for(exc)
+        self._counts[status.http_status] += 1
         RECEIVER_REQUESTS.labels(signal=signal, transport="http", status=status.http_status).inc()
+        reason = type(exc).__name__ if isinstance(exc, IngestdError) else "InternalError"
+        RECEIVER_REFUSED_REQUESTS.labels(signal=signal, transport="http", reason=reason).inc()
         if status.http_status >= 500:
             log.debug("http_request_refused", signal=str(signal), error=status.message[:300])
         reply = _encoded(status.http_status, media, rpc_status(status))

@@ -123,6 +123,20 @@ class TimescaleSink:
             pool, self._pool = self._pool, None
             await pool.close(timeout=max(0.1, remaining(deadline)))
 
+    def status(self) -> dict[str, Any]:
+        """For /status: the pool's connections (open, idle) and requests waiting for one."""
+        if self._pool is None:
+            return {"pool": None}
+        stats = self._pool.get_stats()
+        return {
+            "pool": {
+                "size": stats.get("pool_size", 0),
+                "idle": stats.get("pool_available", 0),
+                "max": stats.get("pool_max", 0),
+                "waiting": stats.get("requests_waiting", 0),
+            }
+        }
+
     async def probe(self) -> None:
         """Return when PostgreSQL answers a query; raise otherwise."""
         async with self.pool.connection(timeout=self.config.pool.connect_timeout_s) as conn:
@@ -476,13 +490,6 @@ class TimescaleWriter:
             state.refused_whole = True
         else:
             state.excluded.add(index)
-        log.warning(
-            "row_refused",
-            table=self.table,
-            sqlstate=exc.error.sqlstate,
-            error=message[:300],
-            whole_part=state.refused_whole,
-        )
 
     def _results(
         self,
@@ -517,6 +524,18 @@ class TimescaleWriter:
         self._counts["rejected_rows"] += rejected
         if duplicates:
             log.info("duplicates_skipped", table=self.table, parts=duplicates)
+        if rejected:
+            # One event per batch, never per row: the rows are counted by SQLSTATE in
+            # ingestd_sink_rejected_items_total and reported to each client.
+            refusing = [s for s in states if s.message]
+            log.warning(
+                "rows_refused",
+                table=self.table,
+                rows=rejected,
+                parts=len(refusing),
+                sqlstates=sorted({s.sqlstate for s in refusing}),
+                example=refusing[0].message[:300],
+            )
         log.debug(
             "batch_committed",
             table=self.table,

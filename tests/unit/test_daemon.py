@@ -9,12 +9,15 @@ from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 
 
 def test_stages_start_downstream_first() -> None:
-    """Sinks, shared state, the prober, one batcher per table, the receivers last."""
+    """Memory guard and process sampler, sinks, shared state, the prober, one batcher per
+    table, the receivers last."""
     daemon = build(
         config.parse("redis: {enabled: false}\nsinks: {elasticsearch: {enabled: false}}")
     )
     names = [stage.name for stage in daemon.pipeline.stages]
     assert names == [
+        "memory",
+        "process",
         "timescale",
         "maintenance",
         "dedup",

@@ -26,10 +26,18 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from ingestd.batching import Batcher
-from ingestd.config import BatchConfig, BufferConfig, HttpReceiverConfig, IngestConfig, RetryConfig
+from ingestd.config import (
+    BatchConfig,
+    BufferConfig,
+    HttpReceiverConfig,
+    IngestConfig,
+    MemoryConfig,
+    RetryConfig,
+)
 from ingestd.convert.logs import LogsConverter
 from ingestd.errors import PayloadTooLarge
 from ingestd.ingest import Ingest, Route, Signal
+from ingestd.memory import MemoryGuard
 from ingestd.receiver.otlp_http import OtlpHttpReceiver, inflater
 from tests.fakes import RecordingWriter
 
@@ -66,6 +74,7 @@ async def serve(
     ack: str = "committed",
     max_items: int = 10_000,
     receiver: dict[str, Any] | None = None,
+    memory: MemoryGuard | None = None,
 ) -> AsyncIterator[Served]:
     writer = RecordingWriter()
     batcher = Batcher(
@@ -78,7 +87,9 @@ async def serve(
         retry=RetryConfig(),
     )
     ingest = Ingest(
-        IngestConfig(ack=ack, enqueue_timeout_s=0), {Signal.LOGS: Route(LogsConverter(), batcher)}
+        IngestConfig(ack=ack, enqueue_timeout_s=0),
+        {Signal.LOGS: Route(LogsConverter(), batcher)},
+        memory=memory,
     )
     config = HttpReceiverConfig(
         endpoint=f"127.0.0.1:{free_port()}",
@@ -387,3 +398,17 @@ async def test_stop_returns_by_its_deadline_with_a_request_stuck_downstream() ->
         with contextlib.suppress(aiohttp.ClientError):
             await stuck
     assert 0.4 <= took < 2.0
+
+
+async def test_memory_over_its_bound_is_503_before_the_body_is_read() -> None:
+    """Over memory.max_rss_mib a request is refused with 503 + Retry-After and the connection
+    closed, before its body is read (a body larger than the receive limit is not even 413)."""
+    guard = MemoryGuard(MemoryConfig(max_rss_mib=1), read_rss=lambda: 2 << 20)
+    guard.sample()
+    async for served in serve(memory=guard):
+        resp = await served.post("/v1/logs", b"x" * (2 << 20), PROTOBUF)
+        assert resp.status == 503
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert resp.headers.get("Connection", "").lower() == "close"
+        assert status_of(await resp.read(), "protobuf").code == code_pb2.UNAVAILABLE
+        assert served.writer.batches == []

@@ -1,0 +1,265 @@
+"""Memory bounds of one process: a cap over all batchers together and an RSS guard.
+
+`receiver --(admission: refused here, before the body is read or decoded)--> Ingest -> Batcher`
+
+Each batcher bounds itself (`sinks.*.buffer`); `MemoryBudget` bounds them together
+(`memory.max_buffered_bytes`): a batcher makes a request wait for room when the buffers of all
+sinks hold that much, exactly as when its own buffer is full. The receivers also count the
+bodies of the requests they are decoding, and refuse new requests before reading them while
+buffers plus bodies reach the cap. `MemoryGuard` samples the process's resident memory every
+`memory.check_interval_ms` from /proc/self/statm (a few microseconds; never per request) and
+refuses new requests the same way while it is above `memory.max_rss_mib`. A refusal is an
+`Overloaded` error (UNAVAILABLE + RetryInfo, HTTP 503 + Retry-After), counted by reason; it is
+load shedding, not a failure, so readiness stays as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import structlog
+
+from ingestd import cgroup
+from ingestd.config import MemoryConfig
+from ingestd.errors import MemoryPressure
+from ingestd.metrics import (
+    MEMORY_HELD_BYTES,
+    MEMORY_HELD_LIMIT_BYTES,
+    MEMORY_REFUSED_REQUESTS,
+    MEMORY_RSS_LIMIT_BYTES,
+    MEMORY_SHEDDING,
+    PROCESS_RSS,
+)
+from ingestd.retry import SYSTEM_CLOCK, Clock
+
+log = structlog.get_logger("ingestd.memory")
+
+MiB = 1024 * 1024
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+# Of the container's memory limit, the share the workers' RSS may reach before they refuse new
+# data; the rest covers the supervisor and the overshoot of requests admitted before the bound
+# was crossed and of grpc's own receive buffers (5-23 % of the bound, measured in
+# tests/integration/test_memory_guard.py).
+_AUTO_SHARE = 0.70
+# How long a refused client is told to wait: long enough for buffers to drain a few batches.
+_RETRY_AFTER_S = 2.0
+# A shedding episode ends after this long without the bound crossed.
+_EPISODE_QUIET_S = 1.0
+# Between two samples the guard expects this much more RSS per body byte it admitted: the body,
+# the decoded request and its converted rows together (measured on traces: 24 requests of
+# 1.1 MB in flight took 177 MiB, 6.7x; tests/integration/test_memory_guard.py). Without it, a
+# crowd of large requests arriving at once (clients retrying after the same hint) would all be
+# admitted before the next sample.
+_RSS_PER_BODY_BYTE = 6
+# The typical body: a moving average of the sizes read, starting at a 512-span request.
+_FIRST_TYPICAL_BODY = 256 * 1024
+_TYPICAL_WEIGHT = 0.1
+
+
+class MemoryBudget:
+    """Bytes held by every batcher of the process, and by request bodies being decoded."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.buffered = 0
+        self.decoding = 0
+        # Body bytes of requests admitted since the last RSS sample (not in that sample yet),
+        # estimated at admission from the typical body (the real size is known only later).
+        self.since_sample = 0.0
+        self.typical_body = float(_FIRST_TYPICAL_BODY)
+        self._waiters: list[Callable[[], None]] = []
+
+    def fits(self, nbytes: int) -> bool:
+        """Whether the batchers may take *nbytes* more (always true without a cap)."""
+        return not self.max_bytes or self.buffered + nbytes <= self.max_bytes
+
+    @property
+    def full(self) -> bool:
+        return bool(self.max_bytes) and self.buffered + self.decoding >= self.max_bytes
+
+    def on_release(self, wake: Callable[[], None]) -> None:
+        """Call *wake* whenever bytes are released (a batcher waiting for room re-checks)."""
+        self._waiters.append(wake)
+
+    def hold(self, nbytes: int) -> None:
+        self.buffered += nbytes
+        MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
+
+    def release(self, nbytes: int) -> None:
+        self.buffered -= nbytes
+        MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
+        for wake in self._waiters:
+            wake()
+
+    @contextlib.contextmanager
+    def decoding_body(self, nbytes: int) -> Iterator[None]:
+        """Count a request body from when it is read until the request is answered."""
+        self.decoding += nbytes
+        self.typical_body += (nbytes - self.typical_body) * _TYPICAL_WEIGHT
+        MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
+        try:
+            yield
+        finally:
+            self.decoding -= nbytes
+            MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
+
+
+def read_rss_bytes() -> int:
+    """This process's resident set size, from /proc/self/statm (pages -> bytes)."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def rss_limit_bytes(config: MemoryConfig, workers: int, limit: int | None = None) -> int:
+    """The RSS guard's bound for one process; 0 when there is none."""
+    if config.max_rss_mib == "auto":
+        container = limit if limit is not None else cgroup.memory_limit()
+        return int(container * _AUTO_SHARE / workers) if container else 0
+    return config.max_rss_mib * MiB
+
+
+class MemoryGuard:
+    """A stage that samples RSS and answers, per request, whether new data may come in."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        config: MemoryConfig,
+        *,
+        workers: int = 1,
+        read_rss: Callable[[], int] = read_rss_bytes,
+        container_limit: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.config = config
+        self.budget = MemoryBudget(int(config.max_buffered_bytes))
+        self.max_rss = rss_limit_bytes(config, workers, container_limit)
+        self.rss = 0
+        self.rss_over = False
+        self._read_rss = read_rss
+        self._clock = clock
+        self._interval_s = config.check_interval_ms / 1000
+        self._sampled_at = -1e9
+        self._task: asyncio.Task[None] | None = None
+        self._trimmed_at = 0.0
+        self._malloc_trim = _malloc_trim()
+        self._shedding: dict[str, bool] = {"rss": False, "held_bytes": False}
+        self._over_at: dict[str, float] = {}
+        MEMORY_RSS_LIMIT_BYTES.set(self.max_rss)
+        MEMORY_HELD_LIMIT_BYTES.set(self.budget.max_bytes)
+        for reason in self._shedding:
+            MEMORY_SHEDDING.labels(reason=reason).set(0)
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        self.sample()
+        log.info(
+            "memory_limits",
+            max_buffered_bytes=self.budget.max_bytes,
+            max_rss_bytes=self.max_rss,
+            rss_bytes=self.rss,
+        )
+        self._task = tasks.create_task(self._loop(), name="memory")
+
+    async def stop(self, deadline: float) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            self.sample()
+
+    def sample(self) -> None:
+        """Read RSS now; note (log once, gauge) when the guard turns on or off."""
+        self._sampled_at = self._clock.now()
+        self.rss = self._read_rss()
+        self.budget.since_sample = 0
+        PROCESS_RSS.set(self.rss)
+        over = bool(self.max_rss) and self.rss > self.max_rss
+        if over and self._malloc_trim is not None and time.monotonic() - self._trimmed_at > 1.0:
+            # Freed request bodies often stay in malloc's heap; hand them back before deciding
+            # that the process really holds that much (a few ms, at most once a second).
+            self._trimmed_at = time.monotonic()
+            self._malloc_trim(0)
+            self.rss = self._read_rss()
+            over = self.rss > self.max_rss
+        self.rss_over = over
+        self._note("rss", over)
+        self._note("held_bytes", self.budget.full)
+
+    def _note(self, reason: str, over: bool) -> None:
+        """Track shedding episodes: one that starts is logged at once; it ends (and is logged)
+        only after a quiet second, so that memory hovering at the bound is one episode, not
+        an event every sample."""
+        now = self._clock.now()
+        if over:
+            self._over_at[reason] = now
+        if self._shedding[reason] == over or (
+            not over and now - self._over_at.get(reason, 0.0) < _EPISODE_QUIET_S
+        ):
+            return
+        self._shedding[reason] = over
+        MEMORY_SHEDDING.labels(reason=reason).set(1 if over else 0)
+        log.warning(
+            "memory_shedding" if over else "memory_shedding_ended",
+            reason=reason,
+            rss_bytes=self.rss,
+            max_rss_bytes=self.max_rss,
+            held_bytes=self.budget.buffered + self.budget.decoding,
+            max_held_bytes=self.budget.max_bytes,
+        )
+
+    def refusal(self) -> MemoryPressure | None:
+        """The error to refuse a new request with, or None to let it in (and count it as a
+        typical body toward RSS until the next sample). Per request: a few comparisons."""
+        if self.max_rss and self._clock.now() - self._sampled_at > self._interval_s:
+            # The sampling task runs late while the event loop converts large requests, which
+            # is exactly when memory grows: a request arriving then takes the sample itself.
+            self.sample()
+        budget = self.budget
+        if self.rss_over or (
+            self.max_rss and self.rss + _RSS_PER_BODY_BYTE * budget.since_sample > self.max_rss
+        ):
+            MEMORY_REFUSED_REQUESTS.labels(reason="rss").inc()
+            return MemoryPressure(
+                f"memory: resident {self.rss // MiB} MiB over {self.max_rss // MiB} MiB",
+                retry_after_s=_RETRY_AFTER_S,
+            )
+        if self.budget.full:
+            MEMORY_REFUSED_REQUESTS.labels(reason="held_bytes").inc()
+            return MemoryPressure(
+                f"memory: {self.budget.buffered + self.budget.decoding} bytes held, cap "
+                f"{self.budget.max_bytes}",
+                retry_after_s=_RETRY_AFTER_S,
+            )
+        budget.since_sample += budget.typical_body
+        return None
+
+    def status(self) -> dict[str, object]:
+        """For /status."""
+        return {
+            "rss_bytes": self.rss,
+            "max_rss_bytes": self.max_rss,
+            "buffered_bytes": self.budget.buffered,
+            "decoding_bytes": self.budget.decoding,
+            "max_buffered_bytes": self.budget.max_bytes,
+            "shedding": [reason for reason, on in self._shedding.items() if on],
+        }
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None (musl and other libcs have none)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
