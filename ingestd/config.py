@@ -161,6 +161,9 @@ class PoolConfig(Section):
 
 class TimescaleSinkConfig(Section):
     enabled: bool = True
+    # Benchmarks only: acknowledge every batch without writing it (no database is contacted),
+    # to measure the receive path alone. Data sent to a discarding sink is lost.
+    discard: bool = False
     dsn: str = "postgresql://ingestd@127.0.0.1:5432/deep_eyes"
     pool: PoolConfig = PoolConfig()
     # Parallel COPYs per table; more than the database's cores only adds contention.
@@ -193,6 +196,8 @@ class LogsTemplateConfig(Section):
 
 class ElasticsearchSinkConfig(Section):
     enabled: bool = True
+    # Benchmarks only, as sinks.timescale.discard: bulk items are dropped, never sent.
+    discard: bool = False
     urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"], min_length=1)
     username: str | None = None
     password: str | None = None
