@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--receive-rate", type=float, help="fixed spans/s for CPU and RSS (10000)")
     parser.add_argument("--quick", action="store_true", help="small numbers: the harness works")
     parser.add_argument("--no-peers", action="store_true", help="skip telemetrygen, Collector")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the throughput and receive windows"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (.bench)")
     return parser.parse_args(argv)
 
@@ -83,6 +86,7 @@ def options(args: argparse.Namespace) -> Options:
         loads=(0.5,) if quick else (0.5, 0.8),
         templates=2 if quick else 6,
         quick=quick,
+        profile=args.profile,
     )
 
 

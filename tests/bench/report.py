@@ -241,6 +241,7 @@ def markdown(report: dict[str, Any]) -> str:
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
         lines.append(f"| {t['name']} | {value} | {goal} | {met} | {t['detail']} |")
     lines += _throughput(r) + _receive(r) + _latency(r) + _memory(r) + _workers(r) + _peers(r)
+    lines += _profiles(r)
     if r.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
     return "\n".join(lines) + "\n"
@@ -412,6 +413,21 @@ def _peers(r: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"- Collector: {'not run' if c is None else 'skipped: ' + c['skipped']}")
+    return lines
+
+
+def _profiles(r: dict[str, Any]) -> list[str]:
+    profiles = r.get("profiles") or {}
+    lines: list[str] = []
+    for label, p in profiles.items():
+        lines += ["", f"## Profile {label} (py-spy, share of samples)", ""]
+        if "error" in p:
+            lines.append(f"py-spy failed: {p['error']}")
+            continue
+        lines.append(f"{p['samples']} samples. Own time:")
+        lines += [f"    {share:6.1%}  {frame}" for share, frame in p["own"][:12]]
+        lines.append("Inclusive time:")
+        lines += [f"    {share:6.1%}  {frame}" for share, frame in p["inclusive"][:20]]
     return lines
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from tests.bench import baselines, peers, stores
 from tests.bench.load import ClientPool, ClientResult, RunSpec, acked_items, latency_percentiles
+from tests.bench.profile import Sampler
 from tests.bench.subjects import (
     Collector,
     Ingestd,
@@ -76,6 +77,7 @@ class Options:
     loads: tuple[float, ...]
     templates: int
     quick: bool
+    profile: bool = False
 
 
 @dataclass
@@ -224,12 +226,20 @@ class Bench:
         specs: list[RunSpec],
         meter: Meter | None,
         counter: Callable[[], tuple[int, float]] | None = None,
+        profile: str = "",
     ) -> Window:
-        """Run *specs* on the client pool; measure the window after the warm-up."""
+        """Run *specs* on the client pool; measure the window after the warm-up.
+
+        With --profile and a *profile* label, py-spy samples the subject over the window.
+        """
         pool = self.clients()
         pool.prepare(specs)
         start = pool.go()
         _sleep_until(start + self.options.warmup_s)
+        sampler = None
+        if profile and self.options.profile and meter is not None:
+            raw = self.workdir / f"profile-{profile}.txt"
+            sampler = Sampler(meter.root.pid, self.options.duration_s, raw)
         c0, t0 = counter() if counter else (0, time.time())
         cpu0 = meter.cpu_s() if meter else 0.0
         if meter:
@@ -239,6 +249,8 @@ class Bench:
         cpu1 = meter.cpu_s() if meter else 0.0
         peak = (meter.peak_total, meter.peak_per_process, meter.workers()) if meter else (0, 0, 0)
         results = pool.collect(timeout_s=120)
+        if sampler is not None:
+            self.results.setdefault("profiles", {})[profile] = sampler.summary()
         return Window(
             t0=t0,
             t1=t1,
@@ -285,7 +297,7 @@ def _e2e_max(bench: Bench, subject: Ingestd, signal: str) -> dict[str, Any]:
     before_count, _ = counter()
     hist0 = batch_histogram(subject.metrics_text(), SINK_NAME[signal])
     specs = bench.specs(signal, subject.target(bench.options.transport[signal]))
-    window = bench.drive(specs, subject.meter, counter)
+    window = bench.drive(specs, subject.meter, counter, profile=f"e2e-{signal}")
     time.sleep(0.5)
     after_count, _ = counter()
     hist1 = batch_histogram(subject.metrics_text(), SINK_NAME[signal])
@@ -381,7 +393,9 @@ def receive(bench: Bench) -> None:
     with running_ingestd(bench.config(discard=True), bench.subject_dir("ingestd-discard")) as s:
         for signal in bench.options.signals:
             specs = bench.specs(signal, s.target(bench.options.transport[signal]))
-            out[f"{signal}_max"] = bench.drive(specs, s.meter).summary()
+            out[f"{signal}_max"] = bench.drive(
+                specs, s.meter, profile=f"receive-{signal}"
+            ).summary()
         rate = bench.options.receive_rate
         specs = bench.specs("traces", s.target("grpc"), mode="rate", rate=rate, transport="grpc")
         at_rate = bench.drive(specs, s.meter).summary()
