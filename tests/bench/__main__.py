@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import report, sections
+from tests.bench.load import ClientPool
 from tests.bench.sections import PEER_SECTIONS, SECTIONS, SIGNALS, Bench, Options, Stack
 
 RESULTS_DIR = Path(".bench")
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: gRPC for traces and metrics, HTTP for logs",
     )
     parser.add_argument("--receive-rate", type=float, help="fixed spans/s for CPU and RSS (10000)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run everything N times; targets use medians"
+    )
     parser.add_argument("--quick", action="store_true", help="small numbers: the harness works")
     parser.add_argument("--no-peers", action="store_true", help="skip telemetrygen, Collector")
     parser.add_argument(
@@ -87,6 +91,7 @@ def options(args: argparse.Namespace) -> Options:
         templates=2 if quick else 6,
         quick=quick,
         profile=args.profile,
+        repeat=max(1, args.repeat),
     )
 
 
@@ -124,40 +129,74 @@ RUNNERS = {
 
 
 def run(opts: Options, stack: Stack, out_dir: Path) -> tuple[dict[str, Any], Path, Path]:
+    """Run the selected sections --repeat times; write the report after every section."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_id = uuid.uuid4().hex[:8]
     workdir = out_dir / f"run-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
-    bench = Bench(opts, stack, workdir, run_id)
-    meta: dict[str, Any] = {
-        "started": stamp,
-        "machine": report.machine(),
-        "versions": report.versions(stack.pg_admin_dsn, bench.streams.es),
-    }
-    timings: dict[str, float] = {}
+    meta: dict[str, Any] = {"started": stamp, "machine": report.machine()}
+    repetitions: list[dict[str, Any]] = []
+    # One pool for every repetition: item ids keep counting up, so they never repeat.
+    pool = ClientPool(opts.clients)
     try:
-        for name in opts.sections:
-            if name in PEER_SECTIONS and not opts.peers:
-                bench.results[name] = sections.skipped("--no-peers")
-                continue
-            began = time.monotonic()
-            print(f"bench: {name} ...", file=sys.stderr, flush=True)
-            RUNNERS[name](bench)
-            timings[name] = round(time.monotonic() - began, 1)
-        bench.results["duplicates"] = sections.check_duplicates(bench)
+        for rep in range(opts.repeat):
+            bench = Bench(opts, stack, workdir / f"rep{rep + 1}", uuid.uuid4().hex[:8], pool=pool)
+            meta.setdefault("versions", report.versions(stack.pg_admin_dsn, bench.streams.es))
+            results: dict[str, Any] = {"section_seconds": {}}
+            repetitions.append(results)
+            try:
+                _sections(bench, results, lambda: _write(meta, opts, repetitions, out_dir, stamp))
+            finally:
+                _close(bench)
+                results.update(bench.results, notes=bench.notes)
     finally:
-        bench.close()
+        pool.close()
     meta["load_average_end"] = os.getloadavg()
-    meta["section_seconds"] = timings
-    result: dict[str, Any] = {
-        "meta": meta,
-        "options": {**vars(opts), "sections": list(opts.sections), "signals": list(opts.signals)},
-        **bench.results,
-        "notes": bench.notes,
-    }
-    result["targets"] = [t.as_dict() for t in report.targets(result)]
+    result, md_path, json_path = _write(meta, opts, repetitions, out_dir, stamp)
+    return result, md_path, json_path
+
+
+def _sections(bench: Bench, results: dict[str, Any], checkpoint: Any) -> None:
+    for name in bench.options.sections:
+        if name in PEER_SECTIONS and not bench.options.peers:
+            bench.results[name] = sections.skipped("--no-peers")
+            continue
+        began = time.monotonic()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        try:
+            RUNNERS[name](bench)
+        except Exception as exc:  # one failed section (a server restarted by others) is reported
+            bench.results[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            print(f"bench: {name} failed: {exc}", file=sys.stderr, flush=True)
+        results["section_seconds"][name] = round(time.monotonic() - began, 1)
+        results.update(bench.results)
+        checkpoint()
+    try:
+        bench.results["duplicates"] = sections.check_duplicates(bench)
+    except Exception as exc:  # the servers may be gone at the end; the numbers stand
+        bench.notes.append(f"duplicate check failed: {exc}")
+
+
+def _close(bench: Bench) -> None:
+    try:
+        bench.close()
+    except Exception as exc:  # cleanup must not lose the report
+        bench.notes.append(f"cleanup failed ({exc}); leftover databases: {bench.dbs.created}")
+
+
+def _write(
+    meta: dict[str, Any],
+    opts: Options,
+    repetitions: list[dict[str, Any]],
+    out_dir: Path,
+    stamp: str,
+) -> tuple[dict[str, Any], Path, Path]:
+    result = report.combine(meta, _options_dict(opts), repetitions)
     md_path, json_path = report.write(result, out_dir, stamp)
     return result, md_path, json_path
+
+
+def _options_dict(opts: Options) -> dict[str, Any]:
+    return {**vars(opts), "sections": list(opts.sections), "signals": list(opts.signals)}
 
 
 def main(argv: list[str] | None = None) -> None:

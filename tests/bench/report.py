@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,33 @@ def _pair(a: Any, b: Any, unit: str) -> str:
     return f"{_n(a)} vs {_n(b)} {unit}"
 
 
+def combine(
+    meta: dict[str, Any], options: dict[str, Any], repetitions: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One report: the last repetition's sections in full, targets as medians of all."""
+    last = repetitions[-1] if repetitions else {}
+    per_rep = [targets(rep) for rep in repetitions]
+    combined = []
+    for i, target in enumerate(per_rep[-1] if per_rep else targets({})):
+        values = [rep[i].value for rep in per_rep if rep[i].value is not None]
+        value = statistics.median(values) if values else None
+        detail = target.detail
+        if len(values) > 1:
+            detail = f"median of {len(values)}: " + ", ".join(_fmt(v) for v in values)
+        combined.append(
+            Target(target.name, value, target.goal, target.higher_is_better, target.unit, detail)
+        )
+    notes = [note for rep in repetitions for note in rep.get("notes", [])]
+    return {
+        "meta": {**meta, "section_seconds": [rep.get("section_seconds") for rep in repetitions]},
+        "options": options,
+        **{k: v for k, v in last.items() if k not in ("notes", "section_seconds")},
+        "repetitions": [[t.as_dict() for t in rep] for rep in per_rep],
+        "targets": [t.as_dict() for t in combined],
+        "notes": notes,
+    }
+
+
 # -- environment ----------------------------------------------------------------------------------
 
 
@@ -257,15 +285,22 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
 
 
+def _absent(section: Any) -> bool:
+    return not isinstance(section, dict) or "skipped" in section or "error" in section
+
+
 def _skipped(section: Any, title: str) -> list[str]:
     if section is None:
         return ["", f"## {title}", "", "not run (not selected)"]
+    if "error" in section:
+        return ["", f"## {title}", "", f"failed: {section['error']}"]
     return ["", f"## {title}", "", f"skipped: {section['skipped']}"]
 
 
 def _throughput(r: dict[str, Any]) -> list[str]:
-    section, base = r.get("throughput"), r.get("baselines") or {}
-    if not isinstance(section, dict) or "skipped" in section:
+    section, base = r.get("throughput"), r.get("baselines")
+    base = {} if _absent(base) else base
+    if _absent(section):
         return _skipped(section, "Throughput, end to end (stored, counted in the sinks)")
     lines = [
         "",
@@ -309,7 +344,7 @@ def _batching(baseline: dict[str, Any]) -> str:
 
 def _receive(r: dict[str, Any]) -> list[str]:
     section = r.get("receive")
-    if not isinstance(section, dict) or "skipped" in section:
+    if _absent(section):
         return _skipped(section, "Receive path alone (sinks discard)")
     lines = [
         "",
@@ -330,7 +365,7 @@ def _receive(r: dict[str, Any]) -> list[str]:
 
 def _latency(r: dict[str, Any]) -> list[str]:
     section = r.get("latency")
-    if not isinstance(section, dict) or "skipped" in section:
+    if _absent(section):
         return _skipped(section, "Acknowledgement latency (open loop, fixed offered rate)")
     lines = [
         "",
@@ -352,7 +387,7 @@ def _latency(r: dict[str, Any]) -> list[str]:
 
 def _memory(r: dict[str, Any]) -> list[str]:
     s = r.get("memory")
-    if not isinstance(s, dict) or "skipped" in s:
+    if _absent(s):
         return _skipped(s, "Memory")
     return [
         "",
@@ -368,7 +403,7 @@ def _memory(r: dict[str, Any]) -> list[str]:
 
 def _workers(r: dict[str, Any]) -> list[str]:
     s = r.get("workers")
-    if not isinstance(s, dict) or "skipped" in s:
+    if _absent(s):
         return _skipped(s, "Workers (receive path, sinks discard)")
     return [
         "",
@@ -384,7 +419,8 @@ def _workers(r: dict[str, Any]) -> list[str]:
 def _peers(r: dict[str, Any]) -> list[str]:
     lines = ["", "## Peers", ""]
     t = r.get("telemetrygen")
-    if isinstance(t, dict) and "skipped" not in t:
+    if not _absent(t):
+        assert isinstance(t, dict)
         lines.append(
             f"- telemetrygen {t['version']} (traces, {t['workers']} workers, "
             f"{_n(t['offered_spans_per_s'])} spans/s offered) into ingestd: "
@@ -393,9 +429,10 @@ def _peers(r: dict[str, Any]) -> list[str]:
             f"{_fmt(t['ingestd_cpu_s_per_million'])} CPU-s per M spans."
         )
     else:
-        lines.append(f"- telemetrygen: {'not run' if t is None else 'skipped: ' + t['skipped']}")
+        lines.append(f"- telemetrygen: {_why(t)}")
     c = r.get("collector")
-    if isinstance(c, dict) and "skipped" not in c:
+    if not _absent(c):
+        assert isinstance(c, dict)
         if "logs" in c:
             s = c["logs"]
             lines.append(
@@ -412,8 +449,14 @@ def _peers(r: dict[str, Any]) -> list[str]:
             f"M spans, peak RSS {s['peak_rss_mib']:.0f} MiB."
         )
     else:
-        lines.append(f"- Collector: {'not run' if c is None else 'skipped: ' + c['skipped']}")
+        lines.append(f"- Collector: {_why(c)}")
     return lines
+
+
+def _why(section: Any) -> str:
+    if section is None:
+        return "not run"
+    return f"failed: {section['error']}" if "error" in section else f"skipped: {section['skipped']}"
 
 
 def _profiles(r: dict[str, Any]) -> list[str]:

@@ -78,6 +78,7 @@ class Options:
     templates: int
     quick: bool
     profile: bool = False
+    repeat: int = 1
 
 
 @dataclass
@@ -144,28 +145,22 @@ class Bench:
     stack: Stack
     workdir: Path
     run_id: str
+    pool: ClientPool
     results: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.namespace = "ingestdbench"
         self.redis_prefix = f"bench{self.run_id}:"
         self.dbs = stores.Databases(self.stack.pg_admin_dsn, self.stack.pg_dsn)
         self.streams = stores.LogStreams(self.stack.es_url, self.namespace)
-        self.pool: ClientPool | None = None
         self._ingestd_db: str | None = None
         self._max: dict[str, float] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def clients(self) -> ClientPool:
-        if self.pool is None:
-            self.pool = ClientPool(self.options.clients)
-        return self.pool
-
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
         with contextlib.suppress(Exception):
             for dataset in ("benchingestd", "benchraw", "benchcollector", "benchaccepted"):
                 self.streams.empty(dataset)
@@ -232,7 +227,7 @@ class Bench:
 
         With --profile and a *profile* label, py-spy samples the subject over the window.
         """
-        pool = self.clients()
+        pool = self.pool
         pool.prepare(specs)
         start = pool.go()
         _sleep_until(start + self.options.warmup_s)
