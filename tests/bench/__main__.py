@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.bench import report, sections
+from tests.bench import report, sections, stores
 from tests.bench.load import ClientPool
 from tests.bench.sections import PEER_SECTIONS, SECTIONS, SIGNALS, Bench, Options, Stack
 
@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--receive-rate", type=float, help="fixed spans/s for CPU and RSS (10000)")
     parser.add_argument(
         "--repeat", type=int, default=1, help="run everything N times; targets use medians"
+    )
+    parser.add_argument(
+        "--flush-when-idle",
+        choices=["default", "on", "off"],
+        default="default",
+        help="sinks.*.batch.flush_when_idle for every ingestd run",
     )
     parser.add_argument("--quick", action="store_true", help="small numbers: the harness works")
     parser.add_argument("--no-peers", action="store_true", help="skip telemetrygen, Collector")
@@ -92,6 +98,7 @@ def options(args: argparse.Namespace) -> Options:
         quick=quick,
         profile=args.profile,
         repeat=max(1, args.repeat),
+        flush_when_idle={"default": None, "on": True, "off": False}[args.flush_when_idle],
     )
 
 
@@ -163,6 +170,10 @@ def _sections(bench: Bench, results: dict[str, Any], checkpoint: Any) -> None:
         began = time.monotonic()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         try:
+            stack = bench.stack
+            waited = stores.wait_for_servers(stack.pg_admin_dsn, stack.es_url, stack.redis_url)
+            if waited > 1:
+                bench.notes.append(f"{name}: waited {waited:.0f} s for the dev stack to answer")
             RUNNERS[name](bench)
         except Exception as exc:  # one failed section (a server restarted by others) is reported
             bench.results[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}

@@ -6,16 +6,17 @@ and 512 small writes, ~0.2 ms; no protobuf work), so every item of every request
 stored count is exact (PostgreSQL rows, Elasticsearch `_id`s derived from content) and no two
 requests share a dedup key.
 
-- traces: 512 spans in 32 traces of 16 (a server root, client and internal children), 10-17
-  attributes each (HTTP / DB semantic conventions, a few high-cardinality values), an exception
-  event on 1 span in 8 and a log event on 1 in 16, a link on 1 in 32. Unique id: `span_id`
-  (children's `parent_span_id` follow their parent's new id).
+- traces: 512 spans in 32 traces of 16 (a server root, client and internal children), 7-17
+  attributes each (HTTP / DB semantic conventions, a few high-cardinality values, one value new
+  on every send: a request id, a statement literal, a cache key), an exception event on 1 span
+  in 8 and a log event on 1 in 16, a link on 1 in 32. Unique id: `span_id` (children's
+  `parent_span_id` follow their parent's new id).
 - metrics: 512 points of every kind: int and double sums (cumulative monotonic, delta), int and
   double gauges, explicit-bucket histograms (with exemplars on some), exponential histograms and
   summaries; 3-5 attributes per point. Unique id: the point's `time_unix_nano` (a nanosecond
   offset from a base 18-37 minutes ago).
-- logs: 512 records with a body of 8-24 words, severity, trace context and 7 attributes.
-  Unique id: the record's `span_id`.
+- logs: 512 records with a body of 8-24 words, severity, trace context and 8 attributes (a
+  request id new on every send). Unique id: the record's `span_id`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import random
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -81,6 +82,10 @@ class Template:
     # ">" (big-endian ids: span ids) or "<" (fixed64 little-endian: metric times).
     byteorder: str
     base: int = 0
+    # Per item, where a 16-character hex attribute value sits that is new on every send (a
+    # request id, a literal in a statement): production attributes are not all repeats, and
+    # ingestd caches attribute encodings, so the benchmark must not flatter that cache.
+    hex_offsets: list[int] = field(default_factory=list)
 
     def stamp(self, client: int, seq: int) -> bytes:
         """A copy of the body with item ids unique for (client, seq, item index)."""
@@ -96,6 +101,9 @@ class Template:
             prefix = self.base + (((client + 1) << 34) | (seq << 10))
             for i, places in enumerate(self.offsets):
                 pack(fmt, buf, places[0], prefix + i)
+        token = (((client + 1) << 56) | (seq << 16)) ^ 0x5DEECE66D
+        for i, offset in enumerate(self.hex_offsets):
+            buf[offset : offset + 16] = b"%016x" % (token | i)
         return bytes(buf)
 
 
@@ -127,6 +135,22 @@ def _resource(seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+# Placeholder hex values start with this marker, so that they are found in the serialized bytes.
+_HEX_MARK = "f00d"
+
+
+def _hex(rng: random.Random) -> str:
+    return _HEX_MARK + rng.randbytes(6).hex()
+
+
+def _hex_offsets(body: bytes, items: int) -> list[int]:
+    """Offsets of the items' hex placeholders, in item order (one per item)."""
+    found = _find_all(body, _HEX_MARK.encode(), 0)
+    if len(found) != items:
+        raise RuntimeError(f"{len(found)} hex placeholders for {items} items")
+    return found
+
+
 def _unique_ids(rng: random.Random, n: int) -> list[bytes]:
     seen: set[bytes] = set()
     while len(seen) < n:
@@ -143,7 +167,7 @@ def _span_attributes(rng: random.Random, kind: int, route: str, n: int) -> dict[
             "db.system": "postgresql",
             "db.name": "shop",
             "db.operation": rng.choice(["SELECT", "INSERT", "UPDATE"]),
-            "db.statement": "SELECT * FROM orders WHERE id = $1",
+            "db.statement": f"SELECT * FROM orders WHERE id = '{_hex(rng)}'",
             "server.address": "db-primary.internal",
             "server.port": 5432,
             "network.peer.address": f"10.0.{n % 8}.{n % 250}",
@@ -154,6 +178,7 @@ def _span_attributes(rng: random.Random, kind: int, route: str, n: int) -> dict[
     if kind == Span.SPAN_KIND_INTERNAL:
         return {
             "code.function": rng.choice(["render", "validate", "price"]),
+            "app.cache.key": f"order:{_hex(rng)}",
             "code.namespace": "shop.checkout",
             "code.lineno": rng.randint(1, 900),
             "thread.id": rng.randint(1, 64),
@@ -175,7 +200,7 @@ def _span_attributes(rng: random.Random, kind: int, route: str, n: int) -> dict[
         "http.request.body.size": rng.randint(0, 4096),
         "http.response.body.size": rng.randint(100, 65536),
         "enduser.id": f"user-{rng.randint(1, 10**5)}",
-        "app.request.id": rng.randbytes(8).hex(),
+        "app.request.id": _hex(rng),
         "app.tenant": rng.choice(["acme", "globex", "initech"]),
         "app.duration.ratio": rng.random(),
     }
@@ -252,7 +277,8 @@ def _traces(seed: int) -> Template:
             raise RuntimeError(f"span id {i} found {len(places)} times in the template")
         if i % 16 == 0:  # a root: its children name it as parent
             places.extend(_find_all(body, b"\x22\x08" + ids[i], 2))
-    return Template("traces", body, ITEMS_PER_REQUEST, offsets, ">")
+    hex_offsets = _hex_offsets(body, ITEMS_PER_REQUEST)
+    return Template("traces", body, ITEMS_PER_REQUEST, offsets, ">", hex_offsets=hex_offsets)
 
 
 def _find_all(body: bytes, needle: bytes, skip: int) -> list[int]:
@@ -412,6 +438,7 @@ def _logs(seed: int, dataset: str, namespace: str) -> Template:
                 "http.route": _ROUTES[i % len(_ROUTES)],
                 "http.response.status_code": rng.choice([200, 200, 404, 500]),
                 "enduser.id": f"user-{rng.randint(1, 10**5)}",
+                "app.request.id": _hex(rng),
                 "thread.name": f"worker-{rng.randint(1, 16)}",
                 "duration_ms": rng.random() * 100,
             },
@@ -421,4 +448,5 @@ def _logs(seed: int, dataset: str, namespace: str) -> Template:
     for i, places in enumerate(offsets):
         if len(places) != 1:
             raise RuntimeError(f"log span id {i} found {len(places)} times in the template")
-    return Template("logs", body, ITEMS_PER_REQUEST, offsets, ">")
+    hex_offsets = _hex_offsets(body, ITEMS_PER_REQUEST)
+    return Template("logs", body, ITEMS_PER_REQUEST, offsets, ">", hex_offsets=hex_offsets)

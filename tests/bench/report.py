@@ -371,8 +371,9 @@ def _latency(r: dict[str, Any]) -> list[str]:
         "",
         "## Acknowledgement latency (open loop, fixed offered rate)",
         "",
-        "| signal | ack | load | offered/s | acked/s | p50 ms | p99 ms | p99.9 ms | failed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| signal | ack | load | offered/s | acked/s | p50 ms | p99 ms | p99.9 ms | failed "
+        "| sink write p50 / p99 ms (<=) | batch mean |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for signal, modes in section.items():
         for ack, loads in modes.items():
@@ -380,7 +381,10 @@ def _latency(r: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"| {signal} | {ack} | {load} | {_n(s['offered_per_s'])} | "
                     f"{_n(s['acked_per_s'])} | {_n(s.get('p50_ms'))} | {_n(s.get('p99_ms'))} | "
-                    f"{_n(s.get('p999_ms'))} | {s['failed']} |"
+                    f"{_n(s.get('p999_ms'))} | {s['failed']} | "
+                    f"{_n(s['sink_write'].get('p50_ms_le'))} / "
+                    f"{_n(s['sink_write'].get('p99_ms_le'))} | "
+                    f"{_n(s['batch'].get('mean_items'))} |"
                 )
     return lines
 

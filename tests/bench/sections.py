@@ -31,8 +31,10 @@ from tests.bench.subjects import (
     batch_sizes,
     config_is_valid,
     free_port,
+    histogram,
     ingestd_config,
     running_ingestd,
+    write_times,
 )
 
 SIGNALS = ("traces", "metrics", "logs")
@@ -79,6 +81,8 @@ class Options:
     quick: bool
     profile: bool = False
     repeat: int = 1
+    # None: ingestd's default; True/False: sinks.*.batch.flush_when_idle set so.
+    flush_when_idle: bool | None = None
 
 
 @dataclass
@@ -174,6 +178,7 @@ class Bench:
         return self._ingestd_db
 
     def config(self, **overrides: Any) -> dict[str, Any]:
+        overrides.setdefault("flush_when_idle", self.options.flush_when_idle)
         return ingestd_config(
             Ports.pick(),
             pg_dsn=self.ingestd_db(),
@@ -393,7 +398,7 @@ def receive(bench: Bench) -> None:
             ).summary()
         rate = bench.options.receive_rate
         specs = bench.specs("traces", s.target("grpc"), mode="rate", rate=rate, transport="grpc")
-        at_rate = bench.drive(specs, s.meter).summary()
+        at_rate = bench.drive(specs, s.meter, profile="receive-traces-at-rate").summary()
         at_rate["offered_per_s"] = rate
         out["traces_at_rate"] = at_rate
     bench.results["receive"] = out
@@ -431,13 +436,22 @@ def _latency_runs(bench: Bench, subject: Ingestd, signal: str, top: float) -> di
     for load in bench.options.loads:
         rate = top * load
         target = subject.target(bench.options.transport[signal])
+        writes = {"sink": SINK_NAME[signal], "outcome": "ok"}
+        before = histogram(subject.metrics_text(), "ingestd_sink_write_seconds", writes)
+        batches0 = batch_histogram(subject.metrics_text(), SINK_NAME[signal])
         window = bench.drive(bench.specs(signal, target, mode="rate", rate=rate), subject.meter)
+        after = histogram(subject.metrics_text(), "ingestd_sink_write_seconds", writes)
+        batches1 = batch_histogram(subject.metrics_text(), SINK_NAME[signal])
         lat = latency_percentiles(window.results, window.t0, window.t1)
         runs[f"{round(load * 100)}%"] = {
             "offered_per_s": rate,
             "acked_per_s": window.acked / window.seconds,
             **lat,
             "max_outstanding": max(r.max_outstanding for r in window.results),
+            # Where the time goes: the sink's write time and the batches it wrote (whole run).
+            "sink_write": write_times(before, after),
+            "batch": batch_sizes(batches0, batches1),
+            "cores": window.cpu_s / window.seconds,
         }
     return runs
 

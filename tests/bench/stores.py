@@ -50,6 +50,32 @@ class Databases:
         self.created.clear()
 
 
+def wait_for_servers(pg_dsn: str, es_url: str, redis_url: str, timeout_s: float = 180) -> float:
+    """Block until PostgreSQL, Elasticsearch and Redis all answer; return the seconds waited.
+
+    Other people's outage tests stop and start the shared dev stack's servers; a section that
+    starts during such an outage would measure the outage.
+    """
+    import redis
+
+    began = time.monotonic()
+    last: Exception | None = None
+    while time.monotonic() - began < timeout_s:
+        try:
+            with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            with Elasticsearch(es_url, request_timeout=3) as es:
+                if es.cluster.health()["status"] == "red":
+                    raise RuntimeError("Elasticsearch cluster health is red")
+            with redis.Redis.from_url(redis_url, socket_timeout=3) as client:
+                client.ping()
+            return time.monotonic() - began
+        except Exception as exc:  # any of them down: wait and ask again
+            last = exc
+            time.sleep(2.0)
+    raise RuntimeError(f"dev stack not answering after {timeout_s:.0f} s: {last}")
+
+
 def count_rows(dsn: str, table: str) -> tuple[int, float]:
     """(rows in *table*, wall-clock time the count reflects: the query's midpoint)."""
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -141,6 +141,7 @@ def ingestd_config(
     ack: str = "committed",
     discard: bool = False,
     workers: int | None = None,
+    flush_when_idle: bool | None = None,
 ) -> dict[str, Any]:
     """ingestd's defaults, with this run's addresses; see README, "Performance"."""
     config: dict[str, Any] = {
@@ -166,6 +167,15 @@ def ingestd_config(
     }
     if workers is not None:
         config["workers"] = workers
+    if flush_when_idle is not None:
+        sinks = config["sinks"]
+        sinks["timescale"]["batch"] = {"flush_when_idle": flush_when_idle}
+        # A batch section replaces the sink's own defaults: restate the Elasticsearch ones.
+        sinks["elasticsearch"]["batch"] = {
+            "max_rows": 50_000,
+            "max_bytes": 8 * MiB,
+            "flush_when_idle": flush_when_idle,
+        }
     return config
 
 
@@ -224,26 +234,43 @@ def running_ingestd(config: dict[str, Any], workdir: Path) -> Iterator[Ingestd]:
         subject.stop()
 
 
-_BUCKET = re.compile(r"^ingestd_batch_items_bucket\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
-_SUM = re.compile(
-    r"^ingestd_batch_items_(?P<kind>sum|count)\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M
-)
+def histogram(text: str, name: str, labels: dict[str, str]) -> dict[str, float]:
+    """A Prometheus histogram's series matching *labels*, as {"le:<bound>", "sum", "count"}."""
+    out: dict[str, float] = {}
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    pattern = re.compile(rf"^{name}_(bucket|sum|count)\{{([^}}]*)\}} (\S+)$", re.M)
+    for kind, found, value in pattern.findall(text):
+        if not all(w in found for w in wanted):
+            continue
+        if kind == "bucket":
+            bound = re.search(r'le="([^"]+)"', found)
+            if bound:
+                key = f"le:{bound.group(1)}"
+                out[key] = out.get(key, 0.0) + float(value)
+        else:
+            out[kind] = out.get(kind, 0.0) + float(value)
+    return out
 
 
 def batch_histogram(text: str, sink: str) -> dict[str, float]:
-    """`ingestd_batch_items{sink=...}` as {"le:<bound>": cumulative count, "sum", "count"}."""
-    out: dict[str, float] = {}
-    want = f'sink="{sink}"'
-    for match in _BUCKET.finditer(text):
-        labels = match.group("labels")
-        if want in labels:
-            bound = re.search(r'le="([^"]+)"', labels)
-            if bound:
-                out[f"le:{bound.group(1)}"] = float(match.group("value"))
-    for match in _SUM.finditer(text):
-        if want in match.group("labels"):
-            out[match.group("kind")] = float(match.group("value"))
-    return out
+    """`ingestd_batch_items{sink=...}` (items per written batch)."""
+    return histogram(text, "ingestd_batch_items", {"sink": sink})
+
+
+def _delta_buckets(before: dict[str, float], after: dict[str, float]) -> list[tuple[float, float]]:
+    return sorted(
+        ((float(k[3:]), after[k] - before.get(k, 0.0)) for k in after if k.startswith("le:")),
+        key=lambda kv: kv[0],
+    )
+
+
+def bucket_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float:
+    """Upper bound of the bucket holding quantile *q* of what was observed between scrapes."""
+    count = after.get("count", 0.0) - before.get("count", 0.0)
+    return next(
+        (bound for bound, cumulative in _delta_buckets(before, after) if cumulative >= q * count),
+        float("inf"),
+    )
 
 
 def batch_sizes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -252,12 +279,24 @@ def batch_sizes(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     if count <= 0:
         return {"batches": 0}
     total = after.get("sum", 0.0) - before.get("sum", 0.0)
-    buckets = sorted(
-        ((float(k[3:]), after[k] - before.get(k, 0.0)) for k in after if k.startswith("le:")),
-        key=lambda kv: kv[0],
-    )
-    median = next((bound for bound, cumulative in buckets if cumulative >= count / 2), 0.0)
-    return {"batches": count, "mean_items": total / count, "median_items_le": median}
+    return {
+        "batches": count,
+        "mean_items": total / count,
+        "median_items_le": bucket_quantile(before, after, 0.5),
+    }
+
+
+def write_times(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Sink write attempts between two scrapes of `ingestd_sink_write_seconds`: p50/p99 (ms)."""
+    count = after.get("count", 0.0) - before.get("count", 0.0)
+    if count <= 0:
+        return {"writes": 0}
+    return {
+        "writes": count,
+        "mean_ms": (after.get("sum", 0.0) - before.get("sum", 0.0)) / count * 1e3,
+        "p50_ms_le": bucket_quantile(before, after, 0.5) * 1e3,
+        "p99_ms_le": bucket_quantile(before, after, 0.99) * 1e3,
+    }
 
 
 # -- the OpenTelemetry Collector ----------------------------------------------------------------
