@@ -22,6 +22,7 @@ requests share a dedup key.
 from __future__ import annotations
 
 import random
+import re
 import struct
 import time
 from dataclasses import dataclass, field
@@ -135,19 +136,20 @@ def _resource(seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-# Placeholder hex values start with this marker, so that they are found in the serialized bytes.
-_HEX_MARK = "f00d"
+# Placeholders of the per-send values: 16 letters from g-z, which no hex text, number or word of
+# the payload spells; every send overwrites them with 16 hex digits.
+_PLACEHOLDER = re.compile(rb"[g-z]{16}")
 
 
 def _hex(rng: random.Random) -> str:
-    return _HEX_MARK + rng.randbytes(6).hex()
+    return "".join(rng.choice("ghijklmnopqrstuvwxyz") for _ in range(16))
 
 
 def _hex_offsets(body: bytes, items: int) -> list[int]:
-    """Offsets of the items' hex placeholders, in item order (one per item)."""
-    found = _find_all(body, _HEX_MARK.encode(), 0)
+    """Offsets of the items' placeholders, in item order (one per item)."""
+    found = [m.start() for m in _PLACEHOLDER.finditer(body)]
     if len(found) != items:
-        raise RuntimeError(f"{len(found)} hex placeholders for {items} items")
+        raise RuntimeError(f"{len(found)} per-send placeholders for {items} items")
     return found
 
 
