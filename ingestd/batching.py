@@ -149,6 +149,8 @@ class Batcher:
         self._drained = asyncio.Event()
         self._wake = asyncio.Event()
         self._ready: asyncio.Queue[Batch] = asyncio.Queue(maxsize=writers)
+        # Writers waiting for a batch right now (see `flush_when_idle`).
+        self._idle_writers = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[Batch] = set()
         self._closing = False
@@ -331,6 +333,10 @@ class Batcher:
                     return "bytes"
                 if self._closing:
                     return "drain"
+                if self._batch.flush_when_idle and self._idle_writers > self._ready.qsize():
+                    # A writer has nothing to do: what is pending goes now. Under load the
+                    # writers stay busy and batches grow while they write (natural batching).
+                    return "idle"
                 delay = self._pending[0].enqueued_at + self._batch.flush_interval_s
                 delay -= self._clock.now()
                 if delay <= 0:
@@ -375,7 +381,13 @@ class Batcher:
 
     async def _write_loop(self) -> None:
         while True:
-            batch = await self._ready.get()
+            self._idle_writers += 1
+            if self._pending:
+                self._wake.set()  # an idle writer is a reason to flush (flush_when_idle)
+            try:
+                batch = await self._ready.get()
+            finally:
+                self._idle_writers -= 1
             self._in_flight.add(batch)
             try:
                 await self._write_with_retry(batch)

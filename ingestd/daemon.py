@@ -38,6 +38,7 @@ from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.reload import ConfigReloader
 from ingestd.schema.logs_retention import LogsRetention
 from ingestd.schema.stage import MaintenanceJob
+from ingestd.sinks.discard import DiscardWriter
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink, TimescaleWriter
 from ingestd.state.dedup import RedisDedup
@@ -96,7 +97,9 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     # One route per signal whose sink is enabled; a signal without one answers UNIMPLEMENTED.
     routes: dict[Signal, Route] = {}
 
-    if config.sinks.timescale.enabled:
+    if config.sinks.timescale.enabled and config.sinks.timescale.discard:
+        routes |= _discard_routes(config, (Signal.TRACES, Signal.METRICS), admin, memory)
+    elif config.sinks.timescale.enabled:
         timescale = TimescaleSink(config.sinks.timescale)
         prober.add("timescale", timescale.probe)
         admin.add_status("timescale", timescale.status)
@@ -107,7 +110,9 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
             admin.add_status("maintenance", maintenance.snapshot)
             stages.append(maintenance)
         routes |= _timescale_routes(config, timescale, admin, memory)
-    if config.sinks.elasticsearch.enabled:
+    if config.sinks.elasticsearch.enabled and config.sinks.elasticsearch.discard:
+        routes |= _discard_routes(config, (Signal.LOGS,), admin, memory)
+    elif config.sinks.elasticsearch.enabled:
         elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
         prober.add("elasticsearch", elasticsearch.probe)
         stages.append(elasticsearch)
@@ -176,17 +181,20 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     )
 
 
+# Per Timescale signal: its table, the table's COPY columns, and its converter.
+_TABLES: dict[Signal, tuple[str, Sequence[tuple[str, str]], Callable[..., Converter]]] = {
+    Signal.TRACES: (traces.TABLE, traces.COLUMNS, traces.TraceConverter),
+    Signal.METRICS: (metrics.TABLE, metrics.COLUMNS, metrics.MetricConverter),
+}
+
+
 def _timescale_routes(
     config: Config, sink: TimescaleSink, admin: AdminServer, memory: MemoryGuard
 ) -> dict[Signal, Route]:
     """Traces and metrics: converter -> Batcher -> TimescaleWriter, one chain per table."""
-    tables: dict[Signal, tuple[str, Sequence[tuple[str, str]], Callable[..., Converter]]] = {
-        Signal.TRACES: (traces.TABLE, traces.COLUMNS, traces.TraceConverter),
-        Signal.METRICS: (metrics.TABLE, metrics.COLUMNS, metrics.MetricConverter),
-    }
     section = config.sinks.timescale
     routes: dict[Signal, Route] = {}
-    for kind, (table, columns, converter) in tables.items():
+    for kind, (table, columns, _) in _TABLES.items():
         writer = TimescaleWriter(sink, table=table, columns=columns, signal=kind)
         batcher = Batcher(
             table,
@@ -199,8 +207,42 @@ def _timescale_routes(
             budget=memory.budget,
         )
         admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
-        routes[kind] = Route(converter(max_future_skew_s=config.ingest.max_future_skew_s), batcher)
+        routes[kind] = Route(_converter(config, kind), batcher)
     return routes
+
+
+def _discard_routes(
+    config: Config, signals: Sequence[Signal], admin: AdminServer, memory: MemoryGuard
+) -> dict[Signal, Route]:
+    """Benchmarks: the signals' batchers acknowledge every batch and store nothing."""
+    routes: dict[Signal, Route] = {}
+    for kind in signals:
+        section = config.sinks.elasticsearch if kind is Signal.LOGS else config.sinks.timescale
+        name = "logs" if kind is Signal.LOGS else _TABLES[kind][0]
+        writer = DiscardWriter(name)
+        batcher = Batcher(
+            name,
+            writer,
+            batch=section.batch,
+            buffer=section.buffer,
+            writers=section.writers,
+            retry=section.retry,
+            budget=memory.budget,
+        )
+        admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
+        routes[kind] = Route(_converter(config, kind), batcher)
+    log.warning("sink_discarding", signals=[str(s) for s in signals], data="dropped by design")
+    return routes
+
+
+def _converter(config: Config, kind: Signal) -> Converter:
+    skew = config.ingest.max_future_skew_s
+    if kind is Signal.LOGS:
+        es = config.sinks.elasticsearch
+        return LogsConverter(
+            dataset=es.logs_dataset, namespace=es.logs_namespace, max_future_skew_s=skew
+        )
+    return _TABLES[kind][2](max_future_skew_s=skew)
 
 
 def _merged(*sources: StatsSource) -> StatsSource:
@@ -222,13 +264,8 @@ def _logs_route(
         retry_until_stopped=config.ingest.ack == "accepted",
         budget=memory.budget,
     )
-    convert = LogsConverter(
-        dataset=es.logs_dataset,
-        namespace=es.logs_namespace,
-        max_future_skew_s=config.ingest.max_future_skew_s,
-    )
     admin.add_status(batcher.name, batcher.stats)
-    return Route(convert=convert, batcher=batcher)
+    return Route(convert=_converter(config, Signal.LOGS), batcher=batcher)
 
 
 def _shared_state(config: Config, redis: RedisState | None, health: Health) -> SharedState:

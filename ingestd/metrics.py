@@ -157,7 +157,7 @@ BATCHER_CAPACITY_BYTES = Gauge(
 )
 BATCHER_FLUSHES = Counter(
     "ingestd_batcher_flushes_total",
-    "Batches cut, by trigger (size, bytes, age, drain)",
+    "Batches cut, by trigger (size, bytes, age, idle, drain)",
     ["sink", "reason"],
 )
 BATCHER_REFUSED_ITEMS = Counter(

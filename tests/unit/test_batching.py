@@ -25,11 +25,17 @@ def make(
     buf_bytes: int = 100_000,
     writers: int = 1,
     retry_until_stopped: bool = False,
+    flush_when_idle: bool = False,
 ) -> Batcher:
     return Batcher(
         "test",
         writer,
-        batch=BatchConfig(max_rows=max_rows, max_bytes=max_bytes, flush_interval_s=flush_s),
+        batch=BatchConfig(
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+            flush_interval_s=flush_s,
+            flush_when_idle=flush_when_idle,
+        ),
         buffer=BufferConfig(max_items=max_items, max_bytes=buf_bytes),
         writers=writers,
         retry=RETRY,
@@ -91,6 +97,37 @@ async def test_flushes_by_age_of_oldest_row() -> None:
     assert [b.reason for b in writer.batches] == ["age"]
     assert writer.items == ["a0", "b0"]
     assert first.done.result().rejected == 0
+    await finish(batcher, group, clock)
+
+
+async def test_an_idle_writer_takes_a_part_at_once() -> None:
+    """With flush_when_idle, a part reaching an idle writer is written without waiting for age."""
+    clock, writer = FakeClock(), RecordingWriter()
+    batcher = make(writer, clock, flush_s=0.2, flush_when_idle=True)
+    group = await started(batcher)
+    first = await batcher.submit(part(1, "a"), timeout_s=1)
+    await settle()
+    assert [b.reason for b in writer.batches] == ["idle"]
+    assert first.done.done()
+    await finish(batcher, group, clock)
+
+
+async def test_parts_accumulate_while_the_writers_are_busy() -> None:
+    """With flush_when_idle, parts arriving during a write share the next batch."""
+    clock, writer = FakeClock(), RecordingWriter()
+    batcher = make(writer, clock, flush_s=60, writers=1, flush_when_idle=True)
+    group = await started(batcher)
+    writer.gate = asyncio.Event()  # the first write holds the only writer
+    await batcher.submit(part(2, "a"), timeout_s=1)
+    await settle()
+    later = [await batcher.submit(part(3, f"b{i}-"), timeout_s=1) for i in range(3)]
+    await settle()
+    assert not any(p.done.done() for p in later)
+    writer.gate.set()
+    await settle()
+    assert [[p.items for p in b.parts] for b in writer.batches] == [[2], [3, 3, 3]]
+    assert [b.reason for b in writer.batches] == ["idle", "idle"]
+    assert all(p.done.done() for p in later)
     await finish(batcher, group, clock)
 
 

@@ -6,6 +6,7 @@ from ingestd import config
 from ingestd.daemon import build
 from ingestd.ingest import Signal
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
+from ingestd.sinks.discard import DiscardWriter
 
 
 def test_stages_start_downstream_first() -> None:
@@ -57,3 +58,18 @@ def test_batcher_status_is_published() -> None:
     status = daemon.admin._status_sources["batcher.traces"]()
     assert status["held_items"] == 0
     assert status["duplicate_parts"] == 0
+
+
+def test_discarding_sinks_replace_the_writers_and_open_no_connection() -> None:
+    """discard: true routes every signal to a DiscardWriter and builds no sink stage."""
+    daemon = build(
+        config.parse(
+            "redis: {enabled: false}\n"
+            "sinks: {timescale: {discard: true}, elasticsearch: {discard: true}}"
+        )
+    )
+    names = [stage.name for stage in daemon.pipeline.stages]
+    assert not {"timescale", "elasticsearch", "maintenance", "logs_retention"} & set(names)
+    for signal in (Signal.TRACES, Signal.METRICS, Signal.LOGS):
+        assert isinstance(daemon.ingest.routes[signal].batcher._writer, DiscardWriter)
+    assert daemon.admin._status_sources["batcher.traces"]()["discarded_items"] == 0

@@ -1,9 +1,12 @@
-"""Measure the core path: SDK-sized OTLP/gRPC requests -> ingestd -> TimescaleDB, rows/s stored.
+"""Profile the core path in-process: OTLP/gRPC -> ingestd pipeline -> TimescaleDB, with cProfile.
+
+The end-to-end numbers come from `python -m tests.bench` (README, "Performance"); this script runs
+the pipeline inside its own process so that cProfile sees call counts, and py-spy line samples.
 
 Not a test: it prints numbers. Needs the dev stack (`set -a; . .stack/env; set +a`).
 
-    python -m tests.bench_core                      # traces then metrics, 10 s each
-    python -m tests.bench_core --signal traces --seconds 20 --profile
+    python -m tests.bench.core_profile              # traces then metrics, 10 s each
+    python -m tests.bench.core_profile --signal traces --seconds 20 --profile py-spy
 
 What it does, per signal:
 1. a fresh database with the design tables;
