@@ -22,7 +22,7 @@ def make(memory: MemoryGuard | None = None) -> tuple[Ingest, Batcher, FakeClock]
     batcher = Batcher(
         "traces",
         RecordingWriter(),
-        batch=BatchConfig(max_rows=100_000, flush_interval_s=10),
+        batch=BatchConfig(max_rows=100_000, flush_interval_s=10, flush_when_idle=False),
         buffer=BufferConfig(),
         writers=1,
         retry=RetryConfig(),
