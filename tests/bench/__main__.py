@@ -25,7 +25,15 @@ from typing import Any
 
 from tests.bench import report, sections, stores
 from tests.bench.load import ClientPool
-from tests.bench.sections import PEER_SECTIONS, SECTIONS, SIGNALS, Bench, Options, Stack
+from tests.bench.sections import (
+    PEER_SECTIONS,
+    SECTIONS,
+    SIGNALS,
+    WORKERS_CLIENTS,
+    Bench,
+    Options,
+    Stack,
+)
 
 RESULTS_DIR = Path(".bench")
 
@@ -143,7 +151,10 @@ def run(opts: Options, stack: Stack, out_dir: Path) -> tuple[dict[str, Any], Pat
     meta: dict[str, Any] = {"started": stamp, "machine": report.machine()}
     repetitions: list[dict[str, Any]] = []
     # One pool for every repetition: item ids keep counting up, so they never repeat.
-    pool = ClientPool(opts.clients)
+    # The workers section drives at least WORKERS_CLIENTS connections, so SO_REUSEPORT spreads them.
+    pool = ClientPool(
+        max(opts.clients, WORKERS_CLIENTS) if "workers" in opts.sections else opts.clients
+    )
     try:
         for rep in range(opts.repeat):
             bench = Bench(opts, stack, workdir / f"rep{rep + 1}", uuid.uuid4().hex[:8], pool=pool)

@@ -89,6 +89,8 @@ class ClientPool:
 
     def prepare(self, specs: list[RunSpec]) -> None:
         """Hand each client (the first len(specs)) its spec; return once all built templates."""
+        if len(specs) > len(self._procs):
+            raise ValueError(f"{len(specs)} client specs for a pool of {len(self._procs)}")
         for command, spec in zip(self._commands, specs, strict=False):
             command.put(("prepare", spec))
         self._expect("ready", len(specs), 300)

@@ -498,6 +498,10 @@ def _settled_rss(meter: Meter) -> tuple[int, int]:
 # -- workers: 2 processes vs 1 on the receive path -------------------------------------------------
 
 
+# Client processes of the workers comparison: enough connections for both workers to get some.
+WORKERS_CLIENTS = 4
+
+
 def workers(bench: Bench) -> None:
     probe = bench.config(discard=True, workers=2)
     ok, complaint = config_is_valid(probe, bench.workdir)
@@ -508,7 +512,7 @@ def workers(bench: Bench) -> None:
         )
         return
     out: dict[str, Any] = {}
-    clients = max(bench.options.clients, 4)
+    clients = max(bench.options.clients, WORKERS_CLIENTS)
     for n in (1, 2):
         config = bench.config(discard=True, workers=n)
         with running_ingestd(config, bench.subject_dir(f"ingestd-workers{n}")) as subject:

@@ -23,10 +23,7 @@ from typing import Any
 
 import aiohttp
 import psycopg
-import yaml
 
-from ingestd import config as config_module
-from ingestd.errors import ConfigError
 from tests.chaos.environment import Environment
 from tests.chaos.ledger import Ledger
 from tests.chaos.load import LoadConfig
@@ -84,22 +81,9 @@ async def kill_daemon(run: FaultRun) -> None:
     run.notes["kills"] = kills
 
 
-def workers_config() -> dict[str, Any] | None:
-    """Config that runs several worker processes, if this build has such a key (issue 7)."""
-    for candidate in ({"workers": 2}, {"daemon": {"workers": 2}}, {"receivers": {"workers": 2}}):
-        try:
-            config_module.parse(yaml.safe_dump(candidate), environ={})
-        except ConfigError:
-            continue
-        return candidate
-    return None
-
-
 async def prepare_workers(run: FaultRun) -> None:
-    overrides = workers_config()
-    if overrides is None:
-        raise Skip("this build has no `workers` setting (config validation refuses it): issue 7")
-    run.overrides.update(overrides)
+    """Two worker processes under the supervisor (the `workers` key)."""
+    run.overrides.update({"workers": 2})
 
 
 async def kill_worker(run: FaultRun) -> None:
@@ -358,7 +342,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("kill-daemon", "kill -9 of the whole daemon (twice), restarted", kill_daemon, short=True),
     Fault(
         "kill-worker",
-        "kill -9 of one worker process (needs `workers`, issue 7)",
+        "kill -9 of one worker process of two; the supervisor replaces it",
         kill_worker,
         prepare=prepare_workers,
     ),
