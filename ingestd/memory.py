@@ -48,6 +48,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _AUTO_SHARE = 0.70
 # How long a refused client is told to wait: long enough for buffers to drain a few batches.
 _RETRY_AFTER_S = 2.0
+# RSS grown this much since the last trim, with nothing buffered or admitted, is trimmed.
+_IDLE_GROWTH = 4 * MiB
 # A shedding episode ends after this long without the bound crossed.
 _EPISODE_QUIET_S = 1.0
 # Between two samples the guard expects this much more RSS per body byte it admitted: the body,
@@ -149,6 +151,7 @@ class MemoryGuard:
         self._task: asyncio.Task[None] | None = None
         self._trimmed_at = 0.0
         self._malloc_trim = _malloc_trim()
+        self._rss_after_trim = read_rss()
         self._shedding: dict[str, bool] = {"rss": False, "held_bytes": False}
         self._over_at: dict[str, float] = {}
         MEMORY_RSS_LIMIT_BYTES.set(self.max_rss)
@@ -182,7 +185,18 @@ class MemoryGuard:
         """Read RSS now; note (log once, gauge) when the guard turns on or off."""
         self._sampled_at = self._clock.now()
         self.rss = self._read_rss()
+        idle = self.budget.since_sample == 0 and not (self.budget.buffered or self.budget.decoding)
         self.budget.since_sample = 0
+        if (
+            idle
+            and self._malloc_trim is not None
+            and self.rss > self._rss_after_trim + _IDLE_GROWTH
+        ):
+            # Quiet after a load: hand what malloc kept of freed requests back to the system, so
+            # that RSS returns near its idle size instead of keeping the peak (once per episode).
+            self._malloc_trim(0)
+            self.rss = self._read_rss()
+            self._rss_after_trim = self.rss
         PROCESS_RSS.set(self.rss)
         over = bool(self.max_rss) and self.rss > self.max_rss
         if over and self._malloc_trim is not None and time.monotonic() - self._trimmed_at > 1.0:

@@ -148,3 +148,27 @@ def test_a_late_sample_is_taken_by_the_next_request() -> None:
     clock.t += 0.1
     assert isinstance(guard.refusal(), MemoryPressure)
     assert guard.rss == 300 * MiB
+
+
+def test_idle_after_a_load_hands_freed_memory_back_once() -> None:
+    """Nothing buffered and nothing admitted since the last sample, with RSS grown since the
+    last trim: malloc_trim runs once, and not again until RSS grows again."""
+    rss, clock = Rss(100 * MiB), FakeClock()
+    guard = MemoryGuard(MemoryConfig(max_rss_mib=0), read_rss=rss, clock=clock)
+    trims: list[int] = []
+
+    def trim(pad: int) -> int:
+        trims.append(pad)
+        rss.value = 104 * MiB  # what the load left behind, minus what malloc hands back
+        return 1
+
+    guard._malloc_trim = trim
+    rss.value = 160 * MiB
+    assert guard.refusal() is None  # a request admitted: not idle at the next sample
+    guard.sample()
+    assert trims == []
+    guard.sample()  # idle now
+    assert trims == [0]
+    assert guard.rss == 104 * MiB
+    guard.sample()
+    assert trims == [0]  # no growth since the trim
