@@ -195,8 +195,9 @@ class MemoryGuard:
             # Quiet after a load: hand what malloc kept of freed requests back to the system, so
             # that RSS returns near its idle size instead of keeping the peak (once per episode).
             self._malloc_trim(0)
-            self.rss = self._read_rss()
+            before, self.rss = self.rss, self._read_rss()
             self._rss_after_trim = self.rss
+            log.info("memory_trimmed", rss_before_bytes=before, rss_bytes=self.rss)
         PROCESS_RSS.set(self.rss)
         over = bool(self.max_rss) and self.rss > self.max_rss
         if over and self._malloc_trim is not None and time.monotonic() - self._trimmed_at > 1.0:

@@ -470,6 +470,7 @@ def memory(bench: Bench) -> None:
         window = bench.drive(specs, subject.meter, bench.counter("traces"))
         time.sleep(bench.options.memory_settle_s)
         after = _settled_rss(subject.meter)
+        trims = [e for e in subject.process.events if e.get("event") == "memory_trimmed"]
     per_worker_idle = idle[1]
     bench.results["memory"] = {
         "offered_spans_per_s": rate,
@@ -482,6 +483,8 @@ def memory(bench: Bench) -> None:
         "after_rss_mib": after[0] / MiB,
         "after_settle_s": bench.options.memory_settle_s,
         "after_over_idle": after[0] / max(1, idle[0]),
+        # malloc_trim when the process went idle: (RSS before, after) in MiB
+        "idle_trims_mib": [(e["rss_before_bytes"] / MiB, e["rss_bytes"] / MiB) for e in trims],
     }
 
 
