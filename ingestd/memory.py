@@ -35,6 +35,7 @@ from ingestd.metrics import (
     MEMORY_SHEDDING,
     PROCESS_RSS,
 )
+from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger("ingestd.memory")
@@ -170,11 +171,8 @@ class MemoryGuard:
         self._task = tasks.create_task(self._loop(), name="memory")
 
     async def stop(self, deadline: float) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:

@@ -7,6 +7,7 @@ Stages are started downstream first (sinks -> batchers -> receivers) and stopped
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -39,6 +40,15 @@ def deadline_in(seconds: float) -> float:
 
 def remaining(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
+
+
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """Stop a stage's periodic loop: cancel *task* (None: never started) and wait until it ends."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Pipeline:

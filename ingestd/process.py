@@ -28,6 +28,7 @@ from ingestd.metrics import (
     PROCESS_RSS,
     PROCESS_START_TIME,
 )
+from ingestd.pipeline import cancel_and_wait
 
 log = structlog.get_logger("ingestd.process")
 
@@ -75,11 +76,8 @@ class ProcessSampler:
         self._task = tasks.create_task(self._loop(), name="process")
 
     async def stop(self, deadline: float) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         # Once soon after start (the pools connect in the background), then every interval.

@@ -9,7 +9,6 @@ the problems are logged. Files are checked every `reload.poll_interval_s` (mtime
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ingestd.auth import Authenticator, load_table
 from ingestd.config import Config, LimitsConfig
 from ingestd.errors import ConfigError
 from ingestd.metrics import CONFIG_RELOADS
+from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.ratelimit import RateLimiter
 
@@ -64,11 +64,8 @@ class ConfigReloader:
         if self._hup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             self._hup = False
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     def reload(self, reason: str = "requested") -> bool:
         """Re-read the files and apply auth and limits; False (old config kept) on a problem."""

@@ -33,6 +33,7 @@ from ingestd.config import PressureConfig
 from ingestd.errors import SinkUnavailable, StateUnavailable
 from ingestd.health import Health, State
 from ingestd.metrics import PRESSURE_REFUSED_REQUESTS, PRESSURE_REPLICAS, PRESSURE_SIGNAL_CLOSED
+from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script
 
@@ -164,11 +165,8 @@ class ClusterPressure:
         self._task = tasks.create_task(self._loop(), name="pressure")
 
     async def stop(self, deadline: float) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     def admit(self, signal: str) -> None:
         """Raise SinkUnavailable (with a retry hint) when *signal* is not admitted now."""

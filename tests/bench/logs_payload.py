@@ -9,7 +9,8 @@ import time
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
-_WORDS = [
+# Words of log bodies, shared with tests/bench/payloads.py.
+WORDS = [
     "request",
     "handled",
     "user",
@@ -78,7 +79,7 @@ def logs_request(
         record.observed_time_unix_nano = now + i * 1000 + 17
         record.severity_number = rng.choice((9, 9, 9, 13, 17))
         record.severity_text = {9: "INFO", 13: "WARN", 17: "ERROR"}[record.severity_number]
-        record.body.string_value = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(8, 24)))
+        record.body.string_value = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 24)))
         record.trace_id = os.urandom(16)
         record.span_id = os.urandom(8)
         record.flags = 1

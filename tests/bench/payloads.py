@@ -35,6 +35,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tests.bench.logs_payload import WORDS
 from tests.samples import set_attributes
 
 ITEMS_PER_REQUEST = 512
@@ -43,31 +44,6 @@ ITEMS_PER_REQUEST = 512
 # ids from different templates and clients never meet.
 _METRIC_ID_SPAN_NS = 1 << 40
 
-_WORDS = [
-    "request",
-    "handled",
-    "user",
-    "order",
-    "payment",
-    "cache",
-    "miss",
-    "retry",
-    "timeout",
-    "connection",
-    "pool",
-    "database",
-    "query",
-    "slow",
-    "checkout",
-    "inventory",
-    "shipped",
-    "queue",
-    "consumer",
-    "lag",
-    "rebalanced",
-    "token",
-    "refreshed",
-]
 _ROUTES = ["/api/orders/{id}", "/api/items/{id}", "/api/cart", "/api/users/{id}", "/healthz"]
 
 
@@ -428,7 +404,7 @@ def _logs(seed: int, dataset: str, namespace: str) -> Template:
         record.observed_time_unix_nano = now + i * 1000 + 17
         record.severity_number = rng.choice((9, 9, 9, 13, 17))
         record.severity_text = {9: "INFO", 13: "WARN", 17: "ERROR"}[record.severity_number]
-        record.body.string_value = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(8, 24)))
+        record.body.string_value = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 24)))
         record.trace_id = rng.randbytes(16)
         record.span_id = ids[i]
         record.flags = 1
