@@ -20,6 +20,7 @@ from typing import Any
 
 from tests.bench import baselines, peers, stores
 from tests.bench.load import ClientPool, ClientResult, RunSpec, acked_items, latency_percentiles
+from tests.bench.payloads import ITEMS_PER_REQUEST
 from tests.bench.profile import Sampler
 from tests.bench.subjects import (
     Collector,
@@ -431,10 +432,23 @@ def _max_of(bench: Bench, subject: Ingestd, signal: str) -> float:
     return bench._max[signal]
 
 
+# Requests per client a latency run sends inside its window, at the least.
+_LATENCY_MIN_REQUESTS = 4
+
+
 def _latency_runs(bench: Bench, subject: Ingestd, signal: str, top: float) -> dict[str, Any]:
     runs: dict[str, Any] = {}
+    # At least a few requests per client inside the window, however low the maximum came out
+    # (a quick run on a busy machine): a latency with no samples says nothing.
+    floor = _LATENCY_MIN_REQUESTS * ITEMS_PER_REQUEST * bench.options.clients
+    floor /= bench.options.duration_s
     for load in bench.options.loads:
         rate = top * load
+        if rate < floor:
+            bench.notes.append(
+                f"latency: {signal} {load:.0%} raised from {rate:,.0f} to {floor:,.0f}/s"
+            )
+            rate = floor
         target = subject.target(bench.options.transport[signal])
         writes = {"sink": SINK_NAME[signal], "outcome": "ok"}
         before = histogram(subject.metrics_text(), "ingestd_sink_write_seconds", writes)
