@@ -338,25 +338,7 @@ def _attribute(value: Any) -> Any:
     sent) would fail the whole document when its field is new, so mixed numbers become
     doubles and any other mix becomes strings.
     """
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "double_value":
-        return _double(value.double_value)
-    if kind == "kvlist_value":
-        return {
-            kv.key: (v := kv.value).string_value or _attribute(v)
-            for kv in value.kvlist_value.values
-        }
-    if kind == "array_value":
-        return _uniform([_attribute(v) for v in value.array_value.values])
-    if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
-    return None
+    return _value(value, uniform=True)
 
 
 def _uniform(values: list[Any]) -> list[Any]:
@@ -368,8 +350,9 @@ def _uniform(values: list[Any]) -> list[Any]:
     return [v if isinstance(v, str) or v is None else orjson.dumps(v).decode() for v in values]
 
 
-def _value(value: Any) -> Any:
-    """An AnyValue as JSON: bytes as base64, non-finite doubles as strings, maps as objects."""
+def _value(value: Any, *, uniform: bool = False) -> Any:
+    """An AnyValue as JSON: bytes as base64, non-finite doubles as strings, maps as objects;
+    with *uniform*, every array's members of one type (see _attribute)."""
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return value.string_value
@@ -380,9 +363,10 @@ def _value(value: Any) -> Any:
     if kind == "double_value":
         return _double(value.double_value)
     if kind == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
+        return {kv.key: _value(kv.value, uniform=uniform) for kv in value.kvlist_value.values}
     if kind == "array_value":
-        return [_value(v) for v in value.array_value.values]
+        values = [_value(v, uniform=uniform) for v in value.array_value.values]
+        return _uniform(values) if uniform else values
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
     return None
