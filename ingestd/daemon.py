@@ -23,8 +23,8 @@ import structlog
 from ingestd import __version__
 from ingestd.admin import AdminServer
 from ingestd.auth import Authenticator
-from ingestd.batching import Batcher, StatsSource
-from ingestd.config import Config
+from ingestd.batching import Batcher, BatchWriter, StatsSource
+from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
 from ingestd.convert import metrics, traces
 from ingestd.convert.logs import LogsConverter
 from ingestd.health import Health, Prober, State
@@ -196,16 +196,7 @@ def _timescale_routes(
     routes: dict[Signal, Route] = {}
     for kind, (table, columns, _) in _TABLES.items():
         writer = TimescaleWriter(sink, table=table, columns=columns, signal=kind)
-        batcher = Batcher(
-            table,
-            writer,
-            batch=section.batch,
-            buffer=section.buffer,
-            writers=section.writers,
-            retry=section.retry,
-            retry_until_stopped=config.ingest.ack == "accepted",
-            budget=memory.budget,
-        )
+        batcher = _batcher(table, writer, section, config, memory)
         admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
         routes[kind] = Route(_converter(config, kind), batcher)
     return routes
@@ -220,19 +211,32 @@ def _discard_routes(
         section = config.sinks.elasticsearch if kind is Signal.LOGS else config.sinks.timescale
         name = "logs" if kind is Signal.LOGS else _TABLES[kind][0]
         writer = DiscardWriter(name)
-        batcher = Batcher(
-            name,
-            writer,
-            batch=section.batch,
-            buffer=section.buffer,
-            writers=section.writers,
-            retry=section.retry,
-            budget=memory.budget,
-        )
+        batcher = _batcher(name, writer, section, config, memory)
         admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
         routes[kind] = Route(_converter(config, kind), batcher)
     log.warning("sink_discarding", signals=[str(s) for s in signals], data="dropped by design")
     return routes
+
+
+def _batcher(
+    name: str,
+    writer: BatchWriter,
+    section: TimescaleSinkConfig | ElasticsearchSinkConfig,
+    config: Config,
+    memory: MemoryGuard,
+) -> Batcher:
+    """A sink section's batcher: its batch, buffer, writer and retry settings, the process-wide
+    memory budget; with `ack: accepted` a batch is retried until it is written or ingestd stops."""
+    return Batcher(
+        name,
+        writer,
+        batch=section.batch,
+        buffer=section.buffer,
+        writers=section.writers,
+        retry=section.retry,
+        retry_until_stopped=config.ingest.ack == "accepted",
+        budget=memory.budget,
+    )
 
 
 def _converter(config: Config, kind: Signal) -> Converter:
@@ -253,17 +257,7 @@ def _logs_route(
     config: Config, sink: ElasticsearchSink, admin: AdminServer, memory: MemoryGuard
 ) -> Route:
     """Logs: OTLP -> bulk items (convert/logs.py) -> Batcher(logs) -> BulkWriter."""
-    es = config.sinks.elasticsearch
-    batcher = Batcher(
-        "logs",
-        sink.bulk_writer(),
-        batch=es.batch,
-        buffer=es.buffer,
-        writers=es.writers,
-        retry=es.retry,
-        retry_until_stopped=config.ingest.ack == "accepted",
-        budget=memory.budget,
-    )
+    batcher = _batcher("logs", sink.bulk_writer(), config.sinks.elasticsearch, config, memory)
     admin.add_status(batcher.name, batcher.stats)
     return Route(convert=_converter(config, Signal.LOGS), batcher=batcher)
 
