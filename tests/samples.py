@@ -67,6 +67,15 @@ def set_attributes(kvs: Any, attributes: dict[str, Any]) -> None:
         set_value(add_kv(kvs, key), value)
 
 
+def bare_spans_request(n: int) -> ExportTraceServiceRequest:
+    """*n* spans with a name and nothing else: for code that only counts items."""
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for i in range(n):
+        scope.spans.add(name=f"s{i}")
+    return request
+
+
 def span_request(
     spans: int = 512, *, tag: str = "", start_ns: int | None = None
 ) -> ExportTraceServiceRequest:

@@ -16,7 +16,6 @@ import time
 import uuid
 
 import uvloop
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import REGISTRY
 
 from ingestd.config import DedupConfig, LimitsConfig, RedisConfig, TenantLimitConfig
@@ -24,16 +23,9 @@ from ingestd.pipeline import deadline_in
 from ingestd.state.dedup import Outcome, RedisDedup
 from ingestd.state.ratelimit import RateLimiter
 from ingestd.state.redis import RedisState
+from tests.samples import bare_spans_request
 
 STEPS = ("begin", "charge", "path", "finish", "total")
-
-
-def request_of(spans: int) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
-    scope = request.resource_spans.add().scope_spans.add()
-    for _ in range(spans):
-        scope.spans.add(name="s")
-    return request
 
 
 async def one(
@@ -71,7 +63,7 @@ async def main(n: int, concurrency: int) -> None:
     # A limit far above the load: every request pays the script's round trip, none is refused.
     limits = LimitsConfig(default=TenantLimitConfig(items_per_s=1e9, bytes_per_s=10**12))
     limiter = RateLimiter(limits, state)
-    request = request_of(512)
+    request = bare_spans_request(512)
     for _ in range(200):  # warm: connections, script cache
         await one(dedup, limiter, request, {s: [] for s in STEPS})
 

@@ -33,16 +33,9 @@ from ingestd.state.ratelimit import RateLimiter
 from tests.fakes import RecordingWriter
 from tests.integration.conftest import Stack
 from tests.integration.redis_helpers import redis_state
+from tests.samples import bare_spans_request
 
 CTX = RequestContext("grpc", "acme")
-
-
-def spans_request(n: int) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
-    scope = request.resource_spans.add().scope_spans.add()
-    for i in range(n):
-        scope.spans.add(name=f"s{i}")
-    return request
 
 
 def convert(request: ExportTraceServiceRequest) -> Converted:
@@ -102,7 +95,7 @@ async def test_retry_on_another_replica_is_answered_without_writing(
     stack: Stack, redis_prefix: str
 ) -> None:
     """The answer to A was lost; the client retries on B: B answers success, writes nothing."""
-    request, key = spans_request(5), os.urandom(16)
+    request, key = bare_spans_request(5), os.urandom(16)
     async with (
         replica(stack.redis_url, redis_prefix) as a,
         replica(stack.redis_url, redis_prefix) as b,
@@ -119,7 +112,7 @@ async def test_retry_while_in_flight_elsewhere_waits_and_writes_once(
     stack: Stack, redis_prefix: str
 ) -> None:
     """B's retry arrives while A's write hangs; it waits and answers A's outcome."""
-    request, key = spans_request(3), os.urandom(16)
+    request, key = bare_spans_request(3), os.urandom(16)
     async with (
         replica(stack.redis_url, redis_prefix) as a,
         replica(stack.redis_url, redis_prefix) as b,
@@ -139,7 +132,7 @@ async def test_retry_while_in_flight_elsewhere_waits_and_writes_once(
 
 async def test_failed_request_can_be_retried_elsewhere(stack: Stack, redis_prefix: str) -> None:
     """A's write is rejected: its claim is released, and B's retry stores the request."""
-    request, key = spans_request(2), os.urandom(16)
+    request, key = bare_spans_request(2), os.urandom(16)
     async with (
         replica(stack.redis_url, redis_prefix) as a,
         replica(stack.redis_url, redis_prefix) as b,
@@ -158,13 +151,13 @@ async def test_rate_limited_request_is_not_written_and_may_be_retried(
     """Over the tenant limit: refused before converting, claim released for a later retry."""
     limits = LimitsConfig(tenants={"acme": TenantLimitConfig(items_per_s=10, burst_s=1)})
     async with replica(stack.redis_url, redis_prefix, limits=limits) as a:
-        await export(a, spans_request(10), os.urandom(16))
+        await export(a, bare_spans_request(10), os.urandom(16))
         key = os.urandom(16)
         with pytest.raises(RateLimited) as info:
-            await export(a, spans_request(5), key)
+            await export(a, bare_spans_request(5), key)
         await a.dedup.stop(deadline_in(1))
         await asyncio.sleep(info.value.retry_after_s or 0)
-        assert await export(a, spans_request(5), key) == ExportResult()
+        assert await export(a, bare_spans_request(5), key) == ExportResult()
     assert len(a.writer.items) == 15
 
 
@@ -175,7 +168,7 @@ async def test_failing_sink_refuses_at_once_with_a_hint(stack: Stack, redis_pref
         await a.pressure.tick()
         began = time.monotonic()
         with pytest.raises(SinkUnavailable) as info:
-            await export(a, spans_request(1), os.urandom(16))
+            await export(a, bare_spans_request(1), os.urandom(16))
         refused_in = time.monotonic() - began
     assert refused_in < 0.1
     assert info.value.retry_after_s is not None

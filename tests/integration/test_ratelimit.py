@@ -7,30 +7,22 @@ import threading
 import time
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ingestd.config import LimitsConfig, TenantLimitConfig
 from ingestd.errors import RateLimited
 from ingestd.state.ratelimit import RateLimiter
 from tests.integration.conftest import Stack
 from tests.integration.redis_helpers import redis_state
+from tests.samples import bare_spans_request
 
 ITEMS_PER_REQUEST = 50
-
-
-def spans_request(n: int) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
-    scope = request.resource_spans.add().scope_spans.add()
-    for _ in range(n):
-        scope.spans.add(name="s")
-    return request
 
 
 async def replica(
     url: str, prefix: str, config: LimitsConfig, until: float, accepted: list[int]
 ) -> None:
     """One replica sending the tenant's requests as fast as its limiter lets them through."""
-    request = spans_request(ITEMS_PER_REQUEST)
+    request = bare_spans_request(ITEMS_PER_REQUEST)
     async with redis_state(url, prefix, timeout_ms=200) as state:
         limiter = RateLimiter(config, state)
         while time.monotonic() < until:
@@ -72,9 +64,9 @@ async def test_refusal_says_when_tokens_are_back(stack: Stack, redis_prefix: str
     config = LimitsConfig(default=TenantLimitConfig(items_per_s=100, burst_s=1))
     async with redis_state(stack.redis_url, redis_prefix, timeout_ms=200) as state:
         limiter = RateLimiter(config, state)
-        await limiter.charge("traces", spans_request(100), "t", 10)
+        await limiter.charge("traces", bare_spans_request(100), "t", 10)
         with pytest.raises(RateLimited) as info:
-            await limiter.charge("traces", spans_request(50), "t", 10)
+            await limiter.charge("traces", bare_spans_request(50), "t", 10)
     assert info.value.retry_after_s == pytest.approx(0.5, abs=0.05)
 
 
@@ -85,9 +77,9 @@ async def test_bytes_limit_is_enforced_alongside_items(stack: Stack, redis_prefi
     )
     async with redis_state(stack.redis_url, redis_prefix, timeout_ms=200) as state:
         limiter = RateLimiter(config, state)
-        await limiter.charge("traces", spans_request(1), "t", 900)
+        await limiter.charge("traces", bare_spans_request(1), "t", 900)
         with pytest.raises(RateLimited):
-            await limiter.charge("traces", spans_request(1), "t", 900)
+            await limiter.charge("traces", bare_spans_request(1), "t", 900)
 
 
 async def test_refused_request_takes_no_tokens(stack: Stack, redis_prefix: str) -> None:
@@ -95,13 +87,13 @@ async def test_refused_request_takes_no_tokens(stack: Stack, redis_prefix: str) 
     config = LimitsConfig(default=TenantLimitConfig(items_per_s=100, bytes_per_s=100, burst_s=1))
     async with redis_state(stack.redis_url, redis_prefix, timeout_ms=200) as state:
         limiter = RateLimiter(config, state)
-        await limiter.charge("traces", spans_request(10), "t", 100)  # bytes now empty
+        await limiter.charge("traces", bare_spans_request(10), "t", 100)  # bytes now empty
         for _ in range(5):
             with pytest.raises(RateLimited):
-                await limiter.charge("traces", spans_request(10), "t", 100)
+                await limiter.charge("traces", bare_spans_request(10), "t", 100)
         # Items were not taken by the refused requests: 90 are left for a bytes-free tenant.
         limiter.update(LimitsConfig(default=TenantLimitConfig(items_per_s=100, burst_s=1)))
-        await limiter.charge("traces", spans_request(90), "t", 100)
+        await limiter.charge("traces", bare_spans_request(90), "t", 100)
 
 
 async def test_limits_fall_back_to_local_share_when_redis_is_down(redis_prefix: str) -> None:
@@ -109,8 +101,8 @@ async def test_limits_fall_back_to_local_share_when_redis_is_down(redis_prefix: 
     config = LimitsConfig(default=TenantLimitConfig(items_per_s=100, burst_s=1))
     async with redis_state("redis://127.0.0.1:1/0", redis_prefix, failures_to_open=1) as state:
         limiter = RateLimiter(config, state, replicas=lambda: 2)
-        await limiter.charge("traces", spans_request(50), "t", 10)
+        await limiter.charge("traces", bare_spans_request(50), "t", 10)
         began = time.monotonic()
         with pytest.raises(RateLimited):
-            await limiter.charge("traces", spans_request(10), "t", 10)
+            await limiter.charge("traces", bare_spans_request(10), "t", 10)
         assert time.monotonic() - began < 0.005
