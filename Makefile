@@ -15,10 +15,16 @@ CONFIG ?= deploy/ingestd.yaml
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+NATIVE_SRC := native/pyproject.toml native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
+CARGO      := PYO3_PYTHON=$(abspath $(BIN)/python) cargo
+
+$(STAMP): pyproject.toml $(NATIVE_SRC)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@# The native codec (docs/native.md): optional, ingestd falls back to python without it.
+	@if command -v cargo >/dev/null 2>&1; then $(BIN)/pip install -q ./native; \
+	else echo "native codec not built: no Rust toolchain (install cargo: https://rustup.rs); ingest.codec auto uses python"; fi
 	@touch $@
 
 venv: $(STAMP) ## create the virtualenv and install ingestd with its dev tools
@@ -43,6 +49,7 @@ lint: $(STAMP) ## ruff, mypy --strict, and the deployment linters
 	$(BIN)/ruff check ingestd tests
 	$(BIN)/mypy
 	@if [ -x deploy/lint.sh ]; then deploy/lint.sh; fi
+	cd native && cargo fmt --check && $(CARGO) clippy --all-targets --features python -- -D warnings
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -58,6 +65,7 @@ test-integration: $(STAMP) stack-up
 	@set -a; . .stack/env; set +a; $(BIN)/pytest -q tests/integration
 
 test: $(STAMP) stack-up lint ## the whole suite: lint, types, unit and integration tests on the real servers
+	cd native && cargo test -q
 	@set -a; . .stack/env; set +a; $(BIN)/pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP) stack-up ## end-to-end benchmarks (prints a table; see `make bench ARGS=--help`)

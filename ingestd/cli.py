@@ -22,6 +22,7 @@ import uvloop
 import yaml
 
 from ingestd import __version__, config
+from ingestd.convert import native
 from ingestd.errors import ConfigError
 from ingestd.pipeline import StartupError
 from ingestd.telemetry import setup_logging
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ingestd", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"ingestd {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"ingestd {__version__} ({native.describe()})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon")

@@ -113,6 +113,10 @@ class IngestConfig(Section):
     ack_timeout_s: PositiveFloat = 30.0
     # Records stamped further in the future than this are rejected (clock skew).
     max_future_skew_s: PositiveFloat = 86400.0
+    # Who converts requests (traces): native (the compiled ingestd_native, built from native/
+    # by `make venv`), python (the reference converters) or auto (native when it imports).
+    # The environment variable INGESTD_CODEC overrides it. Both give byte-identical rows.
+    codec: Literal["native", "python", "auto"] = "auto"
 
 
 class BatchConfig(Section):

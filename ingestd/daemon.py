@@ -25,7 +25,7 @@ from ingestd.admin import AdminServer
 from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter, StatsSource
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
-from ingestd.convert import metrics, traces
+from ingestd.convert import metrics, native, traces
 from ingestd.convert.logs import LogsConverter
 from ingestd.health import Health, Prober, State
 from ingestd.ingest import Converter, Ingest, Route, Signal, answer_deadline
@@ -93,6 +93,8 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     )
     memory = MemoryGuard(config.memory, workers=workers)
     admin.add_status("memory", memory.status)
+    codec_status = _codec_status(config)
+    admin.add_status("codec", lambda: codec_status)
     stages: list[Stage] = [memory]
     # One route per signal whose sink is enabled; a signal without one answers UNIMPLEMENTED.
     routes: dict[Signal, Route] = {}
@@ -239,8 +241,26 @@ def _batcher(
     )
 
 
+def _codec_status(config: Config) -> dict[str, object]:
+    """Resolve the codec (`ingestd.convert.native`), log the choice once; for /status."""
+    codec, why = native.resolve(config.ingest.codec)
+    status: dict[str, object] = {
+        "codec": codec,
+        "reason": why,
+        "native_version": native.native_version(),
+        "native_signals": [str(Signal.TRACES)] if codec == "native" else [],
+    }
+    if codec == "python" and "missing" in why:
+        log.warning("codec_fallback", codec=codec, reason=why)
+    else:
+        log.info("codec_selected", codec=codec, reason=why)
+    return status
+
+
 def _converter(config: Config, kind: Signal) -> Converter:
     skew = config.ingest.max_future_skew_s
+    if kind is Signal.TRACES and native.resolve(config.ingest.codec)[0] == "native":
+        return native.NativeTraceConverter(max_future_skew_s=skew)
     if kind is Signal.LOGS:
         es = config.sinks.elasticsearch
         return LogsConverter(

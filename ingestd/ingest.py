@@ -172,9 +172,19 @@ class Ingest:
                 waiter.set_exception(_not_stored_before_shutdown())
 
     async def export(
-        self, signal: Signal, request: Any, *, key: bytes, ctx: RequestContext, wire_bytes: int
+        self,
+        signal: Signal,
+        request: Any,
+        *,
+        key: bytes,
+        ctx: RequestContext,
+        wire_bytes: int,
+        body: bytes | None = None,
     ) -> ExportResult:
         """Store one decoded request; return the partial-success outcome.
+
+        *body*, the request's decompressed protobuf bytes when it came as protobuf, is what a
+        converter that `takes_bytes` (the native codec) converts instead of the message.
 
         Raises IngestdError subclasses (Overloaded, SinkUnavailable, Rejected, StageClosed,
         PayloadTooLarge) for the receiver to map to a status. Blocks, in committed mode, until
@@ -183,7 +193,9 @@ class Ingest:
         began = time.monotonic()
         outcome = "error"
         try:
-            result = await self._export(signal, request, key=key, ctx=ctx, wire_bytes=wire_bytes)
+            result = await self._export(
+                signal, request, key=key, ctx=ctx, wire_bytes=wire_bytes, body=body
+            )
             outcome = "ok" if not result.rejected else "partial"
             return result
         except IngestdError as exc:
@@ -195,7 +207,14 @@ class Ingest:
             )
 
     async def _export(
-        self, signal: Signal, request: Any, *, key: bytes, ctx: RequestContext, wire_bytes: int
+        self,
+        signal: Signal,
+        request: Any,
+        *,
+        key: bytes,
+        ctx: RequestContext,
+        wire_bytes: int,
+        body: bytes | None,
     ) -> ExportResult:
         # An identical request buffered here already is joined below, without asking Redis.
         if key in self._in_flight:
@@ -208,6 +227,8 @@ class Ingest:
         try:
             self.pressure.admit(signal)
             await self.limits.charge(signal, request, ctx.tenant, wire_bytes, shared=claim.redis_ok)
+            if body is not None and getattr(self.routes[signal].convert, "takes_bytes", False):
+                request = body
             return await self._store(
                 signal, request, key=key, ctx=ctx, wire_bytes=wire_bytes, claim=claim
             )

@@ -287,12 +287,18 @@ class ResourceInfo:
     application_id: str
 
 
-def add_resource(rows: Rows, resource: Any, schema_url: str) -> tuple[ResourceInfo, int]:
-    """Register *resource* (and its application) in *rows*; return its ids and the NUL count."""
+def add_resource(
+    rows: Rows, resource: Any, schema_url: str, app_id: str | None = None
+) -> tuple[ResourceInfo, int]:
+    """Register *resource* (and its application) in *rows*; return its ids and the NUL count.
+
+    *app_id*, when given, replaces the derived application id (a request bound to one).
+    """
     attributes = kv_dict(resource.attributes)
     resource_id = message_id(resource, schema_url)
     identity = service_identity(attributes)
-    app_id = application_id(*identity)
+    if app_id is None:
+        app_id = application_id(*identity)
     attrs_jsonb, nul = jsonb(attributes)
     url, nul_url = clean_text(schema_url)
     dropped = int4_count(resource.dropped_attributes_count)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ingestd.convert import wire
+from ingestd.convert import copy_binary, wire
 from ingestd.convert.common import (
     INT16_MAX,
     INT16_MIN,
@@ -82,8 +82,12 @@ _FLOAT8_OID = 701
 _INT8_OID = 20
 
 
+TYPES = tuple(wire_type for _, wire_type in COLUMNS)
+
+
 class MetricConverter:
-    """The metrics route's converter: `convert` with the process's attribute cache and clock."""
+    """The metrics route's reference codec: `convert` with the process's attribute cache and
+    clock, its rows encoded for binary COPY (`copy_binary.CopyRows`, as the native codec)."""
 
     def __init__(
         self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
@@ -92,10 +96,17 @@ class MetricConverter:
         self._clock_ns = clock_ns
         self._attributes = AttributeEncoder()
 
-    def __call__(self, request: Any) -> Converted:
-        return convert(
-            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
+    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
+        converted = convert(
+            request,
+            self._attributes,
+            max_time_unix_nano=self._clock_ns() + self._skew_ns,
+            application_id=application_id,
         )
+        payload = copy_binary.from_rows(converted.payload, TYPES)
+        converted.payload = payload
+        converted.nbytes = len(payload.data)
+        return converted
 
 
 class _Reject(Exception):
@@ -128,15 +139,26 @@ class _Metric:
         self.max_time = max_time
 
 
-def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
-    """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`."""
+def convert(
+    request: Any,
+    attributes: AttributeEncoder,
+    *,
+    max_time_unix_nano: int,
+    application_id: str | None = None,
+) -> Converted:
+    """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`.
+
+    *application_id*, when given, replaces the one derived from each resource.
+    """
     request = wire.as_fast(Signal.METRICS, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_metrics in request.resource_metrics:
-        resource, n = add_resource(out, resource_metrics.resource, resource_metrics.schema_url)
+        resource, n = add_resource(
+            out, resource_metrics.resource, resource_metrics.schema_url, application_id
+        )
         nul += n
         for scope_metrics in resource_metrics.scope_metrics:
             scope_id, n = add_scope(out, scope_metrics.scope, scope_metrics.schema_url)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ingestd.convert import wire
+from ingestd.convert import copy_binary, wire
 from ingestd.convert.common import (
     INT16_MAX,
     INT16_MIN,
@@ -61,12 +61,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("scopeid", "int8"),
 )
 
+TYPES = tuple(wire_type for _, wire_type in COLUMNS)
+
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
 
 
 class TraceConverter:
-    """The traces route's converter: `convert` with the process's attribute cache and clock."""
+    """The traces route's reference codec: `convert` with the process's attribute cache and
+    clock, its rows encoded for binary COPY (`copy_binary.CopyRows`, as the native codec)."""
 
     def __init__(
         self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
@@ -75,21 +78,40 @@ class TraceConverter:
         self._clock_ns = clock_ns
         self._attributes = AttributeEncoder()
 
-    def __call__(self, request: Any) -> Converted:
-        return convert(
-            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
+    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
+        converted = convert(
+            request,
+            self._attributes,
+            max_time_unix_nano=self._clock_ns() + self._skew_ns,
+            application_id=application_id,
         )
+        payload = copy_binary.from_rows(converted.payload, TYPES)
+        converted.payload = payload
+        converted.nbytes = len(payload.data)
+        return converted
 
 
-def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
-    """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`."""
+def convert(
+    request: Any,
+    attributes: AttributeEncoder,
+    *,
+    max_time_unix_nano: int,
+    application_id: str | None = None,
+) -> Converted:
+    """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`.
+
+    *application_id*, when given, replaces the one derived from each resource (a request
+    bound to a registered application).
+    """
     request = wire.as_fast(Signal.TRACES, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_spans in request.resource_spans:
-        resource, n = add_resource(out, resource_spans.resource, resource_spans.schema_url)
+        resource, n = add_resource(
+            out, resource_spans.resource, resource_spans.schema_url, application_id
+        )
         nul += n
         for scope_spans in resource_spans.scope_spans:
             scope_id, n = add_scope(out, scope_spans.scope, scope_spans.schema_url)

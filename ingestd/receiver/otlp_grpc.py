@@ -218,6 +218,7 @@ class OtlpGrpcReceiver:
                 key=decode.request_key(signal, tenant, body),
                 ctx=RequestContext(transport="grpc", tenant=tenant),
                 wire_bytes=len(body),
+                body=body,
             )
         except Exception as exc:
             if not isinstance(exc, IngestdError):

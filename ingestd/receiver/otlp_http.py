@@ -205,6 +205,7 @@ class OtlpHttpReceiver:
                     key=request_key(signal, tenant, body),
                     ctx=RequestContext("http", tenant),
                     wire_bytes=len(body),
+                    body=body if media == PROTOBUF else None,
                 )
         except IngestdError as exc:
             return self._error(signal, media, exc)

@@ -22,20 +22,12 @@ A server that keeps an abandoned transaction open (client gone without a TCP res
 the key's lock; `idle_in_transaction_session_timeout` ends such sessions, and TCP keepalives and
 `tcp_user_timeout` detect a dead peer on our side.
 
-Speed (client CPU per 22-field span row, measured on the 2-vCPU dev box, best of 5):
-COPY BINARY carries no type information; the server reads each field with its column's receive
-function. The converters therefore hand over timestamptz as its binary value (int8 microseconds
-since 2000-01-01), jsonb as its binary value (version byte 1 + JSON text, sent as bytea) and
-arrays in PostgreSQL's binary array form (bytea), so psycopg's C dumpers write every field:
-0.5-1.2 us of formatting per row, against 1.6-2.9 us with Python dumpers for timestamptz (from
-int ns) and jsonb (from orjson bytes), and 5.5-10.7 us with datetime objects and `Jsonb(dict)`
-(psycopg's default json.dumps), not counting the cost of building those objects. psycopg picks the
-bytea dumper by OID under `set_types`, and that is a Python one (the DB-API `Binary` dumper,
-~430 ns per field): `_configure` registers the C bytes dumper for the OID (~17 ns per field).
-Driving the COPY: `AsyncCopy.write_row` costs 1.8-3.0 us per row in all, calling the copy's
-formatter ourselves 2.2-2.4 us, and psycopg's private C `format_row_binary` into one buffer
-1.5-2.0 us; the ~0.5 us gain (~3% of ingestd's CPU per span) does not justify depending on a
-private API, so rows go through `write_row`.
+Rows arrive already encoded (`ingestd.convert.copy_binary.CopyRows`: the binary COPY tuples of
+one request, from the native codec or the Python reference), so a batch's COPY is the signature,
+the parts' bytes as they are (`Copy.write`, no Python call per row or field) and the trailer.
+psycopg's `Copy.write` adds neither signature nor trailer (`_copy_base.py`, BinaryFormatter.end).
+A refused row is found from the COPY error's line number through the parts' row counts, and
+left out by slicing its part at the row offsets.
 """
 
 from __future__ import annotations
@@ -54,7 +46,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ingestd.batching import Batch, Part, PartResult
 from ingestd.config import TimescaleSinkConfig
-from ingestd.convert.common import Rows
+from ingestd.convert.copy_binary import COPY_HEADER, COPY_TRAILER, CopyRows
 from ingestd.errors import Rejected, SinkUnavailable
 from ingestd.metrics import SINK_DUPLICATE_ITEMS, SINK_REJECTED_ITEMS
 from ingestd.pipeline import remaining
@@ -184,7 +176,7 @@ class Dimensions:
         self._applications: dict[str, float] = {}
         self._descriptions: dict[tuple[str, str], tuple[str, str, str]] = {}
 
-    def pending(self, payloads: Sequence[Rows], now: float) -> _Pending:
+    def pending(self, payloads: Sequence[CopyRows], now: float) -> _Pending:
         resources: dict[int, tuple[bytes, int, str]] = {}
         scopes: dict[int, tuple[str, str, bytes, int, str]] = {}
         applications: dict[str, tuple[str, str, str]] = {}
@@ -354,9 +346,16 @@ class _PartState:
     sqlstate: str = ""
     refused_whole: bool = False
 
-    def rows(self) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = self.part.payload.rows
-        return rows
+    def payload(self) -> CopyRows:
+        payload: CopyRows = self.part.payload
+        return payload
+
+    def data(self) -> bytes:
+        """The COPY tuples to send: the part's, without the rows excluded so far."""
+        payload = self.payload()
+        if not self.excluded:
+            return payload.data
+        return b"".join(payload.row(j) for j in range(payload.rows) if j not in self.excluded)
 
     def rejected(self) -> int:
         return self.part.items if self.refused_whole else len(self.excluded)
@@ -375,7 +374,6 @@ class TimescaleWriter:
         self._copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c, _ in columns)
         )
-        self._types = [wire_type for _, wire_type in columns]
         self._counts: dict[str, int] = {
             "batches": 0,
             "rows": 0,
@@ -438,15 +436,11 @@ class TimescaleWriter:
         written = 0
         try:
             async with cur.copy(self._copy) as copy:
-                copy.set_types(self._types)
-                write_row = copy.write_row
+                await copy.write(COPY_HEADER)
                 for state in parts:
-                    rows = state.rows()
-                    if state.excluded:
-                        rows = [r for j, r in enumerate(rows) if j not in state.excluded]
-                    for row in rows:
-                        await write_row(row)
-                    written += len(rows)
+                    await copy.write(state.data())
+                    written += state.payload().rows - len(state.excluded)
+                await copy.write(COPY_TRAILER)
         except (errors.DataError, errors.IntegrityError) as exc:
             # Class 22 (data exception) or 23 (integrity constraint violation): one row's fault.
             match = _COPY_LINE.search(exc.diag.context or "")
@@ -579,7 +573,7 @@ def _locate(states: list[_PartState], line: int | None) -> tuple[_PartState, int
     for state in states:
         if state.refused_whole:
             continue
-        for j in range(len(state.rows())):
+        for j in range(state.payload().rows):
             if j in state.excluded:
                 continue
             seen += 1

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ingestd.convert import metrics, traces
+from ingestd.convert import copy_binary, metrics, traces
 from ingestd.convert.logs import LogsConverter
 from ingestd.errors import BadRequest, IngestdError
 from ingestd.ingest import Converted, Signal
@@ -152,7 +152,11 @@ def check_converted(signal: Signal, request: Any, converted: Converted) -> None:
 
 
 def _check_rows(payload: Any, columns: tuple[tuple[str, str], ...]) -> None:
-    for row in payload.rows:
+    try:
+        rows = copy_binary.decode(payload, [kind for _, kind in columns])
+    except ValueError as exc:
+        raise Finding(f"COPY payload does not parse back: {exc}") from exc
+    for row in rows:
         if len(row) != len(columns):
             raise Finding(f"row of {len(row)} values for {len(columns)} columns")
         for (name, kind), value in zip(columns, row, strict=True):

@@ -88,7 +88,7 @@ async def test_start_export_stop_delivers() -> None:
         stub = trace_service_pb2_grpc.TraceServiceStub(channel)
         answer = await stub.Export(span_request(7))
         assert not answer.HasField("partial_success")
-        assert sum(len(p.payload.rows) for b in stack.writer.batches for p in b.parts) == 7
+        assert sum(p.payload.rows for b in stack.writer.batches for p in b.parts) == 7
 
 
 async def test_stop_refuses_new_rpcs_and_bounds_in_flight_ones() -> None:

@@ -19,7 +19,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from ingestd.convert import metrics, traces
+from ingestd.convert import copy_binary, metrics, traces
 from ingestd.convert.common import INT32_MAX
 from ingestd.ingest import Signal
 from tests.fuzz.targets import NOW_NS, Outcome, Target, converters
@@ -50,7 +50,7 @@ def good_span(**fields: Any) -> Span:
 def span_row(span: Span, resource: Resource | None = None) -> tuple[Any, ...]:
     converted = converters()[Signal.TRACES](trace_request(span, resource))
     assert converted.items == 1, converted.reject_example
-    row: tuple[Any, ...] = converted.payload.rows[0]
+    row: tuple[Any, ...] = copy_binary.decode(converted.payload, traces.TYPES)[0]
     return row
 
 
@@ -111,7 +111,8 @@ def test_metric_temporality_beyond_smallint_rejects_its_points() -> None:
     converted = converters()[Signal.METRICS](request)
     assert (converted.items, converted.rejected) == (1, 3)
     assert converted.reject_reasons == {"enum_out_of_range": 3}
-    assert converted.payload.rows[0][METRIC_COLUMN["flags"]] == -(2**31)
+    row = copy_binary.decode(converted.payload, metrics.TYPES)[0]
+    assert row[METRIC_COLUMN["flags"]] == -(2**31)
 
 
 def _nested_json(depth: int, kind: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import pytest
 from psycopg import errors
 
 from ingestd.batching import Part, PartResult
+from ingestd.convert import copy_binary
 from ingestd.convert.common import Rows
 from ingestd.errors import Rejected, SinkUnavailable
 from ingestd.sinks import timescale
@@ -37,8 +38,16 @@ def test_missing_table_message_says_to_apply_the_schema() -> None:
 
 
 async def part(key: bytes, rows: int = 2) -> timescale._PartState:
-    payload = Rows(rows=[(i,) for i in range(rows)])
+    payload = copy_binary.from_rows(Rows(rows=[(i,) for i in range(rows)]), ["int8"])
     return timescale._PartState(Part(payload=payload, items=rows, nbytes=1, key=key))
+
+
+async def test_part_data_leaves_out_excluded_rows() -> None:
+    """A part's COPY bytes without its excluded rows are the other rows' tuples, in order."""
+    state = await part(b"a", 3)
+    assert state.data() == state.payload().data
+    state.excluded.add(1)
+    assert copy_binary.decode(copy_binary.CopyRows(state.data(), [0, 14]), ["int8"]) == [(0,), (2,)]
 
 
 async def test_split_skips_stored_and_repeated_keys() -> None:
@@ -96,4 +105,3 @@ def test_writer_builds_a_binary_copy_with_explicit_columns() -> None:
         sink, table="traces", columns=[("a", "int8"), ("b", "text")], signal="traces"
     )
     assert writer._copy.as_string(None) == 'COPY "traces" ("a", "b") FROM STDIN (FORMAT BINARY)'
-    assert writer._types == ["int8", "text"]

@@ -1,0 +1,129 @@
+"""The codec choice, and the compiled codec (`ingestd_native`, built from native/) behind the
+converter interface of the Python reference.
+
+`ingest.codec` (`native`, `python` or `auto`; the environment variable `INGESTD_CODEC`
+overrides it) picks who turns a request into its sink payload. `auto` is `native` when the
+module imports, else `python` with a warning; `native` without the module is a startup error.
+Both codecs produce the same bytes (tests/unit/native holds them byte-identical), so the choice
+changes CPU cost only. The native converters take the request's decompressed protobuf bytes
+(`takes_bytes`); given a decoded message (OTLP/JSON requests) they serialize it first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, Literal
+
+from ingestd.convert.copy_binary import CopyRows, offsets_of
+from ingestd.errors import BadRequest, ConfigError
+from ingestd.ingest import Converted, Signal
+
+_native: ModuleType | None
+try:
+    import ingestd_native as _native
+except ImportError as _exc:  # the daemon installs and runs without Rust (codec python)
+    _native = None
+    IMPORT_ERROR = str(_exc)
+else:
+    IMPORT_ERROR = ""
+
+Codec = Literal["native", "python"]
+CODEC_ENV = "INGESTD_CODEC"
+_CHOICES = ("native", "python", "auto")
+
+
+def available() -> bool:
+    """Whether the compiled codec imports."""
+    return _native is not None
+
+
+def native_version() -> str | None:
+    return None if _native is None else str(_native.__version__)
+
+
+def resolve(setting: str) -> tuple[Codec, str]:
+    """(the codec to use, why) for the configured *setting*; `INGESTD_CODEC` overrides it.
+
+    Raises ConfigError for an unknown name, or `native` when the module is missing.
+    """
+    requested = os.environ.get(CODEC_ENV) or setting
+    source = CODEC_ENV if os.environ.get(CODEC_ENV) else "ingest.codec"
+    if requested not in _CHOICES:
+        raise ConfigError([f"{source}: must be one of {', '.join(_CHOICES)} (got {requested!r})"])
+    if requested == "python":
+        return "python", f"{source}=python"
+    if available():
+        return "native", f"{source}={requested}"
+    if requested == "native":
+        raise ConfigError(
+            [
+                f"{source}: native codec requested but ingestd_native does not import "
+                f"({IMPORT_ERROR}); build it with `make venv` (needs a Rust toolchain: "
+                "https://rustup.rs) or set the codec to python"
+            ]
+        )
+    return "python", f"{source}=auto, ingestd_native missing ({IMPORT_ERROR})"
+
+
+def describe() -> str:
+    """One line for `ingestd --version`: the codec `auto` resolves to here."""
+    try:
+        codec, why = resolve("auto")
+    except ConfigError as exc:
+        return f"codec: error ({exc})"
+    version = native_version()
+    return f"codec: {codec} ({why}; ingestd_native {version or 'not installed'})"
+
+
+def _message(example: tuple[str, str, str] | None) -> str:
+    # The native side sends (prefix, name, suffix): repr() follows Python's Unicode tables.
+    if example is None:
+        return ""
+    prefix, name, suffix = example
+    return f"{prefix}{name!r}{suffix}"
+
+
+class NativeTraceConverter:
+    """The traces route's native codec: same payload, rejects and counts as `TraceConverter`."""
+
+    takes_bytes = True
+
+    def __init__(
+        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
+    ) -> None:
+        if _native is None:
+            raise ConfigError([f"ingestd_native does not import: {IMPORT_ERROR}"])
+        self._convert = _native.convert_traces
+        self._decode_error = _native.DecodeError
+        self._skew_ns = int(max_future_skew_s * 1e9)
+        self._clock_ns = clock_ns
+
+    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
+        body = request if isinstance(request, bytes) else request.SerializeToString()
+        try:
+            out = self._convert(
+                body,
+                max_time_unix_nano=self._clock_ns() + self._skew_ns,
+                application_id=application_id,
+            )
+        except self._decode_error as exc:
+            raise BadRequest(f"not a valid OTLP {Signal.TRACES} export request: {exc}") from exc
+        return _converted(out)
+
+
+def _converted(out: tuple[Any, ...]) -> Converted:
+    (data, offsets, items, rejected, reasons, example, nul, resources, scopes, apps, descs) = out
+    payload = CopyRows(data, offsets_of(offsets), resources, scopes, apps, descs)
+    return Converted(
+        payload=payload,
+        items=items,
+        nbytes=len(data),
+        rejected=rejected,
+        reject_reasons=Counter(reasons),
+        reject_example=_message(example),
+        nul_replaced=nul,
+    )

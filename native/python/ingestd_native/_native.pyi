@@ -1,0 +1,9 @@
+from typing import Any
+
+__version__: str
+
+class DecodeError(ValueError): ...
+
+def convert_traces(
+    body: bytes, *, max_time_unix_nano: int, application_id: str | None = None
+) -> tuple[Any, ...]: ...

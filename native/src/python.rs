@@ -1,0 +1,102 @@
+//! The Python binding: one function per signal, bytes in, one tuple out, GIL released.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use crate::common::Context;
+use crate::{traces, Converted};
+
+create_exception!(
+    _native,
+    DecodeError,
+    PyValueError,
+    "The bytes are not a valid OTLP request."
+);
+
+fn context(application_id: Option<String>, max_time_unix_nano: u64) -> Context {
+    Context {
+        application_id,
+        max_time_unix_nano,
+    }
+}
+
+/// (copy, offsets, items, rejected, reasons, example, nul_replaced, resources, scopes,
+/// applications, descriptions): see `ingestd/convert/native.py`.
+fn to_python<'py>(py: Python<'py>, out: &Converted) -> PyResult<Bound<'py, PyTuple>> {
+    let offsets: Vec<u8> = out
+        .copy
+        .offsets
+        .iter()
+        .flat_map(|o| o.to_ne_bytes())
+        .collect();
+    let reasons = PyDict::new(py);
+    for (reason, count) in &out.rejects.reasons {
+        reasons.set_item(*reason, *count)?;
+    }
+    let example = out
+        .rejects
+        .example
+        .as_ref()
+        .map(|e| (e.prefix, e.name.as_str(), e.suffix.as_str()));
+    let dims = &out.dimensions;
+    let resources = PyDict::new(py);
+    for (id, attributes, dropped, url) in &dims.resources {
+        resources.set_item(id, (PyBytes::new(py, attributes), dropped, url))?;
+    }
+    let scopes = PyDict::new(py);
+    for (id, name, version, attributes, dropped, url) in &dims.scopes {
+        scopes.set_item(
+            id,
+            (name, version, PyBytes::new(py, attributes), dropped, url),
+        )?;
+    }
+    let applications = PyDict::new(py);
+    for (id, name, namespace, environment) in &dims.applications {
+        applications.set_item(id, (name, namespace, environment))?;
+    }
+    let descriptions = PyDict::new(py);
+    for (key, value) in &dims.descriptions {
+        descriptions.set_item(key.clone(), value.clone())?;
+    }
+    (
+        PyBytes::new(py, &out.copy.data),
+        PyBytes::new(py, &offsets),
+        out.items,
+        out.rejects.rejected,
+        reasons,
+        example,
+        out.nul_replaced,
+        resources,
+        scopes,
+        applications,
+        descriptions,
+    )
+        .into_pyobject(py)
+}
+
+/// ExportTraceServiceRequest bytes -> the `traces` rows (see `to_python`); DecodeError.
+#[pyfunction]
+#[pyo3(signature = (body, *, max_time_unix_nano, application_id=None))]
+fn convert_traces<'py>(
+    py: Python<'py>,
+    body: PyBackedBytes,
+    max_time_unix_nano: u64,
+    application_id: Option<String>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let ctx = context(application_id, max_time_unix_nano);
+    let out = py
+        .detach(|| traces::convert(&body, &ctx))
+        .map_err(|e| DecodeError::new_err(e.to_string()))?;
+    to_python(py, &out)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("DecodeError", m.py().get_type::<DecodeError>())?;
+    m.add_function(wrap_pyfunction!(convert_traces, m)?)?;
+    Ok(())
+}

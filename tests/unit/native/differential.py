@@ -1,0 +1,74 @@
+"""Both codecs on the same request bytes: the payloads, rejects and counts must be identical.
+
+Shared by the differential unit tests and the `make fuzz` target `native`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingestd.convert import native
+from ingestd.convert.traces import TraceConverter
+from ingestd.errors import BadRequest
+from ingestd.ingest import Converted, Signal
+from ingestd.receiver.decode import parse_protobuf
+
+NOW_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+
+
+def _clock() -> int:
+    return NOW_NS
+
+
+def _python(signal: Signal, body: bytes, application_id: str | None) -> Converted | str:
+    try:
+        request = parse_protobuf(signal, body)
+    except BadRequest:
+        return "BadRequest"
+    converter = TraceConverter(max_future_skew_s=3600, clock_ns=_clock)
+    return converter(request, application_id=application_id)
+
+
+def _native(signal: Signal, body: bytes, application_id: str | None) -> Converted | str:
+    converter = native.NativeTraceConverter(max_future_skew_s=3600, clock_ns=_clock)
+    try:
+        return converter(body, application_id=application_id)
+    except BadRequest:
+        return "BadRequest"
+
+
+def summary(converted: Converted | str) -> Any:
+    """Everything a sink or a client sees of a conversion, comparable with ==."""
+    if isinstance(converted, str):
+        return converted
+    payload = converted.payload
+    return {
+        "data": payload.data,
+        "offsets": list(payload.offsets),
+        "resources": payload.resources,
+        "scopes": payload.scopes,
+        "applications": payload.applications,
+        "descriptions": payload.descriptions,
+        "items": converted.items,
+        "nbytes": converted.nbytes,
+        "rejected": converted.rejected,
+        "reasons": dict(converted.reject_reasons),
+        "example": converted.reject_example,
+        "nul": converted.nul_replaced,
+    }
+
+
+def compare(signal: Signal, body: bytes, application_id: str | None = None) -> Any:
+    """Run both codecs on *body*; raise AssertionError naming the first field that differs."""
+    expected = summary(_python(signal, body, application_id))
+    got = summary(_native(signal, body, application_id))
+    if expected != got:
+        if isinstance(expected, dict) and isinstance(got, dict):
+            for key in expected:
+                if expected[key] != got[key]:
+                    raise AssertionError(
+                        f"{signal} codecs differ in {key}:\n python {expected[key]!r}\n"
+                        f" native {got[key]!r}\n body {body.hex()}"
+                    )
+        raise AssertionError(f"{signal} codecs differ: python {expected!r} native {got!r}")
+    return expected
