@@ -74,7 +74,7 @@ bench: $(STAMP) stack-up ## end-to-end benchmarks (prints a table; see `make ben
 chaos: $(STAMP) stack-up ## the full fault-injection suite with the exactly-once ledger
 	@set -a; . .stack/env; set +a; $(BIN)/python -m tests.chaos $(ARGS)
 
-fuzz: $(STAMP) ## fuzz decoders and converters (ARGS="--target proto|json|bytes --minutes 30")
+fuzz: $(STAMP) ## fuzz decoders and converters (ARGS="--target proto|json|bytes|native --minutes 30")
 	$(BIN)/python -m tests.fuzz $(ARGS)
 
 image: ## build the container image (needs a Docker engine)

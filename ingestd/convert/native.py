@@ -87,17 +87,19 @@ def _message(example: tuple[str, str, str] | None) -> str:
     return f"{prefix}{name!r}{suffix}"
 
 
-class NativeTraceConverter:
-    """The traces route's native codec: same payload, rejects and counts as `TraceConverter`."""
+class _NativeConverter:
+    """A route's native codec: same payload, rejects and counts as the Python reference."""
 
     takes_bytes = True
+    signal: Signal
+    function: str
 
     def __init__(
         self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
     ) -> None:
         if _native is None:
             raise ConfigError([f"ingestd_native does not import: {IMPORT_ERROR}"])
-        self._convert = _native.convert_traces
+        self._convert = getattr(_native, self.function)
         self._decode_error = _native.DecodeError
         self._skew_ns = int(max_future_skew_s * 1e9)
         self._clock_ns = clock_ns
@@ -111,8 +113,28 @@ class NativeTraceConverter:
                 application_id=application_id,
             )
         except self._decode_error as exc:
-            raise BadRequest(f"not a valid OTLP {Signal.TRACES} export request: {exc}") from exc
+            raise BadRequest(f"not a valid OTLP {self.signal} export request: {exc}") from exc
         return _converted(out)
+
+
+class NativeTraceConverter(_NativeConverter):
+    """`traces.TraceConverter`, compiled."""
+
+    signal = Signal.TRACES
+    function = "convert_traces"
+
+
+class NativeMetricConverter(_NativeConverter):
+    """`metrics.MetricConverter`, compiled."""
+
+    signal = Signal.METRICS
+    function = "convert_metrics"
+
+
+NATIVE_CONVERTERS: dict[Signal, type[_NativeConverter]] = {
+    Signal.TRACES: NativeTraceConverter,
+    Signal.METRICS: NativeMetricConverter,
+}
 
 
 def _converted(out: tuple[Any, ...]) -> Converted:

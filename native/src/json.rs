@@ -294,7 +294,8 @@ mod tests {
         for (value, text) in [
             (1.0, "1.0"),
             (-0.0, "-0.0"),
-            (1e16, "1e+16"), (1e-5, "0.00001"),
+            (1e16, "1e+16"),
+            (1e-5, "0.00001"),
             (1.2e30, "1.2e+30"),
         ] {
             assert_eq!(to_text(&Value::Float(value)), text.as_bytes());

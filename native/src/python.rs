@@ -7,7 +7,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::common::Context;
-use crate::{traces, Converted};
+use crate::{metrics, traces, wire, Converted};
 
 create_exception!(
     _native,
@@ -77,6 +77,35 @@ fn to_python<'py>(py: Python<'py>, out: &Converted) -> PyResult<Bound<'py, PyTup
         .into_pyobject(py)
 }
 
+fn run<'py>(
+    py: Python<'py>,
+    body: &PyBackedBytes,
+    ctx: &Context,
+    convert: fn(&[u8], &Context) -> wire::Result<Converted>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let out = py
+        .detach(|| convert(body, ctx))
+        .map_err(|e| DecodeError::new_err(e.to_string()))?;
+    to_python(py, &out)
+}
+
+/// ExportMetricsServiceRequest bytes -> the `metrics` rows (see `to_python`); DecodeError.
+#[pyfunction]
+#[pyo3(signature = (body, *, max_time_unix_nano, application_id=None))]
+fn convert_metrics<'py>(
+    py: Python<'py>,
+    body: PyBackedBytes,
+    max_time_unix_nano: u64,
+    application_id: Option<String>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    run(
+        py,
+        &body,
+        &context(application_id, max_time_unix_nano),
+        metrics::convert,
+    )
+}
+
 /// ExportTraceServiceRequest bytes -> the `traces` rows (see `to_python`); DecodeError.
 #[pyfunction]
 #[pyo3(signature = (body, *, max_time_unix_nano, application_id=None))]
@@ -86,11 +115,12 @@ fn convert_traces<'py>(
     max_time_unix_nano: u64,
     application_id: Option<String>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let ctx = context(application_id, max_time_unix_nano);
-    let out = py
-        .detach(|| traces::convert(&body, &ctx))
-        .map_err(|e| DecodeError::new_err(e.to_string()))?;
-    to_python(py, &out)
+    run(
+        py,
+        &body,
+        &context(application_id, max_time_unix_nano),
+        traces::convert,
+    )
 }
 
 #[pymodule]
@@ -98,5 +128,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add_function(wrap_pyfunction!(convert_traces, m)?)?;
+    m.add_function(wrap_pyfunction!(convert_metrics, m)?)?;
     Ok(())
 }

@@ -1,8 +1,11 @@
-"""Long fuzz sessions: `python -m tests.fuzz --target proto|json|bytes --minutes 30`.
+"""Long fuzz sessions: `python -m tests.fuzz --target proto|json|bytes|native --minutes 30`.
 
 - proto: structure-aware, hypothesis builds OTLP protobuf requests of all three signals
   (sometimes gzip/deflate/zstd compressed) and runs them through `targets.Target`.
 - json: structure-aware OTLP/JSON, valid requests with subtrees replaced, removed or added.
+- native: differential, the native and the Python codec on the same protobuf requests
+  (generated, and with bytes flipped, cut or inserted); any difference in the COPY bytes,
+  rejects, dimension rows or verdict is a finding (tests/fuzz/differential.py).
 - bytes: coverage-guided raw byte mutation with atheris (libFuzzer) over ingestd's own code,
   seeded with valid requests; the first byte picks signal, encoding and compression.
 
@@ -129,15 +132,17 @@ class Session:
         (self.out / f"{self.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def hypothesis_session(session: Session, *, as_json: bool) -> None:
+def hypothesis_session(session: Session, *, as_json: bool, differential: bool = False) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
     from ingestd.ingest import Signal
+    from tests.fuzz.differential import DifferentialTarget
     from tests.fuzz.strategies import REQUESTS, json_bytes, mutated_json
     from tests.fuzz.targets import Target
 
-    target = Target()
+    target: Any = DifferentialTarget() if differential else Target()
+    signals = list(DifferentialTarget.signals) if differential else list(Signal)
 
     @settings(
         max_examples=100,  # short runs: the session's clock is checked between them
@@ -148,12 +153,15 @@ def hypothesis_session(session: Session, *, as_json: bool) -> None:
     )
     @given(st.data())
     def one(data: st.DataObject) -> None:
-        signal = data.draw(st.sampled_from(list(Signal)))
+        signal = data.draw(st.sampled_from(signals))
         if as_json:
             body = json_bytes(data.draw(mutated_json(signal)))
         else:
             body = data.draw(REQUESTS[signal]).SerializeToString()
-        encoding = data.draw(st.sampled_from(("", "", "", "gzip", "deflate", "zstd")))
+        if differential:
+            body = _mutated(body, data)
+        choices = ("",) if differential else ("", "", "", "gzip", "deflate", "zstd")
+        encoding = data.draw(st.sampled_from(choices))
         session.run(target, signal, compress(body, encoding), encoding, as_json=as_json)
 
     while session.left():
@@ -228,11 +236,30 @@ def _seed_corpus(path: Path) -> Path:
     return path
 
 
+def _mutated(body: bytes, data: Any) -> bytes:
+    """*body* as is (half the time) or with a few bytes flipped, cut or inserted."""
+    from hypothesis import strategies as st
+
+    out = bytearray(body)
+    for _ in range(data.draw(st.integers(0, 3))):
+        if not out:
+            break
+        at = data.draw(st.integers(0, len(out) - 1))
+        action = data.draw(st.sampled_from(("flip", "cut", "insert")))
+        if action == "flip":
+            out[at] ^= data.draw(st.integers(1, 255))
+        elif action == "cut":
+            del out[at:]
+        else:
+            out[at:at] = data.draw(st.binary(min_size=1, max_size=4))
+    return bytes(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.fuzz", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--target", choices=("proto", "json", "bytes"), required=True)
+    parser.add_argument("--target", choices=("proto", "json", "bytes", "native"), required=True)
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--slow-s", type=float, default=5.0, help="an input slower is a finding")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -244,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.target == "bytes":
         atheris_session(session, int(args.minutes * 60))
     else:
-        hypothesis_session(session, as_json=args.target == "json")
+        hypothesis_session(
+            session, as_json=args.target == "json", differential=args.target == "native"
+        )
     print(json.dumps({"examples": session.examples, "findings": session.findings}))
     return 1 if session.findings else 0
 

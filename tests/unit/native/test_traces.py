@@ -16,7 +16,7 @@ from ingestd.convert.wire import FAST_REQUEST_TYPES
 from ingestd.ingest import Signal
 from ingestd.receiver.otlp_json import parse_json
 from tests.fuzz import strategies
-from tests.unit.native.differential import NOW_NS, compare
+from tests.fuzz.differential import NOW_NS, compare
 
 EXAMPLES = Path(__file__).parents[2] / "data" / "otlp-examples"
 

@@ -1,6 +1,7 @@
 """Both codecs on the same request bytes: the payloads, rejects and counts must be identical.
 
-Shared by the differential unit tests and the `make fuzz` target `native`.
+Shared by the differential unit tests (tests/unit/native) and the `make fuzz` target
+`native` (`DifferentialTarget`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingestd.convert import native
+from ingestd.convert.metrics import MetricConverter
 from ingestd.convert.traces import TraceConverter
 from ingestd.errors import BadRequest
 from ingestd.ingest import Converted, Signal
@@ -25,12 +27,13 @@ def _python(signal: Signal, body: bytes, application_id: str | None) -> Converte
         request = parse_protobuf(signal, body)
     except BadRequest:
         return "BadRequest"
-    converter = TraceConverter(max_future_skew_s=3600, clock_ns=_clock)
+    reference = TraceConverter if signal is Signal.TRACES else MetricConverter
+    converter = reference(max_future_skew_s=3600, clock_ns=_clock)
     return converter(request, application_id=application_id)
 
 
 def _native(signal: Signal, body: bytes, application_id: str | None) -> Converted | str:
-    converter = native.NativeTraceConverter(max_future_skew_s=3600, clock_ns=_clock)
+    converter = native.NATIVE_CONVERTERS[signal](max_future_skew_s=3600, clock_ns=_clock)
     try:
         return converter(body, application_id=application_id)
     except BadRequest:
@@ -72,3 +75,20 @@ def compare(signal: Signal, body: bytes, application_id: str | None = None) -> A
                     )
         raise AssertionError(f"{signal} codecs differ: python {expected!r} native {got!r}")
     return expected
+
+
+class DifferentialTarget:
+    """The fuzz target `native`: both codecs on each input, any difference is a finding."""
+
+    signals = tuple(native.NATIVE_CONVERTERS)
+
+    def protobuf(self, signal: Signal, body: bytes, encoding: str = "") -> Any:
+        from tests.fuzz.targets import Finding, Outcome
+
+        try:
+            out = compare(signal, body)
+        except AssertionError as exc:
+            raise Finding(str(exc)) from exc
+        if isinstance(out, str):
+            return Outcome(400)
+        return Outcome(200, out["items"], out["rejected"])
