@@ -248,7 +248,7 @@ def _codec_status(config: Config) -> dict[str, object]:
         "codec": codec,
         "reason": why,
         "native_version": native.native_version(),
-        "native_signals": [str(s) for s in native.NATIVE_CONVERTERS] if codec == "native" else [],
+        "native_signals": [str(s) for s in native.NATIVE_SIGNALS] if codec == "native" else [],
     }
     if codec == "python" and "missing" in why:
         log.warning("codec_fallback", codec=codec, reason=why)
@@ -259,13 +259,15 @@ def _codec_status(config: Config) -> dict[str, object]:
 
 def _converter(config: Config, kind: Signal) -> Converter:
     skew = config.ingest.max_future_skew_s
-    if kind in native.NATIVE_CONVERTERS and native.resolve(config.ingest.codec)[0] == "native":
-        return native.NATIVE_CONVERTERS[kind](max_future_skew_s=skew)
+    compiled = native.resolve(config.ingest.codec)[0] == "native"
     if kind is Signal.LOGS:
         es = config.sinks.elasticsearch
-        return LogsConverter(
+        reference = LogsConverter(
             dataset=es.logs_dataset, namespace=es.logs_namespace, max_future_skew_s=skew
         )
+        return native.NativeLogsConverter(reference) if compiled else reference
+    if compiled:
+        return native.NATIVE_CONVERTERS[kind](max_future_skew_s=skew)
     return _TABLES[kind][2](max_future_skew_s=skew)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import xxhash
 
+from ingestd.convert.bulk import BulkItems
 from ingestd.convert.identity import application_id
 from ingestd.ingest import Converted
 
@@ -53,9 +54,6 @@ _DATE_NANOS_MAX = 2**63 - 1
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
-BulkItems = list[bytes]
-"""A converted request: one bulk item (action line + document line) per stored record."""
-
 
 class LogsConverter:
     """Converts one ExportLogsServiceRequest into bulk items; see the module docstring."""
@@ -73,15 +71,25 @@ class LogsConverter:
         self._max_future_skew_ns = int(max_future_skew_s * 1e9)
         self._now_ns = now_ns
 
-    def __call__(self, request: Any) -> Converted:
-        items: BulkItems = []
+    @property
+    def route(self) -> tuple[str, str]:
+        """The (dataset, namespace) a record goes to without routing attributes."""
+        return self._dataset, self._namespace
+
+    @property
+    def max_future_skew_ns(self) -> int:
+        return self._max_future_skew_ns
+
+    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
+        """The request's bulk items (`BulkItems`); *application_id* replaces the derived one."""
+        items: list[bytes] = []
         out = Converted(payload=items, items=0, nbytes=0)
         now = self._now_ns()
         latest = min(now + self._max_future_skew_ns, _DATE_NANOS_MAX)
         seen: dict[bytes, int] = {}
         for resource_logs in request.resource_logs:
             try:
-                resource = _Resource(resource_logs, self._dataset, self._namespace)
+                resource = _Resource(resource_logs, self._dataset, self._namespace, application_id)
             except orjson.JSONEncodeError as exc:
                 for scope_logs in resource_logs.scope_logs:
                     _refuse_all(out, scope_logs, "resource", exc)
@@ -101,6 +109,7 @@ class LogsConverter:
                     items.append(item)
                     out.nbytes += len(item)
         out.items = len(items)
+        out.payload = BulkItems.of(items)
         return out
 
 
@@ -122,11 +131,13 @@ class _Resource:
 
     __slots__ = ("app_id", "dataset", "encoded", "namespace", "serialized")
 
-    def __init__(self, resource_logs: Any, dataset: str, namespace: str) -> None:
+    def __init__(
+        self, resource_logs: Any, dataset: str, namespace: str, app_id: str | None = None
+    ) -> None:
         resource = resource_logs.resource
         attributes, dropped = _attributes(resource.attributes)
         self.dataset, self.namespace = _route(attributes, dataset, namespace)
-        self.app_id = application_id(resource.attributes)
+        self.app_id = application_id(resource.attributes) if app_id is None else app_id
         fields: dict[str, Any] = {}
         if attributes:
             fields["attributes"] = attributes

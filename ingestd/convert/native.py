@@ -18,7 +18,9 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Literal
 
+from ingestd.convert.bulk import BulkItems
 from ingestd.convert.copy_binary import CopyRows, offsets_of
+from ingestd.convert.logs import LogsConverter
 from ingestd.errors import BadRequest, ConfigError
 from ingestd.ingest import Converted, Signal
 
@@ -79,12 +81,12 @@ def describe() -> str:
     return f"codec: {codec} ({why}; ingestd_native {version or 'not installed'})"
 
 
-def _message(example: tuple[str, str, str] | None) -> str:
+def _message(example: tuple[str, str | None, str] | None) -> str:
     # The native side sends (prefix, name, suffix): repr() follows Python's Unicode tables.
     if example is None:
         return ""
     prefix, name, suffix = example
-    return f"{prefix}{name!r}{suffix}"
+    return f"{prefix}{suffix}" if name is None else f"{prefix}{name!r}{suffix}"
 
 
 class _NativeConverter:
@@ -131,10 +133,51 @@ class NativeMetricConverter(_NativeConverter):
     function = "convert_metrics"
 
 
+class NativeLogsConverter:
+    """`logs.LogsConverter`, compiled: the same bulk items, ids, routing and rejects."""
+
+    takes_bytes = True
+
+    def __init__(self, reference: LogsConverter, now_ns: Callable[[], int] = time.time_ns) -> None:
+        if _native is None:
+            raise ConfigError([f"ingestd_native does not import: {IMPORT_ERROR}"])
+        self._convert = _native.convert_logs
+        self._decode_error = _native.DecodeError
+        self._reference = reference
+        self._now_ns = now_ns
+
+    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
+        if not isinstance(request, bytes):
+            # OTLP/JSON arrives decoded: the reference converts it (its limits differ).
+            return self._reference(request, application_id=application_id)
+        dataset, namespace = self._reference.route
+        now = self._now_ns()
+        try:
+            data, offsets, items, rejected, reasons, example = self._convert(
+                request,
+                max_time_unix_nano=now + self._reference.max_future_skew_ns,
+                now_unix_nano=now,
+                dataset=dataset,
+                namespace=namespace,
+                application_id=application_id,
+            )
+        except self._decode_error as exc:
+            raise BadRequest(f"not a valid OTLP {Signal.LOGS} export request: {exc}") from exc
+        return Converted(
+            payload=BulkItems(data, offsets_of(offsets)),
+            items=items,
+            nbytes=len(data),
+            rejected=rejected,
+            reject_reasons=Counter(reasons),
+            reject_example=_message(example),
+        )
+
+
 NATIVE_CONVERTERS: dict[Signal, type[_NativeConverter]] = {
     Signal.TRACES: NativeTraceConverter,
     Signal.METRICS: NativeMetricConverter,
 }
+NATIVE_SIGNALS = (Signal.TRACES, Signal.METRICS, Signal.LOGS)
 
 
 def _converted(out: tuple[Any, ...]) -> Converted:

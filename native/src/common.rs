@@ -22,14 +22,17 @@ pub struct Context {
     pub application_id: Option<String>,
     /// Records stamped later than this are refused (`timestamp_in_future`).
     pub max_time_unix_nano: u64,
+    /// The converter's clock (logs: the time of a record without one).
+    pub now_unix_nano: u64,
 }
 
-/// The first refused record, for the client's message: `f"{prefix}{name!r}{suffix}"`.
-/// (Python composes it: `repr` of a str follows Python's own Unicode tables.)
+/// The first refused record, for the client's message: `f"{prefix}{name!r}{suffix}"`, or
+/// `prefix + suffix` without a name. (Python composes it: `repr` of a str follows Python's own
+/// Unicode tables.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Example {
     pub prefix: &'static str,
-    pub name: String,
+    pub name: Option<String>,
     pub suffix: String,
 }
 
@@ -176,6 +179,11 @@ pub fn each_field<'a>(
     Ok(())
 }
 
+/// Entering a message at nesting level *depth*: TooDeep past upb's limit.
+pub fn enter_message(depth: u32) -> Result<()> {
+    enter(depth)
+}
+
 fn enter(depth: u32) -> Result<()> {
     if depth > MAX_DEPTH {
         Err(DecodeError::TooDeep)
@@ -199,6 +207,14 @@ pub fn double_value(value: f64) -> Value {
     }
 }
 
+/// How attribute values become JSON: the database contract (tagged NaN/Infinity and bytes) or
+/// the log documents (`convert/logs.py` `_value`: non-finite doubles and bytes as strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Contract,
+    Logs,
+}
+
 enum Case {
     None,
     Value(Value),
@@ -208,6 +224,11 @@ enum Case {
 
 /// One AnyValue (sent in *chunks*, at nesting level *depth*) as a JSON-ready value.
 pub fn any_value(chunks: &[&[u8]], depth: u32) -> Result<Value> {
+    any_value_as(chunks, depth, Flavor::Contract)
+}
+
+/// `any_value` in the given flavor.
+pub fn any_value_as(chunks: &[&[u8]], depth: u32, flavor: Flavor) -> Result<Value> {
     enter(depth)?;
     let mut case = Case::None;
     each_field(chunks, |f| {
@@ -215,16 +236,22 @@ pub fn any_value(chunks: &[&[u8]], depth: u32) -> Result<Value> {
             (1, LEN) => case = Case::Value(Value::Str(f.text()?.to_owned())),
             (2, VARINT) => case = Case::Value(Value::Bool(f.int != 0)),
             (3, VARINT) => case = Case::Value(Value::Int(f.int as i64)),
-            (4, FIXED64) => case = Case::Value(double_value(f64::from_bits(f.int))),
+            (4, FIXED64) => {
+                let value = f64::from_bits(f.int);
+                case = Case::Value(match flavor {
+                    Flavor::Contract => double_value(value),
+                    Flavor::Logs => log_double(value),
+                });
+            }
             (5, LEN) => {
-                let values = array_values(f.bytes, depth + 1)?;
+                let values = array_values(f.bytes, depth + 1, flavor)?;
                 match &mut case {
                     Case::Array(items) => items.extend(values),
                     _ => case = Case::Array(values),
                 }
             }
             (6, LEN) => {
-                let pairs = kvlist_pairs(f.bytes, depth + 1)?;
+                let pairs = kvlist_pairs(f.bytes, depth + 1, flavor)?;
                 match &mut case {
                     Case::Kvlist(items) => items.extend(pairs),
                     _ => case = Case::Kvlist(pairs),
@@ -232,7 +259,10 @@ pub fn any_value(chunks: &[&[u8]], depth: u32) -> Result<Value> {
             }
             (7, LEN) => {
                 let text = base64::engine::general_purpose::STANDARD.encode(f.bytes);
-                case = Case::Value(json::tagged("$bytes", text));
+                case = Case::Value(match flavor {
+                    Flavor::Contract => json::tagged("$bytes", text),
+                    Flavor::Logs => Value::Str(text),
+                });
             }
             (8, VARINT) => case = Case::Value(Value::Null),
             _ => {}
@@ -247,24 +277,37 @@ pub fn any_value(chunks: &[&[u8]], depth: u32) -> Result<Value> {
     })
 }
 
-fn array_values(bytes: &[u8], depth: u32) -> Result<Vec<Value>> {
+/// A double in a log document: itself when finite, else its name as a string.
+pub fn log_double(value: f64) -> Value {
+    if value.is_finite() {
+        Value::Float(value)
+    } else if value.is_nan() {
+        Value::Str("NaN".into())
+    } else if value > 0.0 {
+        Value::Str("Infinity".into())
+    } else {
+        Value::Str("-Infinity".into())
+    }
+}
+
+fn array_values(bytes: &[u8], depth: u32, flavor: Flavor) -> Result<Vec<Value>> {
     enter(depth)?;
     let mut out = Vec::new();
     each_field(&[bytes], |f| {
         if (f.number, f.wire) == (1, LEN) {
-            out.push(any_value(&[f.bytes], depth + 1)?);
+            out.push(any_value_as(&[f.bytes], depth + 1, flavor)?);
         }
         Ok(())
     })?;
     Ok(out)
 }
 
-fn kvlist_pairs(bytes: &[u8], depth: u32) -> Result<Vec<(String, Value)>> {
+fn kvlist_pairs(bytes: &[u8], depth: u32, flavor: Flavor) -> Result<Vec<(String, Value)>> {
     enter(depth)?;
     let mut out = Vec::new();
     each_field(&[bytes], |f| {
         if (f.number, f.wire) == (1, LEN) {
-            out.push(key_value(&[f.bytes], depth + 1)?);
+            out.push(key_value_as(&[f.bytes], depth + 1, flavor)?);
         }
         Ok(())
     })?;
@@ -282,6 +325,11 @@ pub fn dict(pairs: Vec<(String, Value)>) -> Object {
 
 /// One KeyValue (in *chunks*, at *depth*) as (key, JSON-ready value).
 pub fn key_value(chunks: &[&[u8]], depth: u32) -> Result<(String, Value)> {
+    key_value_as(chunks, depth, Flavor::Contract)
+}
+
+/// `key_value` in the given flavor.
+pub fn key_value_as(chunks: &[&[u8]], depth: u32, flavor: Flavor) -> Result<(String, Value)> {
     enter(depth)?;
     let mut key = "";
     let mut value: Vec<&[u8]> = Vec::new();
@@ -296,7 +344,7 @@ pub fn key_value(chunks: &[&[u8]], depth: u32) -> Result<(String, Value)> {
     let value = if value.is_empty() {
         Value::Null
     } else {
-        any_value(&value, depth + 1)?
+        any_value_as(&value, depth + 1, flavor)?
     };
     Ok((key.to_owned(), value))
 }
@@ -773,12 +821,12 @@ mod tests {
         let mut rejects = Rejects::default();
         let example = |n: &str| Example {
             prefix: "span ",
-            name: n.into(),
+            name: Some(n.into()),
             suffix: String::new(),
         };
         rejects.reject("a", || example("x"));
         rejects.reject("a", || example("y"));
         assert_eq!(rejects.reasons, vec![("a", 2)]);
-        assert_eq!(rejects.example.unwrap().name, "x");
+        assert_eq!(rejects.example.unwrap().name.as_deref(), Some("x"));
     }
 }

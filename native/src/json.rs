@@ -302,3 +302,71 @@ mod tests {
         }
     }
 }
+
+/// Python's `repr(float)` (`str()` too): shortest round-trip digits, exponent form below
+/// 1e-4 and from 1e16 (`1e-05`, `1e+16`), else fixed with at least one decimal (`3.0`).
+pub fn py_float_repr(value: f64) -> String {
+    if value.is_nan() {
+        return "nan".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    let sci = format!("{value:e}");
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if !(-4..16).contains(&exponent) {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let esign = if exponent < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{dot}e{esign}{:02}", exponent.abs());
+    }
+    let point = exponent + 1; // digits before the decimal point
+    if point <= 0 {
+        let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
+        return format!("{sign}0.{zeros}{digits}");
+    }
+    let point = usize::try_from(point).unwrap_or(0);
+    if digits.len() <= point {
+        let zeros = "0".repeat(point - digits.len());
+        return format!("{sign}{digits}{zeros}.0");
+    }
+    let (int, frac) = digits.split_at(point);
+    format!("{sign}{int}.{frac}")
+}
+
+#[cfg(test)]
+mod repr_tests {
+    use super::py_float_repr;
+
+    #[test]
+    fn matches_python_repr() {
+        for (value, text) in [
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (1e15, "1000000000000000.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-0.0, "-0.0"),
+            (3.0, "3.0"),
+            (123.456, "123.456"),
+            (5e-324, "5e-324"),
+            (f64::NAN, "nan"),
+        ] {
+            assert_eq!(py_float_repr(value), text);
+        }
+    }
+}

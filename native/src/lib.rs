@@ -8,6 +8,7 @@ pub mod common;
 pub mod copy;
 pub mod identity;
 pub mod json;
+pub mod logs;
 pub mod metrics;
 pub mod traces;
 pub mod wire;

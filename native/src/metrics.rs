@@ -472,7 +472,7 @@ pub fn convert(body: &[u8], ctx: &Context) -> Result<Converted> {
 fn example(name: &str, suffix: String) -> Example {
     Example {
         prefix: "metric ",
-        name: name.to_owned(),
+        name: Some(name.to_owned()),
         suffix,
     }
 }

@@ -7,7 +7,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::common::Context;
-use crate::{metrics, traces, wire, Converted};
+use crate::{logs, metrics, traces, wire, Converted};
 
 create_exception!(
     _native,
@@ -20,6 +20,7 @@ fn context(application_id: Option<String>, max_time_unix_nano: u64) -> Context {
     Context {
         application_id,
         max_time_unix_nano,
+        now_unix_nano: 0,
     }
 }
 
@@ -40,7 +41,7 @@ fn to_python<'py>(py: Python<'py>, out: &Converted) -> PyResult<Bound<'py, PyTup
         .rejects
         .example
         .as_ref()
-        .map(|e| (e.prefix, e.name.as_str(), e.suffix.as_str()));
+        .map(|e| (e.prefix, e.name.as_deref(), e.suffix.as_str()));
     let dims = &out.dimensions;
     let resources = PyDict::new(py);
     for (id, attributes, dropped, url) in &dims.resources {
@@ -123,11 +124,58 @@ fn convert_traces<'py>(
     )
 }
 
+/// ExportLogsServiceRequest bytes -> (bulk bytes, item offsets, items, rejected, reasons,
+/// example); DecodeError. *dataset* and *namespace* are the sanitized defaults.
+#[pyfunction]
+#[pyo3(signature = (body, *, max_time_unix_nano, now_unix_nano, dataset, namespace, application_id=None))]
+fn convert_logs<'py>(
+    py: Python<'py>,
+    body: PyBackedBytes,
+    max_time_unix_nano: u64,
+    now_unix_nano: u64,
+    dataset: String,
+    namespace: String,
+    application_id: Option<String>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let ctx = Context {
+        application_id,
+        max_time_unix_nano,
+        now_unix_nano,
+    };
+    let start = logs::Route {
+        dataset: &dataset,
+        namespace: &namespace,
+    };
+    let out = py
+        .detach(|| logs::convert(&body, &ctx, &start))
+        .map_err(|e| DecodeError::new_err(e.to_string()))?;
+    let offsets: Vec<u8> = out.offsets.iter().flat_map(|o| o.to_ne_bytes()).collect();
+    let reasons = PyDict::new(py);
+    for (reason, count) in &out.rejects.reasons {
+        reasons.set_item(*reason, *count)?;
+    }
+    let example = out
+        .rejects
+        .example
+        .as_ref()
+        .map(|e| (e.prefix, e.name.as_deref(), e.suffix.as_str()));
+    (
+        PyBytes::new(py, &out.data),
+        PyBytes::new(py, &offsets),
+        out.offsets.len(),
+        out.rejects.rejected,
+        reasons,
+        example,
+    )
+        .into_pyobject(py)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add_function(wrap_pyfunction!(convert_traces, m)?)?;
     m.add_function(wrap_pyfunction!(convert_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(convert_logs, m)?)?;
     Ok(())
 }

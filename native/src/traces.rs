@@ -222,7 +222,7 @@ struct Scratch {
 fn example(span: &SpanView<'_>, detail: String) -> Example {
     Example {
         prefix: "span ",
-        name: span.name.to_owned(),
+        name: Some(span.name.to_owned()),
         suffix: format!(": {detail}"),
     }
 }

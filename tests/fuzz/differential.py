@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from ingestd.convert import native
+from ingestd.convert.bulk import BulkItems
+from ingestd.convert.logs import LogsConverter
 from ingestd.convert.metrics import MetricConverter
 from ingestd.convert.traces import TraceConverter
 from ingestd.errors import BadRequest
@@ -27,13 +29,23 @@ def _python(signal: Signal, body: bytes, application_id: str | None) -> Converte
         request = parse_protobuf(signal, body)
     except BadRequest:
         return "BadRequest"
+    if signal is Signal.LOGS:
+        return _logs_reference()(request, application_id=application_id)
     reference = TraceConverter if signal is Signal.TRACES else MetricConverter
     converter = reference(max_future_skew_s=3600, clock_ns=_clock)
     return converter(request, application_id=application_id)
 
 
+def _logs_reference() -> LogsConverter:
+    return LogsConverter(dataset="app", namespace="Prod", max_future_skew_s=3600, now_ns=_clock)
+
+
 def _native(signal: Signal, body: bytes, application_id: str | None) -> Converted | str:
-    converter = native.NATIVE_CONVERTERS[signal](max_future_skew_s=3600, clock_ns=_clock)
+    converter: Any
+    if signal is Signal.LOGS:
+        converter = native.NativeLogsConverter(_logs_reference(), now_ns=_clock)
+    else:
+        converter = native.NATIVE_CONVERTERS[signal](max_future_skew_s=3600, clock_ns=_clock)
     try:
         return converter(body, application_id=application_id)
     except BadRequest:
@@ -45,6 +57,17 @@ def summary(converted: Converted | str) -> Any:
     if isinstance(converted, str):
         return converted
     payload = converted.payload
+    if isinstance(payload, BulkItems):
+        return {
+            "data": payload.data,
+            "offsets": list(payload.offsets),
+            "items": converted.items,
+            "nbytes": converted.nbytes,
+            "rejected": converted.rejected,
+            "reasons": dict(converted.reject_reasons),
+            "example": converted.reject_example,
+            "nul": converted.nul_replaced,
+        }
     return {
         "data": payload.data,
         "offsets": list(payload.offsets),
@@ -80,7 +103,7 @@ def compare(signal: Signal, body: bytes, application_id: str | None = None) -> A
 class DifferentialTarget:
     """The fuzz target `native`: both codecs on each input, any difference is a finding."""
 
-    signals = tuple(native.NATIVE_CONVERTERS)
+    signals = native.NATIVE_SIGNALS
 
     def protobuf(self, signal: Signal, body: bytes, encoding: str = "") -> Any:
         from tests.fuzz.targets import Finding, Outcome

@@ -11,3 +11,13 @@ def convert_traces(
 def convert_metrics(
     body: bytes, *, max_time_unix_nano: int, application_id: str | None = None
 ) -> tuple[Any, ...]: ...
+
+def convert_logs(
+    body: bytes,
+    *,
+    max_time_unix_nano: int,
+    now_unix_nano: int,
+    dataset: str,
+    namespace: str,
+    application_id: str | None = None,
+) -> tuple[Any, ...]: ...

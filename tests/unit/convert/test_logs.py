@@ -334,4 +334,4 @@ def test_resource_and_scope_are_shared_by_their_records() -> None:
 def test_empty_request_converts_to_nothing() -> None:
     """No records: no items, nothing rejected."""
     _, out = convert(logs_service_pb2.ExportLogsServiceRequest())
-    assert (out.items, out.rejected, out.payload) == (0, 0, [])
+    assert (out.items, out.rejected, list(out.payload)) == (0, 0, [])
