@@ -90,9 +90,14 @@ def _message(example: tuple[str, str | None, str] | None) -> str:
 
 
 class _NativeConverter:
-    """A route's native codec: same payload, rejects and counts as the Python reference."""
+    """A route's native codec: same payload, rejects and counts as the Python reference.
+
+    Thread-safe (no state but the clock; the conversion releases the GIL), so `Ingest` runs
+    big requests on its conversion threads.
+    """
 
     takes_bytes = True
+    thread_safe = True
     signal: Signal
     function: str
 
@@ -134,9 +139,13 @@ class NativeMetricConverter(_NativeConverter):
 
 
 class NativeLogsConverter:
-    """`logs.LogsConverter`, compiled: the same bulk items, ids, routing and rejects."""
+    """`logs.LogsConverter`, compiled: the same bulk items, ids, routing and rejects.
+
+    Thread-safe for bytes (the only input `Ingest` hands to its conversion threads).
+    """
 
     takes_bytes = True
+    thread_safe = True
 
     def __init__(self, reference: LogsConverter, now_ns: Callable[[], int] = time.time_ns) -> None:
         if _native is None:
