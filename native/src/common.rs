@@ -830,3 +830,108 @@ mod tests {
         assert_eq!(rejects.example.unwrap().name.as_deref(), Some("x"));
     }
 }
+
+// -- already canonical? (then the raw bytes are the deterministic serialization) -----------------
+
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Whether *f* is encoded minimally (tag, varint, length), as upb would write it.
+pub fn minimal(f: &Field<'_>) -> bool {
+    let tag = varint_len((u64::from(f.number) << 3) | u64::from(f.wire));
+    let body = match f.wire {
+        VARINT => varint_len(f.int),
+        FIXED64 => 8,
+        wire::FIXED32 => 4,
+        LEN => varint_len(f.bytes.len() as u64) + f.bytes.len(),
+        _ => return false,
+    };
+    f.raw.len() == tag + body
+}
+
+/// Fields in strictly increasing number order, except *repeated* ones, which may repeat
+/// back to back; every field minimal and known (checked by *known*).
+pub fn canonical_fields(
+    bytes: &[u8],
+    repeated: &[u32],
+    mut known: impl FnMut(&Field<'_>) -> bool,
+) -> bool {
+    let mut reader = Reader::new(bytes);
+    let mut last = 0u32;
+    loop {
+        match reader.next_field() {
+            Ok(None) => return true,
+            Ok(Some(f)) => {
+                let order = f.number > last || (f.number == last && repeated.contains(&last));
+                if !order || !minimal(&f) || !known(&f) {
+                    return false;
+                }
+                last = f.number;
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Whether an AnyValue's bytes are already its deterministic serialization.
+pub fn canonical_any_value(bytes: &[u8]) -> bool {
+    let mut cases = 0;
+    canonical_fields(bytes, &[], |f| {
+        cases += 1;
+        cases == 1
+            && match (f.number, f.wire) {
+                (1 | 7, LEN) => true,
+                (2, VARINT) => f.int <= 1,
+                (3, VARINT) => true,
+                (4, FIXED64) => true,
+                (5 | 6, LEN) => canonical_fields(f.bytes, &[1], |g| {
+                    (g.number, g.wire) == (1, LEN)
+                        && if f.number == 5 {
+                            canonical_any_value(g.bytes)
+                        } else {
+                            canonical_key_value(g.bytes)
+                        }
+                }),
+                (8, VARINT) => f.int == i64::from(int32_of(f.int)) as u64,
+                _ => false,
+            }
+    })
+}
+
+/// Whether a KeyValue's bytes are already its deterministic serialization.
+pub fn canonical_key_value(bytes: &[u8]) -> bool {
+    canonical_fields(bytes, &[], |f| match (f.number, f.wire) {
+        (1, LEN) => !f.bytes.is_empty(),
+        (2, LEN) => canonical_any_value(f.bytes),
+        (3, VARINT) => f.int != 0 && f.int == i64::from(int32_of(f.int)) as u64,
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+
+    #[test]
+    fn canonical_check_agrees_with_the_canonical_form() {
+        let cases: [&[u8]; 6] = [
+            &[0x0a, 0x01, b'k', 0x12, 0x03, 0x0a, 0x01, b'v'],
+            &[0x12, 0x03, 0x0a, 0x01, b'v', 0x0a, 0x01, b'k'],
+            &[0x0a, 0x00],
+            &[0x0a, 0x01, b'k', 0x12, 0x02, 0x10, 0x02],
+            &[0x0a, 0x01, b'k', 0x12, 0x04, 0x0a, 0x00, 0x18, 0x01],
+            &[0x0a, 0x01, b'k', 0x12, 0x00, 0x50, 0x01],
+        ];
+        // The check may say no to a canonical encoding (then the slow path runs), never yes to
+        // a non-canonical one.
+        for raw in cases {
+            let canonical = canon_key_value(&[raw], 1).unwrap();
+            if canonical_key_value(raw) {
+                assert_eq!(canonical, raw, "{raw:?}");
+            }
+        }
+        assert!(canonical_key_value(cases[0]));
+        assert!(!canonical_key_value(cases[1]));
+    }
+}

@@ -164,28 +164,27 @@ impl<'a> Writer<'a> {
         let bytes = text.as_bytes();
         let mut start = 0;
         for (i, &byte) in bytes.iter().enumerate() {
-            let escape: &[u8] = match byte {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                0x08 => b"\\b",
-                b'\t' => b"\\t",
-                b'\n' => b"\\n",
-                0x0c => b"\\f",
-                b'\r' => b"\\r",
+            if !NEEDS_ESCAPE[usize::from(byte)] {
+                continue;
+            }
+            self.out.extend_from_slice(&bytes[start..i]);
+            match byte {
+                b'"' => self.out.extend_from_slice(b"\\\""),
+                b'\\' => self.out.extend_from_slice(b"\\\\"),
+                0x08 => self.out.extend_from_slice(b"\\b"),
+                b'\t' => self.out.extend_from_slice(b"\\t"),
+                b'\n' => self.out.extend_from_slice(b"\\n"),
+                0x0c => self.out.extend_from_slice(b"\\f"),
+                b'\r' => self.out.extend_from_slice(b"\\r"),
                 0 if self.nul == Nul::Replace => {
                     self.replaced += 1;
-                    b"\\ufffd"
+                    self.out.extend_from_slice(b"\\ufffd");
                 }
-                0x00..=0x1f => b"",
-                _ => continue,
-            };
-            self.out.extend_from_slice(&bytes[start..i]);
-            if escape.is_empty() {
-                self.out.extend_from_slice(b"\\u00");
-                self.out.push(HEX[usize::from(byte >> 4)]);
-                self.out.push(HEX[usize::from(byte & 0xf)]);
-            } else {
-                self.out.extend_from_slice(escape);
+                _ => {
+                    self.out.extend_from_slice(b"\\u00");
+                    self.out.push(HEX[usize::from(byte >> 4)]);
+                    self.out.push(HEX[usize::from(byte & 0xf)]);
+                }
             }
             start = i + 1;
         }
@@ -193,6 +192,19 @@ impl<'a> Writer<'a> {
         self.out.push(b'"');
     }
 }
+
+/// The bytes a JSON string escapes: control characters, `"` and `\\` (serde_json's table).
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = true;
+        i += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
 
 /// The JSON text of *value* (plain orjson: NUL kept as `\u0000`).
 pub fn to_text(value: &Value) -> Vec<u8> {

@@ -120,17 +120,18 @@ fn uniform(values: Vec<Value>) -> Vec<Value> {
 }
 
 /// Every array of *value*, at every level, made uniform (children first, as the reference).
-fn uniformed(value: Value) -> Value {
+fn uniform_in_place(value: &mut Value) {
     match value {
-        Value::Array(items) => Value::Array(uniform(items.into_iter().map(uniformed).collect())),
-        Value::Object(object) => {
-            let mut out = Object::new();
-            for (key, item) in object.entries {
-                out.insert(key, uniformed(item));
-            }
-            Value::Object(out)
+        Value::Array(items) => {
+            items.iter_mut().for_each(uniform_in_place);
+            let taken = std::mem::take(items);
+            *items = uniform(taken);
         }
-        other => other,
+        Value::Object(object) => object
+            .entries
+            .iter_mut()
+            .for_each(|(_, v)| uniform_in_place(v)),
+        _ => {}
     }
 }
 
@@ -139,8 +140,9 @@ fn uniformed(value: Value) -> Value {
 fn attributes(raws: &[&[u8]], depth: u32) -> Result<(Object, u32)> {
     let mut out = Object::new();
     for raw in raws {
-        let (key, value) = key_value_as(&[raw], depth, Flavor::Logs)?;
-        out.insert(key, uniformed(value));
+        let (key, mut value) = key_value_as(&[raw], depth, Flavor::Logs)?;
+        uniform_in_place(&mut value);
+        out.insert(key, value);
     }
     let smallest = out.entries.iter().map(|(k, _)| k.as_str()).min();
     match smallest {
@@ -211,6 +213,32 @@ pub fn iso_nanos(ns: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// `iso_nanos` with the date and time of the last second seen kept (records of one request
+/// share few seconds; formatting the date is the costly part).
+#[derive(Default)]
+struct IsoClock {
+    second: Option<u64>,
+    prefix: String,
+}
+
+impl IsoClock {
+    fn format(&mut self, ns: u64) -> String {
+        let (second, fraction) = (ns / 1_000_000_000, ns % 1_000_000_000);
+        if self.second != Some(second) {
+            let full = iso_nanos(ns);
+            self.prefix = full[..full.len() - 10].to_owned();
+            self.second = Some(second);
+        }
+        let mut out = String::with_capacity(self.prefix.len() + 11);
+        out.push_str(&self.prefix);
+        let digits = itoa::Buffer::new().format(fraction).to_owned();
+        out.push_str(&"000000000"[digits.len()..]);
+        out.push_str(&digits);
+        out.push('Z');
+        out
+    }
 }
 
 struct Scope {
@@ -458,6 +486,22 @@ fn canon_record(r: &Record<'_>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Whether a LogRecord's bytes are already its deterministic serialization (what SDKs send),
+/// so the id hashes them as they are.
+fn canonical_record(bytes: &[u8]) -> bool {
+    let nonzero32 = |v: u64| v != 0 && v < (1 << 32);
+    common::canonical_fields(bytes, &[6], |f| match (f.number, f.wire) {
+        (1 | 11, FIXED64) => f.int != 0,
+        (2, VARINT) => f.int != 0 && f.int == i64::from(int32_of(f.int)) as u64,
+        (3 | 9 | 10 | 12, LEN) => !f.bytes.is_empty(),
+        (5, LEN) => common::canonical_any_value(f.bytes),
+        (6, LEN) => common::canonical_key_value(f.bytes),
+        (7, VARINT) => nonzero32(f.int),
+        (8, FIXED32) => f.int != 0,
+        _ => false,
+    })
+}
+
 /// `_body`: the body field of the document, or None without one.
 fn body(chunks: &[&[u8]]) -> Result<Option<Value>> {
     if chunks.is_empty() {
@@ -583,12 +627,20 @@ pub fn convert(body_bytes: &[u8], ctx: &Context, start: &Route<'_>) -> Result<Bu
     let mut out = Bulk::default();
     let latest = ctx.max_time_unix_nano.min(INT64_MAX);
     let mut seen: HashMap<[u8; 16], u32> = HashMap::new();
+    let mut clock = IsoClock::default();
     for rl in &parsed {
         let resource = resource_info(&rl.resource, rl.schema_url, start, ctx)?;
         for sl in &rl.scopes {
             let scope = scope_info(&resource, &sl.scope, sl.schema_url)?;
             for r in &sl.records {
-                encode(r, &scope, ctx.now_unix_nano, latest, &mut seen, &mut out)?;
+                encode(
+                    r,
+                    &scope,
+                    (ctx.now_unix_nano, latest),
+                    &mut seen,
+                    &mut clock,
+                    &mut out,
+                )?;
             }
         }
     }
@@ -598,9 +650,9 @@ pub fn convert(body_bytes: &[u8], ctx: &Context, start: &Route<'_>) -> Result<Bu
 fn encode(
     r: &Record<'_>,
     scope: &Scope,
-    now: u64,
-    latest: u64,
+    (now, latest): (u64, u64),
     seen: &mut HashMap<[u8; 16], u32>,
+    clock: &mut IsoClock,
     out: &mut Bulk,
 ) -> Result<()> {
     // Everything that can fail the request is read before anything is written.
@@ -611,7 +663,13 @@ fn encode(
     } else {
         now
     };
-    let canonical = canon_record(r)?;
+    let owned;
+    let canonical: &[u8] = if canonical_record(r.raw) {
+        r.raw
+    } else {
+        owned = canon_record(r)?;
+        &owned
+    };
     let body_value = body(&r.body)?;
     let attrs = if r.attributes.is_empty() {
         None
@@ -648,11 +706,11 @@ fn encode(
     data.push(b'-');
     data.extend_from_slice(namespace.as_bytes());
     data.extend_from_slice(b"\",\"_id\":\"");
-    data.extend_from_slice(&id(&canonical, scope.seed, seen));
+    data.extend_from_slice(&id(canonical, scope.seed, seen));
     data.extend_from_slice(b"\"}}\n");
     let mut w = json::Writer::new(data, Nul::Keep);
     w.out.push(b'{');
-    w.member("@timestamp", &Value::Str(iso_nanos(timestamp)));
+    w.member("@timestamp", &Value::Str(clock.format(timestamp)));
     let member = |w: &mut json::Writer<'_>, key: &str, value: &Value| {
         w.out.push(b',');
         w.member(key, value);
@@ -737,6 +795,19 @@ mod tests {
             "2018-12-13T14:51:00.300000000Z"
         );
         assert_eq!(iso_nanos(0), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn clock_matches_iso_nanos() {
+        let mut clock = IsoClock::default();
+        for ns in [
+            1_544_712_660_300_000_000,
+            1_544_712_660_000_000_007,
+            5,
+            1_544_712_661_999_999_999,
+        ] {
+            assert_eq!(clock.format(ns), iso_nanos(ns));
+        }
     }
 
     #[test]
