@@ -2,13 +2,11 @@
 //! line), mirroring `ingestd/convert/logs.py` byte for byte: the document layout, routing,
 //! attribute arrays made uniform, the ids (xxh3 of the records' deterministic serialization).
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
 
 use crate::common::{
     self, canon_key_value, canon_resource, canon_scope, each_field, enter_message, hex, int32_of,
-    key_value_as, Context, Example, Flavor, Rejects, INT64_MAX,
+    key_value_as, Context, Example, FastMap, Flavor, Rejects, INT64_MAX,
 };
 use crate::identity;
 use crate::json::{self, Nul, Object, Value};
@@ -626,7 +624,7 @@ pub fn convert(body_bytes: &[u8], ctx: &Context, start: &Route<'_>) -> Result<Bu
     })?;
     let mut out = Bulk::default();
     let latest = ctx.max_time_unix_nano.min(INT64_MAX);
-    let mut seen: HashMap<[u8; 16], u32> = HashMap::new();
+    let mut seen: FastMap<[u8; 16], u32> = common::fast_map();
     let mut clock = IsoClock::default();
     for rl in &parsed {
         let resource = resource_info(&rl.resource, rl.schema_url, start, ctx)?;
@@ -651,7 +649,7 @@ fn encode(
     r: &Record<'_>,
     scope: &Scope,
     (now, latest): (u64, u64),
-    seen: &mut HashMap<[u8; 16], u32>,
+    seen: &mut FastMap<[u8; 16], u32>,
     clock: &mut IsoClock,
     out: &mut Bulk,
 ) -> Result<()> {
@@ -770,7 +768,7 @@ fn encode(
 
 /// The document id: xxh3_128 of the record's deterministic serialization seeded by its
 /// resource and scope; a repeat of the same record in the request gets an ordinal.
-fn id(canonical: &[u8], seed: u64, seen: &mut HashMap<[u8; 16], u32>) -> Vec<u8> {
+fn id(canonical: &[u8], seed: u64, seen: &mut FastMap<[u8; 16], u32>) -> Vec<u8> {
     let mut digest = xxhash_rust::xxh3::xxh3_128_with_seed(canonical, seed).to_be_bytes();
     let ordinal = seen.entry(digest).or_insert(0);
     let n = *ordinal;
