@@ -51,10 +51,12 @@ from ingestd.state.ratelimit import RateLimiter
 log = structlog.get_logger("ingestd.ingest")
 
 # Requests at least this big are converted on the conversion threads when the converter is
-# `thread_safe` (the native codec releases the GIL): a 4 MiB request takes ~10 ms to convert,
-# which the event loop must not wait for. Smaller ones are converted inline: a thread hop
-# costs ~50-100 us, more than converting a few KiB.
-CONVERT_INLINE_MAX_BYTES = 64 * 1024
+# `thread_safe` (the native codec releases the GIL), so that the event loop never waits long:
+# 512 KiB is ~1,300 spans, ~0.8 ms of native conversion. An SDK's 512-span request (~200 KiB,
+# ~0.3 ms) is converted inline: the thread hop (futures, wakeups, the GIL handed back and
+# forth) cost more CPU than it saved (receive path at max load, 2026-12-04: 2.73 CPU-s per
+# million spans with a 64 KiB threshold, 2.30 with 512 KiB).
+CONVERT_INLINE_MAX_BYTES = 512 * 1024
 # A small pool: conversions beyond the cores only queue (one worker process per core is the
 # way to more CPU).
 CONVERT_THREADS = min(4, os.cpu_count() or 1)
