@@ -42,3 +42,15 @@ def test_auto_picks_native_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
     if not native.available():
         pytest.skip("ingestd_native is not built here")
     assert native.resolve("auto")[0] == "native"
+
+
+def test_status_reports_the_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/status shows the codec, why, the module version and the signals it converts."""
+    from ingestd import daemon
+    from ingestd.config import Config
+
+    monkeypatch.setenv("INGESTD_CODEC", "python")
+    status = daemon._codec_status(Config())
+    assert status["codec"] == "python"
+    assert status["reason"] == "INGESTD_CODEC=python"
+    assert status["native_signals"] == []

@@ -224,3 +224,16 @@ def test_mutated_requests_are_identical(
         else:
             body[at:at] = data.draw(st.binary(min_size=1, max_size=4))
     compare(Signal.TRACES, bytes(body))
+
+
+def test_decoded_json_request_is_identical() -> None:
+    """An OTLP/JSON request reaches the native codec decoded; it converts the same."""
+    from ingestd.convert import native
+    from ingestd.convert.traces import TraceConverter
+
+    request = parse_json(Signal.TRACES, (EXAMPLES / "trace.json").read_bytes())
+    clock = lambda: NOW_NS  # noqa: E731
+    python = TraceConverter(max_future_skew_s=3600, clock_ns=clock)(request)
+    compiled = native.NativeTraceConverter(max_future_skew_s=3600, clock_ns=clock)(request)
+    assert compiled.payload.data == python.payload.data
+    assert compiled.payload.resources == python.payload.resources
