@@ -148,6 +148,11 @@ class Ingest:
     def accepts(self, signal: Signal) -> bool:
         return signal in self.routes
 
+    def takes_bytes(self, signal: Signal) -> bool:
+        """Whether *signal*'s converter reads protobuf bytes (the native codec)."""
+        route = self.routes.get(signal)
+        return route is not None and bool(getattr(route.convert, "takes_bytes", False))
+
     def admission_error(self) -> IngestdError | None:
         """Why a new request must be refused before its body is read or decoded, or None.
 

@@ -81,6 +81,15 @@ def describe() -> str:
     return f"codec: {codec} ({why}; ingestd_native {version or 'not installed'})"
 
 
+def json_as_protobuf(signal: Signal, body: bytes) -> bytes | None:
+    """An OTLP/JSON request as protobuf bytes (the native transcoder), or None when the Python
+    decoder must read it: the module is missing, or the input is invalid or unusual."""
+    if _native is None:
+        return None
+    out: bytes | None = _native.json_to_protobuf(str(signal), body)
+    return out
+
+
 def _message(example: tuple[str, str | None, str] | None) -> str:
     # The native side sends (prefix, name, suffix): repr() follows Python's Unicode tables.
     if example is None:

@@ -36,6 +36,7 @@ from google.protobuf import json_format
 
 from ingestd.auth import Authenticator
 from ingestd.config import AuthConfig, HttpReceiverConfig, TlsConfig
+from ingestd.convert.native import json_as_protobuf
 from ingestd.errors import (
     BadRequest,
     IngestdError,
@@ -196,8 +197,9 @@ class OtlpHttpReceiver:
             tenant = self._auth.authenticate(request.headers.get("Authorization"))
             body = await self._body(request)
             with self._ingest.decoding(len(body)):
+                proto = body if media == PROTOBUF else self._transcoded(signal, body)
                 message = (
-                    parse_protobuf(signal, body) if media == PROTOBUF else parse_json(signal, body)
+                    parse_json(signal, body) if proto is None else parse_protobuf(signal, proto)
                 )
                 result = await self._ingest.export(
                     signal,
@@ -205,7 +207,7 @@ class OtlpHttpReceiver:
                     key=request_key(signal, tenant, body),
                     ctx=RequestContext("http", tenant),
                     wire_bytes=len(body),
-                    body=body if media == PROTOBUF else None,
+                    body=proto,
                 )
         except IngestdError as exc:
             return self._error(signal, media, exc)
@@ -222,6 +224,13 @@ class OtlpHttpReceiver:
             # request should open a new one (to another replica, or another worker).
             reply.force_close()
         return reply
+
+    def _transcoded(self, signal: Signal, body: bytes) -> bytes | None:
+        """An OTLP/JSON body as protobuf when the native codec converts *signal* and its
+        transcoder is sure of the result (convert/native.py); None: the Python decoder reads it."""
+        if not body or not self._ingest.takes_bytes(signal):
+            return None
+        return json_as_protobuf(signal, body)
 
     def _admit(self, signal: Signal) -> None:
         if self._closing:

@@ -10,6 +10,9 @@ pub mod identity;
 pub mod json;
 pub mod logs;
 pub mod metrics;
+pub mod otlp_json;
+#[rustfmt::skip]
+pub mod otlp_json_schema;
 pub mod traces;
 pub mod wire;
 

@@ -7,7 +7,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::common::Context;
-use crate::{logs, metrics, traces, wire, Converted};
+use crate::{logs, metrics, otlp_json, traces, wire, Converted};
 
 create_exception!(
     _native,
@@ -170,6 +170,24 @@ fn convert_logs<'py>(
         .into_pyobject(py)
 }
 
+/// OTLP/JSON bytes of *signal* ("traces", "metrics", "logs") -> the same request as protobuf
+/// bytes, or None when the Python decoder must decide (see `otlp_json`).
+#[pyfunction]
+fn json_to_protobuf<'py>(
+    py: Python<'py>,
+    signal: &str,
+    body: PyBackedBytes,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let root = match signal {
+        "traces" => otlp_json::TRACES,
+        "metrics" => otlp_json::METRICS,
+        "logs" => otlp_json::LOGS,
+        other => return Err(PyValueError::new_err(format!("unknown signal {other:?}"))),
+    };
+    let out = py.detach(|| otlp_json::transcode(&body, root));
+    Ok(out.map(|bytes| PyBytes::new(py, &bytes)))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -177,5 +195,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert_traces, m)?)?;
     m.add_function(wrap_pyfunction!(convert_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(convert_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(json_to_protobuf, m)?)?;
     Ok(())
 }

@@ -6,6 +6,9 @@ from ingestd_native._native import (
     convert_logs,
     convert_metrics,
     convert_traces,
+    json_to_protobuf,
 )
 
-__all__ = ["DecodeError", "__version__", "convert_logs", "convert_metrics", "convert_traces"]
+__all__ = ["DecodeError", "__version__", "convert_logs", "convert_metrics", "convert_traces",
+    "json_to_protobuf",
+]
