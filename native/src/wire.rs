@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+/// The largest field number protobuf allows (2^29 - 1); upb refuses larger ones.
+pub const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
+
 /// upb's default depth limit (`kUpb_WireFormat_DefaultDepthLimit`), root message included.
 pub const MAX_DEPTH: u32 = 100;
 
@@ -92,11 +95,11 @@ impl<'a> Reader<'a> {
         }
         let start = self.pos;
         let tag = self.varint()?;
-        let number = u32::try_from(tag >> 3).map_err(|_| DecodeError::Malformed)?;
-        let wire = (tag & 7) as u8;
-        if number == 0 {
+        if tag >> 3 == 0 || tag >> 3 > MAX_FIELD_NUMBER {
             return Err(DecodeError::Malformed);
         }
+        let number = (tag >> 3) as u32;
+        let wire = (tag & 7) as u8;
         let mut field = Field {
             number,
             wire,
@@ -129,7 +132,10 @@ impl<'a> Reader<'a> {
         }
         loop {
             let tag = self.varint()?;
-            let inner = u32::try_from(tag >> 3).map_err(|_| DecodeError::Malformed)?;
+            if tag >> 3 == 0 || tag >> 3 > MAX_FIELD_NUMBER {
+                return Err(DecodeError::Malformed);
+            }
+            let inner = (tag >> 3) as u32;
             match (tag & 7) as u8 {
                 VARINT => {
                     self.varint()?;
@@ -203,6 +209,16 @@ mod tests {
             DecodeError::Malformed
         );
         assert_eq!(fields(&[0x00, 0x01]).unwrap_err(), DecodeError::Malformed);
+    }
+
+    #[test]
+    fn refuses_field_numbers_beyond_2_pow_29() {
+        // field 2^29 (varint tag 0x80 0x80 0x80 0x80 0x10), wire type 0
+        assert_eq!(
+            fields(&[0x80, 0x80, 0x80, 0x80, 0x10, 0x01]).unwrap_err(),
+            DecodeError::Malformed
+        );
+        assert!(fields(&[0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01]).is_ok());
     }
 
     #[test]

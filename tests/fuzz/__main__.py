@@ -4,8 +4,10 @@
   (sometimes gzip/deflate/zstd compressed) and runs them through `targets.Target`.
 - json: structure-aware OTLP/JSON, valid requests with subtrees replaced, removed or added.
 - native: differential, the native and the Python codec on the same protobuf requests
-  (generated, and with bytes flipped, cut or inserted); any difference in the COPY bytes,
-  rejects, dimension rows or verdict is a finding (tests/fuzz/differential.py).
+  (generated, and with bytes flipped, cut or inserted) and OTLP/JSON requests (the native
+  transcoder must yield Python's message or leave the input to Python); any difference in
+  the COPY bytes, bulk bodies, rejects, dimension rows or verdict is a finding
+  (tests/fuzz/differential.py).
 - bytes: coverage-guided raw byte mutation with atheris (libFuzzer) over ingestd's own code,
   seeded with valid requests; the first byte picks signal, encoding and compression.
 
@@ -154,15 +156,16 @@ def hypothesis_session(session: Session, *, as_json: bool, differential: bool = 
     @given(st.data())
     def one(data: st.DataObject) -> None:
         signal = data.draw(st.sampled_from(signals))
-        if as_json:
+        json_input = as_json or (differential and data.draw(st.booleans()))
+        if json_input:
             body = json_bytes(data.draw(mutated_json(signal)))
         else:
             body = data.draw(REQUESTS[signal]).SerializeToString()
-        if differential:
+        if differential and not json_input:
             body = _mutated(body, data)
         choices = ("",) if differential else ("", "", "", "gzip", "deflate", "zstd")
         encoding = data.draw(st.sampled_from(choices))
-        session.run(target, signal, compress(body, encoding), encoding, as_json=as_json)
+        session.run(target, signal, compress(body, encoding), encoding, as_json=json_input)
 
     while session.left():
         # A finding was recorded by the session (and shrunk by hypothesis): keep fuzzing.

@@ -15,7 +15,8 @@ from ingestd.convert.metrics import MetricConverter
 from ingestd.convert.traces import TraceConverter
 from ingestd.errors import BadRequest
 from ingestd.ingest import Converted, Signal
-from ingestd.receiver.decode import parse_protobuf
+from ingestd.receiver.decode import REQUEST_TYPES, parse_protobuf
+from ingestd.receiver.otlp_json import parse_json
 
 NOW_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
 
@@ -115,3 +116,19 @@ class DifferentialTarget:
         if isinstance(out, str):
             return Outcome(400)
         return Outcome(200, out["items"], out["rejected"])
+
+    def json(self, signal: Signal, body: bytes, encoding: str = "") -> Any:
+        """An OTLP/JSON input: where the native transcoder answers, its protobuf must decode to
+        Python's message, and both codecs must convert it the same."""
+        from tests.fuzz.targets import Finding, Outcome
+
+        proto = native.json_as_protobuf(signal, body)
+        if proto is None:
+            return Outcome(0)
+        try:
+            expected = parse_json(signal, body)
+        except BadRequest as exc:
+            raise Finding(f"transcoded an input Python refuses: {exc}") from exc
+        if REQUEST_TYPES[signal].FromString(proto) != expected:
+            raise Finding(f"transcoded {signal} request differs from Python's")
+        return self.protobuf(signal, proto)
