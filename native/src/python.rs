@@ -1,7 +1,9 @@
 //! The Python binding: one function per signal, bytes in, one tuple out, GIL released.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use pyo3::create_exception;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -78,15 +80,21 @@ fn to_python<'py>(py: Python<'py>, out: &Converted) -> PyResult<Bound<'py, PyTup
         .into_pyobject(py)
 }
 
+/// Runs *work* without the GIL; a panic (a bug) becomes a RuntimeError, not PyO3's
+/// PanicException, which derives from BaseException and would escape `except Exception`.
+fn detached<T: Send>(py: Python<'_>, work: impl FnOnce() -> T + Send) -> PyResult<T> {
+    py.detach(|| catch_unwind(AssertUnwindSafe(work)))
+        .map_err(|_| PyRuntimeError::new_err("ingestd_native panicked (a bug): see stderr"))
+}
+
 fn run<'py>(
     py: Python<'py>,
     body: &PyBackedBytes,
     ctx: &Context,
     convert: fn(&[u8], &Context) -> wire::Result<Converted>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let out = py
-        .detach(|| convert(body, ctx))
-        .map_err(|e| DecodeError::new_err(e.to_string()))?;
+    let out =
+        detached(py, || convert(body, ctx))?.map_err(|e| DecodeError::new_err(e.to_string()))?;
     to_python(py, &out)
 }
 
@@ -146,8 +154,7 @@ fn convert_logs<'py>(
         dataset: &dataset,
         namespace: &namespace,
     };
-    let out = py
-        .detach(|| logs::convert(&body, &ctx, &start))
+    let out = detached(py, || logs::convert(&body, &ctx, &start))?
         .map_err(|e| DecodeError::new_err(e.to_string()))?;
     let offsets: Vec<u8> = out.offsets.iter().flat_map(|o| o.to_ne_bytes()).collect();
     let reasons = PyDict::new(py);
@@ -184,7 +191,7 @@ fn json_to_protobuf<'py>(
         "logs" => otlp_json::LOGS,
         other => return Err(PyValueError::new_err(format!("unknown signal {other:?}"))),
     };
-    let out = py.detach(|| otlp_json::transcode(&body, root));
+    let out = detached(py, || otlp_json::transcode(&body, root))?;
     Ok(out.map(|bytes| PyBytes::new(py, &bytes)))
 }
 
