@@ -52,7 +52,7 @@ log = structlog.get_logger("ingestd.daemon")
 
 @dataclass
 class SharedState:
-    """The shared-state pieces Ingest and the receivers use (see README, "Shared state").
+    """The shared-state pieces Ingest and the receivers use (see docs/shared-state.md).
 
     Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...); each route's batcher
     is watched with `pressure.watch(signal, batcher, sink_component)`; receivers call
