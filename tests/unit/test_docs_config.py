@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from ingestd import config
 from ingestd.config import Config
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -64,3 +65,20 @@ def test_every_config_key_is_in_the_reference() -> None:
     known = documented(REFERENCE.read_text(encoding="utf-8"))
     missing = [key for key in leaf_keys(Config) if key not in known]
     assert missing == []
+
+
+def test_the_readme_minimal_config_is_valid() -> None:
+    """The YAML block of README.md, "A minimal config", loads with its three addresses set."""
+    readme = REFERENCE.parents[1] / "README.md"
+    section = readme.read_text(encoding="utf-8").split("\n## A minimal config\n", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    loaded = config.parse(
+        block,
+        environ={
+            "INGESTD_PG_DSN": "postgresql://ingestd@db:5432/deep_eyes",
+            "INGESTD_ES_URL": "http://es:9200",
+            "INGESTD_REDIS_URL": "redis://redis:6379/0",
+        },
+    )
+    assert loaded.sinks.timescale.dsn == "postgresql://ingestd@db:5432/deep_eyes"
+    assert loaded.sinks.elasticsearch.urls == ["http://es:9200"]
