@@ -61,10 +61,8 @@ def anchors(page: Path) -> set[str]:
 
 def links(page: Path) -> list[str]:
     """The targets of the inline links and images of *page*, code spans and blocks left out."""
-    targets = []
-    for line in prose_lines(page.read_text(encoding="utf-8")):
-        targets.extend(_LINK.findall(_CODE_SPAN.sub("", line)))
-    return targets
+    prose = "\n".join(prose_lines(page.read_text(encoding="utf-8")))
+    return _LINK.findall(_CODE_SPAN.sub("", prose))  # a link's text may wrap onto the next line
 
 
 def broken(page: Path) -> list[str]:
@@ -127,11 +125,13 @@ def test_a_repeated_heading_is_numbered(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(
         "# Metrics\n\n## Metrics\n\n```\n# not a heading\n```\n"
-        "[ok](#metrics-1) [bad](#not-a-heading) [gone](other.md) `[code](nowhere.md)`\n",
+        "[ok](#metrics-1) [bad](#not-a-heading) [gone](other.md) `[code](nowhere.md)` [a\n"
+        "wrapped link](#wrapped)\n",
         encoding="utf-8",
     )
     assert anchors(page) == {"metrics", "metrics-1"}
     assert broken(page) == [
         "#not-a-heading: no heading with this anchor in page.md",
         "other.md: no such file",
+        "#wrapped: no heading with this anchor in page.md",
     ]
