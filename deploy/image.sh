@@ -12,7 +12,8 @@
 # INGESTD_ENGINE (docker|podman) picks the engine instead of asking both.
 #   deploy/image.sh              build, then print "image: built NAME:VERSION with ENGINE ..."
 #   deploy/image.sh --engine     print the engine's command line, one word a line, and exit
-#                                (tests/integration/test_image.py runs the image with it)
+#   deploy/image.sh --run-args   print the flags every `run` needs here (limits), one a line
+#                                (tests/integration/test_image.py runs the image with both)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -54,10 +55,26 @@ pick_base() {
 }
 
 pick_engine
-if [[ ${1:-} == --engine ]]; then
-  printf '%s\n' "${engine[@]}"
-  exit 0
-fi
+
+# Podman sets its own default file and process limits in every container it runs (the build's
+# RUN steps too), which fails where they are above what this process may have (a machine that
+# is itself a container): pass limits that fit. Files: our own hard limit, at most 65536;
+# processes: 4096, far above what ingestd's workers and their threads use (on this project's
+# machines 65536 is refused even under a hard limit of 96368, 32768 is accepted).
+nofile=$(ulimit -Hn)
+[[ $nofile == unlimited || $nofile -gt 65536 ]] && nofile=65536
+args=()
+[[ ${engine[0]} == podman ]] && args+=(--ulimit "nofile=$nofile:$nofile" --ulimit nproc=4096:4096)
+case ${1:-} in
+  --engine)
+    printf '%s\n' "${engine[@]}"
+    exit 0
+    ;;
+  --run-args)
+    printf '%s\n' "${args[@]}"
+    exit 0
+    ;;
+esac
 
 image=${INGESTD_IMAGE:-ingestd}
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
@@ -69,15 +86,6 @@ if [[ $revision != unknown ]] && ! git diff --quiet HEAD 2>/dev/null; then
   revision+="-dirty"
 fi
 
-# Podman sets its own default file and process limits in every container it runs (the build's
-# RUN steps too), which fails where they are above what this process may have (a machine that
-# is itself a container): pass limits that fit. Files: our own hard limit, at most 65536;
-# processes: 4096, far above what ingestd's workers and their threads use (on this project's
-# machines 65536 is refused even under a hard limit of 96368, 32768 is accepted).
-nofile=$(ulimit -Hn)
-[[ $nofile == unlimited || $nofile -gt 65536 ]] && nofile=65536
-args=()
-[[ ${engine[0]} == podman ]] && args+=(--ulimit "nofile=$nofile:$nofile" --ulimit nproc=4096:4096)
 base=$(pick_base)
 mkdir -p "$cache"
 context=$(mktemp -d "$cache/context.XXXXXX")
