@@ -32,7 +32,7 @@ fi
 if [[ ! -s $tarball ]]; then
   command -v debootstrap >/dev/null ||
     { say "debootstrap is not installed (deploy/tools.sh installs it)"; exit 1; }
-  mirror=$(apt_mirror_uri)
+  mirror=$(apt_mirror_uri /etc/apt/sources.list /etc/apt/sources.list.d)
   mkdir -p "$cache"
   root=$(mktemp -d "$cache/rootfs.XXXXXX")
   trap 'rm -rf "$root"' EXIT

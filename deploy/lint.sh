@@ -7,6 +7,9 @@
 #   both ingestd.yaml       with `ingestd check-config` (the container's and the ConfigMap's)
 #   image tags              compose and kustomization follow pyproject.toml's version
 #   deploy/**/*.sh          with ShellCheck
+#   deploy/prometheus/      `promtool check rules` and `promtool test rules` (promtool from
+#                           Debian's prometheus package, by deploy/tools.sh)
+#   deploy/grafana/         the dashboard JSON is deploy/grafana/dashboard.py's output
 # Installs what is missing, pinned, into $INGESTD_CACHE_DIR (/var/cache/ingestd): a fresh
 # machine needs about two minutes, later runs a few seconds. Every check prints one line;
 # the exit code is the number of checks that failed or could not run (0: all clean).
@@ -96,7 +99,7 @@ compose_cmd() {
 
 fetch_compose() {
   local plugin=$1 apt_dir=$CACHE/apt-$COMPOSE_SUITE-bin mirror
-  mirror=$(apt_mirror_uri) || return 1
+  mirror=$(apt_mirror_uri /etc/apt/sources.list /etc/apt/sources.list.d) || return 1
   mkdir -p "$apt_dir"/{lists/partial,etc/sources.list.d,cache/archives/partial,debs} "$(dirname "$plugin")"
   echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $COMPOSE_SUITE main" \
     >"$apt_dir/etc/sources.list"
@@ -286,11 +289,39 @@ lint_versions() {
   fi
 }
 
+lint_prometheus() {
+  local promtool
+  if ! promtool=$(deploy/tools.sh promtool | tail -n 1); then
+    fail promtool "not installed and deploy/tools.sh could not fetch it (log: $CACHE/logs/tools.log)"
+    return
+  fi
+  local version
+  version=$("$promtool" --version 2>&1 | sed -n 's/^promtool, version \([^ ]*\).*/\1/p')
+  if "$promtool" check rules deploy/prometheus/ingestd-rules.yaml >/dev/null &&
+    "$promtool" test rules deploy/prometheus/ingestd-rules.test.yaml >/dev/null; then
+    ok "promtool $version" "deploy/prometheus/ingestd-rules.yaml: checked, unit tests pass"
+  else
+    "$promtool" check rules deploy/prometheus/ingestd-rules.yaml >&2
+    "$promtool" test rules deploy/prometheus/ingestd-rules.test.yaml >&2
+    fail promtool "deploy/prometheus/ has the problems above"
+  fi
+}
+
+lint_dashboard() {
+  if python3 deploy/grafana/dashboard.py --check; then
+    ok dashboard "deploy/grafana/ingestd.json is dashboard.py's output"
+  else
+    fail dashboard "deploy/grafana/ingestd.json differs from deploy/grafana/dashboard.py (run it)"
+  fi
+}
+
 lint_shell_start
 lint_dockerfile
 lint_compose
 lint_k8s
 lint_configs
 lint_versions
+lint_prometheus
+lint_dashboard
 lint_shell_finish
 exit "$failed"

@@ -50,7 +50,11 @@ def _requires_dist(wheel: Path) -> list[str]:
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         text = archive.read(name).decode("utf-8")
     head = text.split("\n\n", 1)[0]
-    return [line.split(":", 1)[1].strip() for line in head.splitlines() if line.startswith("Requires-Dist:")]
+    return [
+        line.split(":", 1)[1].strip()
+        for line in head.splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
 
 
 def missing(directory: Path, environment: dict[str, str]) -> list[str]:

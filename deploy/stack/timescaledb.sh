@@ -51,7 +51,7 @@ ts_fetch_source() {
   [[ -n $(ts_dsc) ]] && return 0
   log postgres "downloading the timescaledb source package from Debian trixie"
   local mirror
-  mirror=$(apt_mirror_uri) || die postgres "cannot tell which Debian mirror to fetch the trixie source from (above)"
+  mirror=$(apt_mirror_uri /etc/apt/sources.list /etc/apt/sources.list.d) || die postgres "cannot tell which Debian mirror to fetch the trixie source from (above)"
   mkdir -p "$TS_APT_DIR"/{lists/partial,etc/sources.list.d} "$TS_SRC_DIR"
   ts_src_line "$mirror" >"$TS_APT_DIR/etc/sources.list"
   local opts
