@@ -9,7 +9,8 @@
 #      if the engine has it or can pull it, else the stand-in deploy/base-image.sh makes with
 #      debootstrap (cached under $INGESTD_CACHE_DIR, /var/cache/ingestd).
 # Environment: INGESTD_IMAGE (default: ingestd) names the repository, e.g. registry.example/ingestd;
-# INGESTD_ENGINE (docker|podman) picks the engine instead of asking both.
+# INGESTD_ENGINE (docker|podman) picks the engine instead of asking both; INGESTD_WHEELHOUSE
+# names a wheelhouse made elsewhere by deploy/wheelhouse.sh (an air-gapped build).
 #   deploy/image.sh              build, then print "image: built NAME:VERSION with ENGINE ..."
 #   deploy/image.sh --engine     print the engine's command line, one word a line, and exit
 #   deploy/image.sh --run-args   print the flags every `run` needs here (limits), one a line
@@ -90,10 +91,17 @@ base=$(pick_base)
 mkdir -p "$cache"
 context=$(mktemp -d "$cache/context.XXXXXX")
 trap 'rm -rf "$context"' EXIT
-# The wheels must fit the base's interpreter (patch release included: markers differ), so ask it.
-target=$("${engine[@]}" run --rm -i "${args[@]}" --network none "$base" python3 - env \
-  <deploy/wheel_markers.py)
-INGESTD_WHEEL_TARGET=$target deploy/wheelhouse.sh "$context/wheels"
+if [[ -n ${INGESTD_WHEELHOUSE:-} ]]; then
+  # Made elsewhere by deploy/wheelhouse.sh (an air-gapped site): own/ and deps/.
+  [[ -d $INGESTD_WHEELHOUSE/own && -d $INGESTD_WHEELHOUSE/deps ]] ||
+    { say "INGESTD_WHEELHOUSE=$INGESTD_WHEELHOUSE holds no own/ and deps/ (deploy/wheelhouse.sh makes them)"; exit 1; }
+  cp -rp "$INGESTD_WHEELHOUSE" "$context/wheels"
+else
+  # The wheels must fit the base's interpreter (patch release included: markers differ): ask it.
+  target=$("${engine[@]}" run --rm -i "${args[@]}" --network none "$base" python3 - env \
+    <deploy/wheel_markers.py)
+  INGESTD_WHEEL_TARGET=$target deploy/wheelhouse.sh "$context/wheels"
+fi
 mkdir -p "$context/deploy/container"
 cp deploy/container/ingestd.yaml "$context/deploy/container/"
 
