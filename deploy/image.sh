@@ -105,6 +105,7 @@ fi
 mkdir -p "$context/deploy/container"
 cp deploy/container/ingestd.yaml "$context/deploy/container/"
 
+previous=$("${engine[@]}" image inspect --format '{{.Id}}' "$image:$version" 2>/dev/null || true)
 say "building $image:$version with ${engine[0]} on $base"
 build_args=("${args[@]}")
 # Podman writes OCI images by default, a format without HEALTHCHECK: ask for Docker's.
@@ -114,4 +115,10 @@ build_args=("${args[@]}")
   --build-arg "VERSION=$version" \
   --build-arg "REVISION=$revision" \
   -t "$image:$version" "$context"
+# The image this build replaced, now without a tag, would stay on disk for good (~300 MB a
+# change); its layers shared with the new one stay, as does the build cache.
+current=$("${engine[@]}" image inspect --format '{{.Id}}' "$image:$version")
+if [[ -n $previous && $previous != "$current" ]]; then
+  "${engine[@]}" rmi "$previous" >/dev/null 2>&1 || true
+fi
 say "built $image:$version with ${engine[0]} on $base ($revision)"

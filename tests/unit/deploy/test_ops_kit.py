@@ -9,9 +9,7 @@ checks them as recording rules) and the alert rules pass their promtool unit tes
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +23,18 @@ from prometheus_client.metrics import MetricWrapperBase
 import ingestd.metrics
 from ingestd import config
 from ingestd.daemon import build
+from tests.opskit import (
+    ROOT,
+    RULE_TESTS,
+    RULES,
+    dashboard_queries,
+    dashboard_recording_rules,
+    prometheus_tool,
+    rule_queries,
+    rule_test_series,
+)
 
-ROOT = Path(__file__).resolve().parents[3]
-DASHBOARD = ROOT / "deploy" / "grafana" / "ingestd.json"
 GENERATOR = ROOT / "deploy" / "grafana" / "dashboard.py"
-RULES = ROOT / "deploy" / "prometheus" / "ingestd-rules.yaml"
-RULE_TESTS = ROOT / "deploy" / "prometheus" / "ingestd-rules.test.yaml"
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _METRIC = re.compile(r"\bingestd_[a-z0-9_]+")
 _BY = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
@@ -63,22 +66,6 @@ def exported() -> dict[str, set[str]]:
         for name, (kind, labels) in families.items()
         for suffix in _SUFFIXES.get(kind, ("",))
     }
-
-
-def dashboard_queries() -> list[str]:
-    board = json.loads(DASHBOARD.read_text())
-    queries = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
-    return queries + [v["definition"] for v in board["templating"]["list"] if "definition" in v]
-
-
-def rule_queries() -> list[str]:
-    rules = yaml.safe_load(RULES.read_text())
-    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
-
-
-def rule_test_series() -> list[str]:
-    tests = yaml.safe_load(RULE_TESTS.read_text())
-    return [s["series"] for t in tests["tests"] for s in t.get("input_series", [])]
 
 
 def problems(query: str, metrics: dict[str, set[str]]) -> list[str]:
@@ -148,46 +135,35 @@ def test_the_check_catches_a_renamed_metric_or_label() -> None:
     ]
 
 
-def promtool() -> str:
-    found = shutil.which("promtool")
-    cached = Path(os.environ.get("INGESTD_CACHE_DIR", "/var/cache/ingestd")) / "bin" / "promtool"
-    if found:
-        return found
-    if cached.exists():
-        return str(cached)
-    message = "promtool is not installed (`make tools` fetches it from Debian's prometheus)"
-    if ON_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     """promtool accepts every panel query as a recording rule (Grafana variables filled in)."""
-    grafana = {"$__rate_interval": "5m", "$job": ".*", "$instance": ".*"}
-    rules = []
-    for i, query in enumerate(dashboard_queries()):
-        if query.startswith("label_values("):
-            continue
-        for variable, value in grafana.items():
-            query = query.replace(variable, value)
-        rules.append({"record": f"ingestd:dashboard_query_{i}", "expr": query})
+    rules = dashboard_recording_rules()
     path = tmp_path / "dashboard-rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    path.write_text(yaml.safe_dump(rules))
     out = subprocess.run(
-        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
+        [prometheus_tool("promtool"), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"SUCCESS: {len(rules)} rules found" in out.stdout
+    assert f"SUCCESS: {len(rules['groups'][0]['rules'])} rules found" in out.stdout
 
 
 def test_alert_rules_check_and_pass_their_unit_tests() -> None:
     """`promtool check rules` and `promtool test rules` pass on deploy/prometheus/."""
     checked = subprocess.run(
-        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+        [prometheus_tool("promtool"), "check", "rules", str(RULES)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = subprocess.run(
-        [promtool(), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, check=False
+        [prometheus_tool("promtool"), "test", "rules", str(RULE_TESTS)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
