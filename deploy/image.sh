@@ -10,7 +10,8 @@
 #      debootstrap (cached under $INGESTD_CACHE_DIR, /var/cache/ingestd).
 # Environment: INGESTD_IMAGE (default: ingestd) names the repository, e.g. registry.example/ingestd;
 # INGESTD_ENGINE (docker|podman) picks the engine instead of asking both; INGESTD_WHEELHOUSE
-# names a wheelhouse made elsewhere by deploy/wheelhouse.sh (an air-gapped build).
+# names a wheelhouse made elsewhere by deploy/wheelhouse.sh (an air-gapped build);
+# INGESTD_IIDFILE receives the built image's id.
 #   deploy/image.sh              build, then print "image: built NAME:VERSION with ENGINE ..."
 #   deploy/image.sh --engine     print the engine's command line, one word a line, and exit
 #   deploy/image.sh --run-args   print the flags every `run` needs here (limits), one a line
@@ -110,6 +111,8 @@ say "building $image:$version with ${engine[0]} on $base"
 build_args=("${args[@]}")
 # Podman writes OCI images by default, a format without HEALTHCHECK: ask for Docker's.
 [[ ${engine[0]} == podman ]] && build_args+=(--format docker)
+# The image's id, for a caller that must run exactly this build even if the tag moves on.
+[[ -n ${INGESTD_IIDFILE:-} ]] && build_args+=(--iidfile "$INGESTD_IIDFILE")
 "${engine[@]}" build "${build_args[@]}" -f deploy/Dockerfile \
   --build-arg "PYTHON_IMAGE=$base" \
   --build-arg "VERSION=$version" \

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -82,13 +83,22 @@ def engine() -> Engine:
 
 
 @pytest.fixture(scope="module")
-def image(engine: Engine) -> str:
-    """`make image`'s build (cached layers after the first run on a machine)."""
+def image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """`make image`'s build (cached layers after the first run on a machine), by id: another
+    checkout on the same machine may move the tag meanwhile."""
+    iidfile = tmp_path_factory.mktemp("image") / "iid"
     began = time.monotonic()
-    built = subprocess.run([IMAGE_SH], capture_output=True, text=True, timeout=900, check=False)
+    built = subprocess.run(
+        [IMAGE_SH],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "INGESTD_IIDFILE": str(iidfile)},
+    )
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
     print(f"\nimage: built {IMAGE} with {engine.name} in {time.monotonic() - began:.1f} s")
-    return IMAGE
+    return iidfile.read_text().strip()
 
 
 @dataclass
@@ -96,6 +106,7 @@ class Container:
     """One ingestd container started like the Kubernetes pod; ports are its own."""
 
     engine: Engine
+    image: str
     env: dict[str, str]
     name: str = field(default_factory=lambda: f"ingestd-test-{uuid.uuid4().hex[:10]}")
     grpc_port: int = field(default_factory=free_port)
@@ -126,11 +137,11 @@ class Container:
 
     def once(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the image to completion with these arguments (e.g. `schema apply`)."""
-        return self.engine("run", "--rm", *self.flags(), IMAGE, *args, timeout=180)
+        return self.engine("run", "--rm", *self.flags(), self.image, *args, timeout=180)
 
     def start(self) -> None:
         started = self.engine(
-            "run", "--detach", f"--name={self.name}", "--stop-timeout=30", *self.flags(), IMAGE
+            "run", "--detach", f"--name={self.name}", "--stop-timeout=30", *self.flags(), self.image
         )
         assert started.returncode == 0, started.stderr
 
@@ -188,7 +199,7 @@ def secret_env(stack: Stack, image_database: str, es: Elasticsearch) -> dict[str
 @pytest.fixture(scope="module")
 def schema_applied(engine: Engine, image: str, secret_env: dict[str, str]) -> None:
     """`ingestd schema apply` from the image, as the compose file's schema job runs it."""
-    applied = Container(engine, secret_env).once(
+    applied = Container(engine, image, secret_env).once(
         "schema", "apply", "-c", "/etc/ingestd/ingestd.yaml"
     )
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -196,9 +207,9 @@ def schema_applied(engine: Engine, image: str, secret_env: dict[str, str]) -> No
 
 @pytest.fixture
 def container(
-    engine: Engine, schema_applied: None, secret_env: dict[str, str]
+    engine: Engine, image: str, schema_applied: None, secret_env: dict[str, str]
 ) -> Iterator[Container]:
-    running = Container(engine, secret_env)
+    running = Container(engine, image, secret_env)
     began = time.monotonic()
     running.start()
     try:
@@ -226,7 +237,7 @@ def test_image_holds_no_compiler_no_source_no_pip(engine: Engine, image: str) ->
     assert config["User"] == "10001:10001"
     assert config["Entrypoint"] == ["ingestd"]
     size = int(engine("image", "inspect", "--format={{.Size}}", image).stdout.strip())
-    print(f"\nimage: {image} is {size / 1e6:.0f} MB")
+    print(f"\nimage: {IMAGE} is {size / 1e6:.0f} MB")
 
 
 def _logs_request(tag: str, n: int) -> logs_service_pb2.ExportLogsServiceRequest:
