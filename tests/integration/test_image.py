@@ -269,7 +269,7 @@ def _stored(dsn: str, es: Elasticsearch, tag: str) -> tuple[int, int, int]:
 async def test_every_signal_over_both_transports_is_stored(
     container: Container, engine: Engine, image_database: str, es: Elasticsearch
 ) -> None:
-    """Traces, metrics and logs sent over gRPC and HTTP to the running image are all stored."""
+    """Traces, metrics and logs sent over gRPC and HTTP to the image (2 workers) are all stored."""
     grpc_tag, http_tag = f"-g{uuid.uuid4().hex[:8]}", f"-h{uuid.uuid4().hex[:8]}"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{container.grpc_port}") as channel:
         traces = trace_service_pb2_grpc.TraceServiceStub(channel)
@@ -293,6 +293,11 @@ async def test_every_signal_over_both_transports_is_stored(
     # ack: committed: an OK answer means stored already.
     assert await asyncio.to_thread(_stored, image_database, es, grpc_tag) == (50, 32, 30)
     assert await asyncio.to_thread(_stored, image_database, es, http_tag) == (40, 16, 20)
+
+    # workers: auto read the pod's CPU limit (2) from the container's cgroup.
+    status, metrics = container.get("/metrics")
+    assert status == 200
+    assert "\ningestd_workers_running 2.0\n" in metrics.decode(), metrics[:2000]
 
     # The image's own HEALTHCHECK (python3 asking /readyz) passes; podman runs it on demand.
     if engine.name == "podman":
