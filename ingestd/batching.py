@@ -48,41 +48,11 @@ from ingestd.metrics import (
     SINK_RETRIES,
     SINK_WRITE_SECONDS,
 )
+from ingestd.model import Part, PartResult
 from ingestd.pipeline import remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock, backoff_delays
 
 log = structlog.get_logger("ingestd.batching")
-
-
-@dataclass(frozen=True, slots=True)
-class PartResult:
-    """What the sink did with one part: how many of its items it refused for good, and why."""
-
-    rejected: int = 0
-    message: str = ""
-    # True when an earlier attempt (or another replica) had already stored this part.
-    duplicate: bool = False
-
-
-@dataclass(eq=False, slots=True)
-class Part:
-    """One request's items for one sink. `payload` is whatever the sink's writer understands."""
-
-    payload: Any
-    items: int
-    nbytes: int
-    # The request's identity (dedup key); b"" when the caller has none.
-    key: bytes = b""
-    enqueued_at: float = 0.0
-    done: asyncio.Future[PartResult] = field(default_factory=lambda: _new_future())
-
-
-def _new_future() -> asyncio.Future[PartResult]:
-    future: asyncio.Future[PartResult] = asyncio.get_running_loop().create_future()
-    # A request that gave up waiting (ack timeout, client gone) leaves nobody to read the
-    # outcome; reading it here keeps asyncio from logging "exception never retrieved".
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return future
 
 
 @dataclass(eq=False, slots=True)

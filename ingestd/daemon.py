@@ -28,9 +28,10 @@ from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
 from ingestd.convert import metrics, traces
 from ingestd.convert.logs import LogsConverter
 from ingestd.health import Health, Prober, State
-from ingestd.ingest import Converter, Ingest, Route, Signal, answer_deadline
+from ingestd.ingest import Ingest, Route, answer_deadline
 from ingestd.memory import MemoryGuard
 from ingestd.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
+from ingestd.model import Converter, Signal
 from ingestd.pipeline import Pipeline, Stage, StartupError, deadline_in
 from ingestd.process import ProcessSampler
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver

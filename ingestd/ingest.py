@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from ingestd.batching import Batcher, Part, PartResult
+from ingestd.batching import Batcher
 from ingestd.config import DedupConfig, IngestConfig, LimitsConfig, PressureConfig
 from ingestd.errors import IngestdError, SinkUnavailable, StageClosed
 from ingestd.memory import MemoryGuard
@@ -41,58 +39,21 @@ from ingestd.metrics import (
     RECEIVER_REFUSED_ITEMS,
     RECEIVER_REJECTED_ITEMS,
 )
+from ingestd.model import (
+    Converted,
+    Converter,
+    ExportResult,
+    Part,
+    PartResult,
+    RequestContext,
+    Signal,
+)
 from ingestd.pipeline import remaining
 from ingestd.state.dedup import NO_CLAIM, Claim, Outcome, RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
 
 log = structlog.get_logger("ingestd.ingest")
-
-
-class Signal(enum.StrEnum):
-    TRACES = "traces"
-    METRICS = "metrics"
-    LOGS = "logs"
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """Who sent a request and how."""
-
-    transport: str  # "grpc" or "http"
-    tenant: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ExportResult:
-    """What the client hears on success: how many records were refused for good, and why."""
-
-    rejected: int = 0
-    message: str = ""
-
-
-@dataclass(slots=True)
-class Converted:
-    """A converter's output for one request: the sink payload plus what it refused."""
-
-    payload: Any
-    items: int
-    nbytes: int
-    rejected: int = 0
-    # reason -> count, for metrics; plus one example message for the client.
-    reject_reasons: Counter[str] = field(default_factory=Counter)
-    reject_example: str = ""
-    # NUL characters replaced by U+FFFD (PostgreSQL cannot store them in text or jsonb).
-    nul_replaced: int = 0
-
-    def reject(self, reason: str, example: str) -> None:
-        self.rejected += 1
-        self.reject_reasons[reason] += 1
-        if not self.reject_example:
-            self.reject_example = example
-
-
-Converter = Callable[[Any], Converted]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from ingestd.model import Signal
+
 
 class Charge(NamedTuple):
     tenant: str
@@ -20,7 +22,7 @@ class Charge(NamedTuple):
     nbytes: int
 
 
-def charges(signal: str, request: Any, tenant: str, wire_bytes: int) -> list[Charge]:
+def charges(signal: Signal, request: Any, tenant: str, wire_bytes: int) -> list[Charge]:
     """What *request* costs whom; *tenant* is the authenticated one, or "" without auth."""
     counted = list(_COUNTERS[signal](request))
     total = sum(items for _, items in counted)
@@ -76,9 +78,8 @@ def _logs(request: Any) -> Iterable[tuple[Any, int]]:
         yield rl.resource, sum(len(sl.log_records) for sl in rl.scope_logs)
 
 
-# Keyed by the signal's value ("traces", ...): ingest.Signal is a StrEnum, so it looks up here.
-_COUNTERS: dict[str, Callable[[Any], Iterable[tuple[Any, int]]]] = {
-    "traces": _traces,
-    "metrics": _metrics,
-    "logs": _logs,
+_COUNTERS: dict[Signal, Callable[[Any], Iterable[tuple[Any, int]]]] = {
+    Signal.TRACES: _traces,
+    Signal.METRICS: _metrics,
+    Signal.LOGS: _logs,
 }

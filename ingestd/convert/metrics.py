@@ -39,7 +39,7 @@ from ingestd.convert.common import (
     kv_dict,
     time_problem,
 )
-from ingestd.ingest import Converted, Signal
+from ingestd.model import Converted, Signal
 
 TABLE = "metrics"
 

@@ -30,7 +30,7 @@ from ingestd.convert.common import (
     jsonb,
     time_problem,
 )
-from ingestd.ingest import Converted, Signal
+from ingestd.model import Converted, Signal
 
 TABLE = "traces"
 

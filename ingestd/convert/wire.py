@@ -28,7 +28,7 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from ingestd.errors import BadRequest
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 
 # (message name within its file, field name) whose `repeated KeyValue` becomes `repeated bytes`.
 _RAW_ATTRIBUTES = {

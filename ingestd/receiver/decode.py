@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ingestd.convert.wire import FAST_REQUEST_TYPES
 from ingestd.errors import BadRequest
-from ingestd.ingest import ExportResult, Signal
+from ingestd.model import ExportResult, Signal
 
 REQUEST_TYPES: dict[Signal, Any] = {
     Signal.TRACES: trace_service_pb2.ExportTraceServiceRequest,

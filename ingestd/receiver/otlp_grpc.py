@@ -27,8 +27,9 @@ from grpc_status import rpc_status
 from ingestd.auth import Authenticator
 from ingestd.config import AuthConfig, GrpcReceiverConfig, TlsConfig
 from ingestd.errors import IngestdError, StageClosed
-from ingestd.ingest import ExportResult, Ingest, RequestContext, Signal, answer_deadline
+from ingestd.ingest import Ingest, answer_deadline
 from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
+from ingestd.model import ExportResult, RequestContext, Signal
 from ingestd.pipeline import remaining
 from ingestd.receiver import decode, status
 

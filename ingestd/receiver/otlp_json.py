@@ -23,7 +23,7 @@ import orjson
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from ingestd.errors import BadRequest
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from ingestd.receiver.decode import REQUEST_TYPES
 
 # Bytes fields that OTLP/JSON encodes as hex (Span, Span.Link, LogRecord, Exemplar).

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import structlog
 
-from ingestd.batching import Batch, PartResult
+from ingestd.batching import Batch
+from ingestd.model import PartResult
 
 log = structlog.get_logger("ingestd.sinks.discard")
 

@@ -22,7 +22,7 @@ import structlog
 from elasticsearch import ApiError, AsyncElasticsearch, SerializationError, TransportError
 from elasticsearch.serializer import OrjsonSerializer
 
-from ingestd.batching import Batch, PartResult
+from ingestd.batching import Batch
 from ingestd.config import ElasticsearchSinkConfig
 from ingestd.errors import SinkUnavailable
 from ingestd.metrics import (
@@ -32,6 +32,7 @@ from ingestd.metrics import (
     ES_DOCS,
     ES_REJECTED_DOCS,
 )
+from ingestd.model import PartResult
 from ingestd.retry import SYSTEM_CLOCK, Clock, backoff_delays
 
 log = structlog.get_logger("ingestd.sinks.elasticsearch")

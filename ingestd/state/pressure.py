@@ -33,6 +33,7 @@ from ingestd.config import PressureConfig
 from ingestd.errors import SinkUnavailable, StateUnavailable
 from ingestd.health import Health, State
 from ingestd.metrics import PRESSURE_REFUSED_REQUESTS, PRESSURE_REPLICAS, PRESSURE_SIGNAL_CLOSED
+from ingestd.model import Signal
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script
@@ -145,16 +146,14 @@ class ClusterPressure:
         self._health = health
         self._clock = clock
         self._rng = rng or random.Random()
-        self._signals: dict[str, _Watched] = {}
+        self._signals: dict[Signal, _Watched] = {}
         self._replicas = 1
         self._task: asyncio.Task[None] | None = None
         self._key = redis.key(b"pressure") if redis else b""
         PRESSURE_REPLICAS.set(1)
 
-    def watch(self, signal: str, batcher: Batcher, component: str | None = None) -> None:
+    def watch(self, signal: Signal, batcher: Batcher, component: str | None = None) -> None:
         """Gate *signal* on *batcher*'s fill and on the health of *component* (its sink)."""
-        # Plain str keys: orjson encodes only exact str keys (Signal is a StrEnum).
-        signal = str(signal)
         self._signals[signal] = _Watched(batcher, component, Admission(self.config, self._rng))
         PRESSURE_SIGNAL_CLOSED.labels(signal=signal).set(0)
 
@@ -168,7 +167,7 @@ class ClusterPressure:
         task, self._task = self._task, None
         await cancel_and_wait(task)
 
-    def admit(self, signal: str) -> None:
+    def admit(self, signal: Signal) -> None:
         """Raise SinkUnavailable (with a retry hint) when *signal* is not admitted now."""
         watched = self._signals.get(signal)
         if watched is None:
@@ -187,7 +186,7 @@ class ClusterPressure:
             retry_after_s=watched.admission.hint_s(now),
         )
 
-    def hint_s(self, signal: str) -> float:
+    def hint_s(self, signal: Signal) -> float:
         """The retry hint for *signal* now: the outage's, or the batcher's from cluster fill."""
         watched = self._signals.get(signal)
         if watched is None:
@@ -231,7 +230,8 @@ class ClusterPressure:
             retrying = bool(stats["last_error"]) and stats["batches_in_flight"] > 0
             watched.retrying_ticks = watched.retrying_ticks + 1 if retrying else 0
             failing = watched.retrying_ticks >= 2 or self._component_down(watched.component)
-            view[signal] = [round(watched.fill, 4), 1 if failing else 0]
+            # The view is JSON: orjson encodes only exact str keys, not a StrEnum's.
+            view[signal.value] = [round(watched.fill, 4), 1 if failing else 0]
         return view
 
     def _component_down(self, component: str | None) -> bool:
@@ -272,7 +272,7 @@ class ClusterPressure:
             if changed is not None:
                 self._log_change(signal, watched, changed)
 
-    def _log_change(self, signal: str, watched: _Watched, gate: Gate) -> None:
+    def _log_change(self, signal: Signal, watched: _Watched, gate: Gate) -> None:
         PRESSURE_SIGNAL_CLOSED.labels(signal=signal).set(1 if gate is Gate.CLOSED else 0)
         emit = log.warning if gate is Gate.CLOSED else log.info
         emit(
@@ -289,7 +289,7 @@ class ClusterPressure:
         return {
             "replicas": self._replicas,
             "signals": {
-                signal: {
+                signal.value: {
                     "gate": str(w.admission.gate),
                     "admitted_fraction": round(w.admission.fraction(now), 3),
                     "fill": round(w.fill, 4),

@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from tests.chaos.ledger import Ledger, Outcome, Request
 from tests.integration.harness import retry_delay_s
 

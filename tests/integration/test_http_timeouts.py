@@ -15,7 +15,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, HttpReceiverConfig, IngestConfig, RetryConfig
 from ingestd.convert.logs import LogsConverter
-from ingestd.ingest import Ingest, Route, Signal
+from ingestd.ingest import Ingest, Route
+from ingestd.model import Signal
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from tests.fakes import RecordingWriter
 from tests.integration.logs_support import free_port

@@ -25,7 +25,8 @@ from ingestd.config import (
 )
 from ingestd.errors import RateLimited, Rejected, SinkUnavailable
 from ingestd.health import Health, State
-from ingestd.ingest import Converted, ExportResult, Ingest, RequestContext, Route, Signal
+from ingestd.ingest import Ingest, Route
+from ingestd.model import Converted, ExportResult, RequestContext, Signal
 from ingestd.pipeline import deadline_in
 from ingestd.state.dedup import RedisDedup
 from ingestd.state.pressure import ClusterPressure

@@ -29,7 +29,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from ingestd.config import Config
 from ingestd.convert.identity import application_id_of
 from ingestd.convert.logs import LogsConverter
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.schema.elasticsearch import apply_templates, enforce_retention
 from tests.integration.conftest import Stack

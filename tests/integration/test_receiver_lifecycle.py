@@ -26,7 +26,8 @@ from ingestd.config import (
     TlsConfig,
 )
 from ingestd.convert.traces import TraceConverter
-from ingestd.ingest import Ingest, Route, Signal
+from ingestd.ingest import Ingest, Route
+from ingestd.model import Signal
 from ingestd.pipeline import deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from tests.fakes import RecordingWriter

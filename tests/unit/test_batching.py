@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from ingestd.batching import Batcher, Part
+from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, RetryConfig
 from ingestd.errors import Overloaded, PayloadTooLarge, Rejected, SinkUnavailable, StageClosed
+from ingestd.model import Part
 from tests.fakes import FakeClock, RecordingWriter, settle
 
 RETRY = RetryConfig(initial_backoff_s=0.1, max_backoff_s=1.0, max_elapsed_s=5.0)

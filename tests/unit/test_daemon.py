@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ingestd import config
 from ingestd.daemon import build
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.sinks.discard import DiscardWriter
 

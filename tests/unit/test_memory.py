@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from ingestd.batching import Batcher, Part
+from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, MemoryConfig, RetryConfig
 from ingestd.errors import MemoryPressure, Overloaded
 from ingestd.memory import MemoryBudget, MemoryGuard, rss_limit_bytes
+from ingestd.model import Part
 from tests.fakes import FakeClock, RecordingWriter
 
 MiB = 1024 * 1024

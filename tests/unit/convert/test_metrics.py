@@ -15,7 +15,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from ingestd.convert import common, metrics
 from ingestd.convert.common import PG_EPOCH_US, AttributeEncoder
-from ingestd.ingest import Converted
+from ingestd.model import Converted
 from tests.samples import set_attributes
 
 NOW = 1_700_000_000_123_456_789

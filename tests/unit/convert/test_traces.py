@@ -11,7 +11,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from ingestd.convert import common, traces, wire
 from ingestd.convert.common import PG_EPOCH_US, AttributeEncoder
-from ingestd.ingest import Converted, Signal
+from ingestd.model import Converted, Signal
 from tests.samples import set_attributes
 
 NOW = 1_700_000_000_123_456_789

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import json_format
 
 from ingestd.errors import BadRequest
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from ingestd.receiver.decode import REQUEST_TYPES
 from ingestd.receiver.otlp_json import parse_json
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ingestd.batching import Batch, Batcher, Part, PartResult
+from ingestd.batching import Batch, Batcher
 from ingestd.config import BatchConfig, BufferConfig, RetryConfig
+from ingestd.model import Part, PartResult
 from ingestd.pipeline import deadline_in
 from ingestd.sinks.discard import DiscardWriter
 
