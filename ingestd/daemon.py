@@ -14,7 +14,6 @@ import asyncio
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,13 +24,11 @@ from ingestd.admin import AdminServer
 from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter, StatsSource
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
-from ingestd.convert import metrics, traces
-from ingestd.convert.logs import LogsConverter
 from ingestd.health import Health, Prober, State
 from ingestd.ingest import Ingest, Route, answer_deadline
 from ingestd.memory import MemoryGuard
 from ingestd.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
-from ingestd.model import Converter, Signal
+from ingestd.model import Signal
 from ingestd.pipeline import Pipeline, Stage, StartupError, deadline_in
 from ingestd.process import ProcessSampler
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
@@ -39,6 +36,7 @@ from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.reload import ConfigReloader
 from ingestd.schema.logs_retention import LogsRetention
 from ingestd.schema.stage import MaintenanceJob
+from ingestd.signals import SIGNALS, SignalSpec, SinkName
 from ingestd.sinks.discard import DiscardWriter
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink, TimescaleWriter
@@ -95,33 +93,28 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     memory = MemoryGuard(config.memory, workers=workers)
     admin.add_status("memory", memory.status)
     stages: list[Stage] = [memory]
-    # One route per signal whose sink is enabled; a signal without one answers UNIMPLEMENTED.
-    routes: dict[Signal, Route] = {}
-
-    if config.sinks.timescale.enabled and config.sinks.timescale.discard:
-        routes |= _discard_routes(config, (Signal.TRACES, Signal.METRICS), admin, memory)
-    elif config.sinks.timescale.enabled:
-        timescale = TimescaleSink(config.sinks.timescale)
-        prober.add("timescale", timescale.probe)
-        admin.add_status("timescale", timescale.status)
-        stages.append(timescale)
+    sinks = _Sinks()
+    if config.sinks.timescale.enabled and not config.sinks.timescale.discard:
+        sinks.timescale = TimescaleSink(config.sinks.timescale)
+        prober.add("timescale", sinks.timescale.probe)
+        admin.add_status("timescale", sinks.timescale.status)
+        stages.append(sinks.timescale)
         if config.maintenance.enabled:
             # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
             maintenance = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
             admin.add_status("maintenance", maintenance.snapshot)
             stages.append(maintenance)
-        routes |= _timescale_routes(config, timescale, admin, memory)
-    if config.sinks.elasticsearch.enabled and config.sinks.elasticsearch.discard:
-        routes |= _discard_routes(config, (Signal.LOGS,), admin, memory)
-    elif config.sinks.elasticsearch.enabled:
-        elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
-        prober.add("elasticsearch", elasticsearch.probe)
-        stages.append(elasticsearch)
-        routes[Signal.LOGS] = _logs_route(config, elasticsearch, admin, memory)
+    if config.sinks.elasticsearch.enabled and not config.sinks.elasticsearch.discard:
+        sinks.elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
+        prober.add("elasticsearch", sinks.elasticsearch.probe)
+        stages.append(sinks.elasticsearch)
         if config.maintenance.enabled:
-            retention = LogsRetention(elasticsearch, config.sinks.elasticsearch, config.maintenance)
+            retention = LogsRetention(
+                sinks.elasticsearch, config.sinks.elasticsearch, config.maintenance
+            )
             admin.add_status("logs_retention", retention.snapshot)
             stages.append(retention)
+    routes = _routes(config, sinks, admin, memory)
     redis = None
     if config.redis.enabled:
         redis = RedisState(config.redis, health)
@@ -140,7 +133,7 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     # Batchers sit between the sinks and the receivers: started after the sinks, stopped
     # after the receivers, so each drains into a stage that is still alive.
     for kind, route in routes.items():
-        shared.pressure.watch(kind, route.batcher, _SINK_OF[kind])
+        shared.pressure.watch(kind, route.batcher, SIGNALS[kind].sink)
         stages.append(route.batcher)
     ingest = Ingest(
         config.ingest,
@@ -182,41 +175,55 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     )
 
 
-# Per Timescale signal: its table, the table's COPY columns, and its converter.
-_TABLES: dict[Signal, tuple[str, Sequence[tuple[str, str]], Callable[..., Converter]]] = {
-    Signal.TRACES: (traces.TABLE, traces.COLUMNS, traces.TraceConverter),
-    Signal.METRICS: (metrics.TABLE, metrics.COLUMNS, metrics.MetricConverter),
-}
+@dataclass
+class _Sinks:
+    """The storage sinks this process writes to (None: disabled, or discarding)."""
+
+    timescale: TimescaleSink | None = None
+    elasticsearch: ElasticsearchSink | None = None
 
 
-def _timescale_routes(
-    config: Config, sink: TimescaleSink, admin: AdminServer, memory: MemoryGuard
+def _routes(
+    config: Config, sinks: _Sinks, admin: AdminServer, memory: MemoryGuard
 ) -> dict[Signal, Route]:
-    """Traces and metrics: converter -> Batcher -> TimescaleWriter, one chain per table."""
-    section = config.sinks.timescale
+    """One route per signal whose sink is enabled: converter -> Batcher -> the sink's writer.
+
+    A signal without a route answers UNIMPLEMENTED.
+    """
     routes: dict[Signal, Route] = {}
-    for kind, (table, columns, _) in _TABLES.items():
-        writer = TimescaleWriter(sink, table=table, columns=columns, signal=kind)
-        batcher = _batcher(table, writer, section, config, memory)
-        admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
-        routes[kind] = Route(_converter(config, kind), batcher)
+    discarded: list[str] = []
+    for spec in SIGNALS.values():
+        section = _sink_config(config, spec.sink)
+        if not section.enabled:
+            continue
+        if section.discard:
+            discarded.append(spec.signal.value)
+        writer = DiscardWriter(spec.store) if section.discard else _writer(spec, sinks)
+        batcher = _batcher(spec.store, writer, section, config, memory)
+        writer_stats: StatsSource | None = getattr(writer, "stats", None)
+        admin.add_status(
+            batcher.name, _merged(batcher.stats, writer_stats) if writer_stats else batcher.stats
+        )
+        routes[spec.signal] = Route(spec.converter(config), batcher)
+    if discarded:
+        # Benchmarks: these batchers acknowledge every batch and store nothing.
+        log.warning("sink_discarding", signals=discarded, data="dropped by design")
     return routes
 
 
-def _discard_routes(
-    config: Config, signals: Sequence[Signal], admin: AdminServer, memory: MemoryGuard
-) -> dict[Signal, Route]:
-    """Benchmarks: the signals' batchers acknowledge every batch and store nothing."""
-    routes: dict[Signal, Route] = {}
-    for kind in signals:
-        section = config.sinks.elasticsearch if kind is Signal.LOGS else config.sinks.timescale
-        name = "logs" if kind is Signal.LOGS else _TABLES[kind][0]
-        writer = DiscardWriter(name)
-        batcher = _batcher(name, writer, section, config, memory)
-        admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
-        routes[kind] = Route(_converter(config, kind), batcher)
-    log.warning("sink_discarding", signals=[str(s) for s in signals], data="dropped by design")
-    return routes
+def _sink_config(config: Config, sink: SinkName) -> TimescaleSinkConfig | ElasticsearchSinkConfig:
+    return config.sinks.timescale if sink == "timescale" else config.sinks.elasticsearch
+
+
+def _writer(spec: SignalSpec, sinks: _Sinks) -> BatchWriter:
+    """The writer of *spec*'s sink for its store (table or data stream family)."""
+    if spec.sink == "timescale":
+        assert sinks.timescale is not None
+        return TimescaleWriter(
+            sinks.timescale, table=spec.store, columns=spec.columns, signal=spec.signal
+        )
+    assert sinks.elasticsearch is not None
+    return sinks.elasticsearch.bulk_writer()
 
 
 def _batcher(
@@ -240,27 +247,8 @@ def _batcher(
     )
 
 
-def _converter(config: Config, kind: Signal) -> Converter:
-    skew = config.ingest.max_future_skew_s
-    if kind is Signal.LOGS:
-        es = config.sinks.elasticsearch
-        return LogsConverter(
-            dataset=es.logs_dataset, namespace=es.logs_namespace, max_future_skew_s=skew
-        )
-    return _TABLES[kind][2](max_future_skew_s=skew)
-
-
 def _merged(*sources: StatsSource) -> StatsSource:
     return lambda: {k: v for source in sources for k, v in source().items()}
-
-
-def _logs_route(
-    config: Config, sink: ElasticsearchSink, admin: AdminServer, memory: MemoryGuard
-) -> Route:
-    """Logs: OTLP -> bulk items (convert/logs.py) -> Batcher(logs) -> BulkWriter."""
-    batcher = _batcher("logs", sink.bulk_writer(), config.sinks.elasticsearch, config, memory)
-    admin.add_status(batcher.name, batcher.stats)
-    return Route(convert=_converter(config, Signal.LOGS), batcher=batcher)
 
 
 def _shared_state(config: Config, redis: RedisState | None, health: Health) -> SharedState:
@@ -273,10 +261,6 @@ def _shared_state(config: Config, redis: RedisState | None, health: Health) -> S
         pressure=pressure,
         limits=RateLimiter(config.limits, redis, replicas=pressure.live_replicas),
     )
-
-
-# The sink component (health name) each signal's writes depend on, for cluster pressure.
-_SINK_OF = {Signal.TRACES: "timescale", Signal.METRICS: "timescale", Signal.LOGS: "elasticsearch"}
 
 
 async def serve(

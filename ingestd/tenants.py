@@ -10,10 +10,10 @@ one pass over resources and scopes, never over records.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from ingestd.model import Signal
+from ingestd.signals import SIGNALS
 
 
 class Charge(NamedTuple):
@@ -24,7 +24,7 @@ class Charge(NamedTuple):
 
 def charges(signal: Signal, request: Any, tenant: str, wire_bytes: int) -> list[Charge]:
     """What *request* costs whom; *tenant* is the authenticated one, or "" without auth."""
-    counted = list(_COUNTERS[signal](request))
+    counted = list(SIGNALS[signal].count_items(request))
     total = sum(items for _, items in counted)
     if not total:
         return []
@@ -54,32 +54,3 @@ def application_name(resource: Any) -> str:
     environment = environment or environment_new
     qualified = f"{namespace}/{name}" if namespace else name
     return f"{qualified}@{environment}" if environment else qualified
-
-
-def _traces(request: Any) -> Iterable[tuple[Any, int]]:
-    for rs in request.resource_spans:
-        yield rs.resource, sum(len(ss.spans) for ss in rs.scope_spans)
-
-
-def _metrics(request: Any) -> Iterable[tuple[Any, int]]:
-    # Items are data points (one row each), as the batcher and the limits count them.
-    for rm in request.resource_metrics:
-        points = 0
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is not None:
-                    points += len(getattr(metric, kind).data_points)
-        yield rm.resource, points
-
-
-def _logs(request: Any) -> Iterable[tuple[Any, int]]:
-    for rl in request.resource_logs:
-        yield rl.resource, sum(len(sl.log_records) for sl in rl.scope_logs)
-
-
-_COUNTERS: dict[Signal, Callable[[Any], Iterable[tuple[Any, int]]]] = {
-    Signal.TRACES: _traces,
-    Signal.METRICS: _metrics,
-    Signal.LOGS: _logs,
-}

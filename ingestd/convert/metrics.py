@@ -39,7 +39,7 @@ from ingestd.convert.common import (
     kv_dict,
     time_problem,
 )
-from ingestd.model import Converted, Signal
+from ingestd.model import Converted
 
 TABLE = "metrics"
 
@@ -130,7 +130,7 @@ class _Metric:
 
 def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
     """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`."""
-    request = wire.as_fast(Signal.METRICS, request)
+    request = wire.as_fast(wire.METRICS_REQUEST, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
     nul = 0

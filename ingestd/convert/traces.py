@@ -30,7 +30,7 @@ from ingestd.convert.common import (
     jsonb,
     time_problem,
 )
-from ingestd.model import Converted, Signal
+from ingestd.model import Converted
 
 TABLE = "traces"
 
@@ -83,7 +83,7 @@ class TraceConverter:
 
 def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
     """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`."""
-    request = wire.as_fast(Signal.TRACES, request)
+    request = wire.as_fast(wire.TRACES_REQUEST, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
     nul = 0

@@ -32,14 +32,9 @@ from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.model import ExportResult, RequestContext, Signal
 from ingestd.pipeline import remaining
 from ingestd.receiver import decode, status
+from ingestd.signals import BY_GRPC_METHOD, SIGNALS
 
 log = structlog.get_logger("ingestd.receiver.grpc")
-
-SERVICES: dict[Signal, str] = {
-    Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
-    Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
-    Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
-}
 
 MiB = 1024 * 1024
 
@@ -62,7 +57,7 @@ class OtlpGrpcReceiver:
         self._auth = auth or Authenticator(AuthConfig())
         self._server: grpc.aio.Server | None = None
         self._empty: dict[Signal, bytes] = {
-            signal: decode.RESPONSE_TYPES[signal]().SerializeToString() for signal in SERVICES
+            signal: spec.response_type().SerializeToString() for signal, spec in SIGNALS.items()
         }
         self._closing = False
         self._in_flight = 0
@@ -238,7 +233,7 @@ class _Handlers(_GenericRpcHandler):
 
     def __init__(self, receiver: OtlpGrpcReceiver) -> None:
         self._receiver = receiver
-        self._signals = {f"/{service}/Export": signal for signal, service in SERVICES.items()}
+        self._signals = {method: spec.signal for method, spec in BY_GRPC_METHOD.items()}
         self._handlers = {
             method: grpc.unary_unary_rpc_method_handler(
                 functools.partial(receiver._export, signal),

@@ -51,10 +51,10 @@ from ingestd.pipeline import remaining
 from ingestd.receiver.decode import parse_protobuf, request_key, response
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.receiver.status import retry_after_header, rpc_status, status_for
+from ingestd.signals import BY_HTTP_PATH
 
 log = structlog.get_logger("ingestd.receiver.http")
 
-PATHS = {"/v1/traces": Signal.TRACES, "/v1/metrics": Signal.METRICS, "/v1/logs": Signal.LOGS}
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -162,9 +162,11 @@ class OtlpHttpReceiver:
         }
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        signal = PATHS.get(request.path)
-        if signal is None:
-            return _plain(404, f"no OTLP endpoint at {request.path}; use {', '.join(PATHS)}")
+        spec = BY_HTTP_PATH.get(request.path)
+        if spec is None:
+            paths = ", ".join(BY_HTTP_PATH)
+            return _plain(404, f"no OTLP endpoint at {request.path}; use {paths}")
+        signal = spec.signal
         if request.method != "POST":
             reply = _plain(405, f"{request.method} is not allowed; OTLP/HTTP uses POST")
             reply.headers["Allow"] = "POST"

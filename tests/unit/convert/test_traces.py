@@ -11,7 +11,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from ingestd.convert import common, traces, wire
 from ingestd.convert.common import PG_EPOCH_US, AttributeEncoder
-from ingestd.model import Converted, Signal
+from ingestd.model import Converted
 from tests.samples import set_attributes
 
 NOW = 1_700_000_000_123_456_789
@@ -168,7 +168,7 @@ def test_unstorable_span_is_rejected_alone(fields: dict[str, Any], reason: str) 
 
 def test_undecodable_attribute_rejects_its_span() -> None:
     """A span whose raw attribute bytes do not decode is rejected, the others stored."""
-    req = wire.as_fast(Signal.TRACES, request(span(name="bad"), span(name="ok")))
+    req = wire.as_fast(wire.TRACES_REQUEST, request(span(name="bad"), span(name="ok")))
     req.resource_spans[0].scope_spans[0].spans[0].attributes.append(b"\x0a\xff\xff")
     converted = convert(req)
     assert converted.reject_reasons == {"bad_attribute": 1}
@@ -219,7 +219,7 @@ def test_official_and_fast_messages_convert_alike() -> None:
     s = span()
     set_attributes(s.attributes, {"a": [1, {"b": None}], "c": b"x"})
     official = request(s)
-    fast = wire.FAST_REQUEST_TYPES[Signal.TRACES].FromString(official.SerializeToString())
+    fast = wire.TRACES_REQUEST.FromString(official.SerializeToString())
     assert convert(official).payload.rows == convert(fast).payload.rows
 
 
