@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ingestd.convert.identity import service_identity
 from ingestd.model import Signal
 from ingestd.signals import SIGNALS
 
@@ -39,18 +40,6 @@ def charges(signal: Signal, request: Any, tenant: str, wire_bytes: int) -> list[
 
 
 def application_name(resource: Any) -> str:
-    """`namespace/name@environment`, parts left out when unset; the SDKs' default name."""
-    name, namespace, environment, environment_new = "unknown_service", "", "", ""
-    for kv in resource.attributes:
-        key = kv.key
-        if key == "service.name":
-            name = kv.value.string_value or name
-        elif key == "service.namespace":
-            namespace = kv.value.string_value
-        elif key == "deployment.environment":
-            environment = kv.value.string_value
-        elif key == "deployment.environment.name":
-            environment_new = kv.value.string_value
-    environment = environment or environment_new
-    qualified = f"{namespace}/{name}" if namespace else name
-    return f"{qualified}@{environment}" if environment else qualified
+    """`namespace/name@environment` of *resource* (`ingestd.convert.identity`), parts left out
+    when unset; the SDKs' default name when it has none."""
+    return service_identity(resource.attributes).readable

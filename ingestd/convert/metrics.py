@@ -33,12 +33,11 @@ from ingestd.convert.common import (
     add_resource,
     add_scope,
     clean_text,
-    double_value,
     int4_bits,
     jsonb,
-    kv_dict,
     time_problem,
 )
+from ingestd.convert.values import double_value, kv_dict
 from ingestd.model import Converted
 
 TABLE = "metrics"

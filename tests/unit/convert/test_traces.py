@@ -9,8 +9,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
-from ingestd.convert import common, traces, wire
+from ingestd.convert import traces, wire
 from ingestd.convert.common import PG_EPOCH_US, AttributeEncoder
+from ingestd.convert.identity import application_id_of
 from ingestd.model import Converted
 from tests.samples import set_attributes
 
@@ -112,7 +113,7 @@ def test_every_column_of_a_full_span() -> None:
         2,
         3,
     )
-    assert row["applicationid"] == common.application_id("api", "", "")
+    assert row["applicationid"] == application_id_of("", "api", "")
     assert row["resourceid"] in rows.resources
     assert row["scopeid"] in rows.scopes
     assert rows.scopes[row["scopeid"]][:2] == ("lib", "1.0")
@@ -232,7 +233,7 @@ def test_several_resources_keep_their_own_application() -> None:
     req.resource_spans.append(other)
     converted = convert(req)
     apps = [r[COLUMN["applicationid"]] for r in converted.payload.rows]
-    assert apps == [common.application_id("a", "", ""), common.application_id("b", "", "e")]
+    assert apps == [application_id_of("", "a", ""), application_id_of("", "b", "e")]
     assert len({r[COLUMN["resourceid"]] for r in converted.payload.rows}) == 2
 
 
