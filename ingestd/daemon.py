@@ -22,15 +22,15 @@ import structlog
 from ingestd import __version__
 from ingestd.admin import AdminServer
 from ingestd.auth import Authenticator
-from ingestd.batching import Batcher, BatchWriter, StatsSource
+from ingestd.batching import Batcher, BatchWriter
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
-from ingestd.health import Health, Prober, State
+from ingestd.health import Health, Prober
 from ingestd.ingest import Ingest, Route, answer_deadline
 from ingestd.memory import MemoryGuard
 from ingestd.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
 from ingestd.model import Signal
-from ingestd.pipeline import Pipeline, Stage, StartupError, deadline_in
-from ingestd.process import ProcessSampler
+from ingestd.pipeline import Layer, Pipeline, Stage, StartupError, deadline_in
+from ingestd.process import LocalPorts, ProcessSampler
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.reload import ConfigReloader
@@ -51,11 +51,11 @@ log = structlog.get_logger("ingestd.daemon")
 
 @dataclass
 class SharedState:
-    """The shared-state pieces Ingest and the receivers use (see README, "Shared state").
+    """The shared-state pieces Ingest and the receivers use (docs: "Shared state").
 
-    Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...); each route's batcher
-    is watched with `pressure.watch(signal, batcher, sink_component)`; receivers call
-    `auth.authenticate(authorization)` before reading the body.
+    Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...) watches each route's
+    batcher with the pressure; receivers call `auth.authenticate(authorization)` before
+    reading the body.
     """
 
     auth: Authenticator
@@ -80,61 +80,27 @@ class Daemon:
 
 
 def build(config: Config, config_path: Path | None = None, *, workers: int = 1) -> Daemon:
-    """Build every stage from its config section, downstream first. Raises ConfigError.
+    """Build every stage from its config section and register it once, in its layer.
 
-    *workers* > 1 builds one worker of several: its receivers share their ports
-    (SO_REUSEPORT) and the RSS guard's automatic bound is shared among them.
+    Raises ConfigError. *workers* > 1 builds one worker of several: its receivers share their
+    ports (SO_REUSEPORT) and the RSS guard's automatic bound is shared among them.
     """
     health = Health()
-    prober = Prober(health, config.admin.check_interval_s)
-    admin = AdminServer(
-        config.admin, health, event="worker_admin_listening" if workers > 1 else "admin_listening"
-    )
+    pipeline = Pipeline()
     memory = MemoryGuard(config.memory, workers=workers)
-    admin.add_status("memory", memory.status)
-    stages: list[Stage] = [memory]
-    sinks = _Sinks()
-    if config.sinks.timescale.enabled and not config.sinks.timescale.discard:
-        sinks.timescale = TimescaleSink(config.sinks.timescale)
-        prober.add("timescale", sinks.timescale.probe)
-        admin.add_status("timescale", sinks.timescale.status)
-        stages.append(sinks.timescale)
-        if config.maintenance.enabled:
-            # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
-            maintenance = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
-            admin.add_status("maintenance", maintenance.snapshot)
-            stages.append(maintenance)
-    if config.sinks.elasticsearch.enabled and not config.sinks.elasticsearch.discard:
-        sinks.elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
-        prober.add("elasticsearch", sinks.elasticsearch.probe)
-        stages.append(sinks.elasticsearch)
-        if config.maintenance.enabled:
-            retention = LogsRetention(
-                sinks.elasticsearch, config.sinks.elasticsearch, config.maintenance
-            )
-            admin.add_status("logs_retention", retention.snapshot)
-            stages.append(retention)
-    routes = _routes(config, sinks, admin, memory)
-    redis = None
-    if config.redis.enabled:
-        redis = RedisState(config.redis, health)
+    pipeline.add(Layer.INFRASTRUCTURE, memory)
+    sinks = _sinks(config, pipeline)
+    redis = RedisState(config.redis, health) if config.redis.enabled else None
+    if redis is not None:
         # Redis is shared state, not storage: without it ingest goes on, degraded.
-        prober.add("redis", redis.probe, required=False, when_failing=State.DEGRADED)
-        admin.add_status("redis", redis.status)
-        stages.append(redis)
+        pipeline.add(Layer.SHARED_STATE, redis, required=False)
     shared = _shared_state(config, redis, health)
-    admin.add_status("pressure", shared.pressure.status)
     # Dedup starts before the batchers and stops after them, so the done marks written while
     # they drain still reach Redis.
-    stages += [shared.dedup, shared.pressure]
-    stages.append(ConfigReloader(config_path, config, shared.auth, shared.limits))
-    stages.append(prober)
-
-    # Batchers sit between the sinks and the receivers: started after the sinks, stopped
-    # after the receivers, so each drains into a stage that is still alive.
-    for kind, route in routes.items():
-        shared.pressure.watch(kind, route.batcher, SIGNALS[kind].sink)
-        stages.append(route.batcher)
+    reloader = ConfigReloader(config_path, config, shared.auth, shared.limits)
+    pipeline.add(Layer.SHARED_STATE, shared.dedup, shared.pressure, reloader)
+    routes = _routes(config, sinks, memory)
+    pipeline.add(Layer.BATCHERS, *(route.batcher for route in routes.values()))
     ingest = Ingest(
         config.ingest,
         routes,
@@ -143,35 +109,24 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         limits=shared.limits,
         memory=memory,
     )
-    receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver] = []
-    shared_ports = workers > 1
-    if config.receivers.grpc.enabled:
-        receivers.append(
-            OtlpGrpcReceiver(config.receivers.grpc, ingest, shared.auth, reuse_port=shared_ports)
-        )
-    if config.receivers.http.enabled:
-        receivers.append(
-            OtlpHttpReceiver(config.receivers.http, ingest, shared.auth, reuse_port=shared_ports)
-        )
-    for receiver in receivers:
-        admin.add_status(receiver.name, receiver.stats)
-    sampler = ProcessSampler(
-        config,
-        lambda: {"admin": admin.port, **{r.name.rpartition(".")[2]: r.port for r in receivers}},
+    receivers = _receivers(config, ingest, shared.auth, reuse_port=workers > 1)
+    pipeline.add(Layer.RECEIVERS, *receivers)
+    event = "worker_admin_listening" if workers > 1 else "admin_listening"
+    admin = AdminServer(config.admin, health, sources=pipeline.status_sources, event=event)
+    pipeline.add(Layer.INFRASTRUCTURE, ProcessSampler(config, _local_ports(admin, receivers)))
+    # Last: it probes every stage registered above that has a probe.
+    pipeline.add(
+        Layer.SHARED_STATE, Prober(health, config.admin.check_interval_s, pipeline.probes())
     )
-    admin.add_status("process", sampler.status)
-    stages.insert(1, sampler)
-    stages += receivers
-
     return Daemon(
         config=config,
         health=health,
         admin=admin,
-        pipeline=Pipeline(stages),
+        pipeline=pipeline,
         ingest=ingest,
         shared=shared,
         memory=memory,
-        stages={s.name: s for s in stages},
+        stages={s.name: s for s in pipeline.stages},
     )
 
 
@@ -183,9 +138,27 @@ class _Sinks:
     elasticsearch: ElasticsearchSink | None = None
 
 
-def _routes(
-    config: Config, sinks: _Sinks, admin: AdminServer, memory: MemoryGuard
-) -> dict[Signal, Route]:
+def _sinks(config: Config, pipeline: Pipeline) -> _Sinks:
+    """The enabled, storing sinks and the maintenance jobs that run on them."""
+    sinks = _Sinks()
+    maintain = config.maintenance.enabled
+    if config.sinks.timescale.enabled and not config.sinks.timescale.discard:
+        sinks.timescale = TimescaleSink(config.sinks.timescale)
+        pipeline.add(Layer.SINKS, sinks.timescale)
+        if maintain:
+            # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
+            job = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
+            pipeline.add(Layer.SINKS, job)
+    es = config.sinks.elasticsearch
+    if es.enabled and not es.discard:
+        sinks.elasticsearch = ElasticsearchSink(es)
+        pipeline.add(Layer.SINKS, sinks.elasticsearch)
+        if maintain:
+            pipeline.add(Layer.SINKS, LogsRetention(sinks.elasticsearch, es, config.maintenance))
+    return sinks
+
+
+def _routes(config: Config, sinks: _Sinks, memory: MemoryGuard) -> dict[Signal, Route]:
     """One route per signal whose sink is enabled: converter -> Batcher -> the sink's writer.
 
     A signal without a route answers UNIMPLEMENTED.
@@ -200,10 +173,6 @@ def _routes(
             discarded.append(spec.signal.value)
         writer = DiscardWriter(spec.store) if section.discard else _writer(spec, sinks)
         batcher = _batcher(spec.store, writer, section, config, memory)
-        writer_stats: StatsSource | None = getattr(writer, "stats", None)
-        admin.add_status(
-            batcher.name, _merged(batcher.stats, writer_stats) if writer_stats else batcher.stats
-        )
         routes[spec.signal] = Route(spec.converter(config), batcher)
     if discarded:
         # Benchmarks: these batchers acknowledge every batch and store nothing.
@@ -247,8 +216,24 @@ def _batcher(
     )
 
 
-def _merged(*sources: StatsSource) -> StatsSource:
-    return lambda: {k: v for source in sources for k, v in source().items()}
+def _receivers(
+    config: Config, ingest: Ingest, auth: Authenticator, *, reuse_port: bool
+) -> list[OtlpGrpcReceiver | OtlpHttpReceiver]:
+    receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver] = []
+    if config.receivers.grpc.enabled:
+        grpc = config.receivers.grpc
+        receivers.append(OtlpGrpcReceiver(grpc, ingest, auth, reuse_port=reuse_port))
+    if config.receivers.http.enabled:
+        http = config.receivers.http
+        receivers.append(OtlpHttpReceiver(http, ingest, auth, reuse_port=reuse_port))
+    return receivers
+
+
+def _local_ports(
+    admin: AdminServer, receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver]
+) -> LocalPorts:
+    """The ports this process listens on (known once started), for the process sampler."""
+    return lambda: {"admin": admin.port, **{r.name.rpartition(".")[2]: r.port for r in receivers}}
 
 
 def _shared_state(config: Config, redis: RedisState | None, health: Health) -> SharedState:

@@ -49,6 +49,7 @@ from ingestd.model import (
     Signal,
 )
 from ingestd.pipeline import remaining
+from ingestd.signals import SIGNALS
 from ingestd.state.dedup import NO_CLAIM, Claim, Outcome, RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
@@ -83,6 +84,9 @@ class Ingest:
         self.dedup = dedup or RedisDedup(DedupConfig(enabled=False), None, in_flight_ttl_s=0)
         self.pressure = pressure or ClusterPressure(PressureConfig(enabled=False), None)
         self.limits = limits or RateLimiter(LimitsConfig(), None)
+        # Each signal is admitted while its batcher has room and its sink answers.
+        for signal, route in routes.items():
+            self.pressure.watch(signal, route.batcher, SIGNALS[signal].sink)
         self.memory = memory
         # Requests being stored right now, by key: an identical retry joins the first one
         # instead of buffering the same rows twice.

@@ -99,10 +99,13 @@ class Supervisor:
         self.metrics_dir = metrics_dir
         self.health = Health()
         registry = metrics_files.aggregating_registry(metrics_dir)
-        self.admin = AdminServer(config.admin, self.health, registry=registry)
+        self.admin = AdminServer(
+            config.admin,
+            self.health,
+            sources=lambda: {"supervisor": self._status, "workers": self._worker_status},
+            registry=registry,
+        )
         self.sampler = ProcessSampler(config, lambda: {"admin": self.admin.port})
-        self.admin.add_status("supervisor", self._status)
-        self.admin.add_status("workers", self._worker_status)
         self.workers = [Worker(i) for i in range(count)]
         for worker in self.workers:
             self.health.register(worker.component)

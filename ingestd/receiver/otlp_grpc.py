@@ -31,7 +31,8 @@ from ingestd.ingest import Ingest, answer_deadline
 from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.model import ExportResult, RequestContext, Signal
 from ingestd.pipeline import remaining
-from ingestd.receiver import decode, status
+from ingestd.receiver import decode
+from ingestd.receiver import status as statuses
 from ingestd.signals import BY_GRPC_METHOD, SIGNALS
 
 log = structlog.get_logger("ingestd.receiver.grpc")
@@ -120,7 +121,7 @@ class OtlpGrpcReceiver:
         log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
         await server.stop(grace=min(1.0, remaining(deadline)))
 
-    def stats(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         """For /status: whether it serves, RPCs in flight, RPCs by the status they got."""
         return {
             "port": self.port,
@@ -138,7 +139,7 @@ class OtlpGrpcReceiver:
 
     def refuse(self, signal: Signal, error: IngestdError) -> grpc.RpcMethodHandler[Any, Any]:
         """A handler that aborts with *error*'s status without reading the request."""
-        failure = status.status_for(error)
+        failure = statuses.status_for(error)
         self._counts[failure.grpc_code.name] += 1
         RECEIVER_REQUESTS.labels(
             signal=signal, transport="grpc", status=failure.grpc_code.name
@@ -179,7 +180,7 @@ class OtlpGrpcReceiver:
                 ).inc()
                 await _abort(
                     context,
-                    status.Status(
+                    statuses.Status(
                         grpc.StatusCode.UNIMPLEMENTED, 404, None, f"{signal} are not accepted here"
                     ),
                 )
@@ -203,7 +204,7 @@ class OtlpGrpcReceiver:
 
     async def _answer(
         self, signal: Signal, body: bytes, authorization: str | None
-    ) -> ExportResult | tuple[status.Status, str]:
+    ) -> ExportResult | tuple[statuses.Status, str]:
         """Store one request: its result, or the status to abort with and the error's class."""
         try:
             # Authenticate before decoding: an unknown caller costs no parsing.
@@ -218,8 +219,8 @@ class OtlpGrpcReceiver:
         except Exception as exc:
             if not isinstance(exc, IngestdError):
                 log.exception("export_failed_unexpectedly", signal=str(signal))
-                return status.status_for(exc), "InternalError"
-            return status.status_for(exc), type(exc).__name__
+                return statuses.status_for(exc), "InternalError"
+            return statuses.status_for(exc), type(exc).__name__
 
 
 if TYPE_CHECKING:
@@ -260,9 +261,9 @@ def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: status.Status) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: statuses.Status) -> NoReturn:
     """End the RPC with *failure* (google.rpc.Status details carry RetryInfo when retryable)."""
-    rpc = rpc_status.to_status(status.rpc_status(failure))
+    rpc = rpc_status.to_status(statuses.rpc_status(failure))
     # grpc-stubs lacks abort_with_status on the aio context; grpc.aio has it and it raises.
     await context.abort_with_status(rpc)  # type: ignore[attr-defined]
     raise AssertionError("abort_with_status returned")

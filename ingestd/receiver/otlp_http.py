@@ -151,7 +151,7 @@ class OtlpHttpReceiver:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    def stats(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         """For /status: whether it serves, requests in flight, requests by HTTP status."""
         return {
             "port": self.port,

@@ -47,7 +47,7 @@ class LogsRetention:
         if task is not None:
             task.cancel()
 
-    def snapshot(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         return dict(self.last)
 
     async def _loop(self) -> None:

@@ -68,7 +68,7 @@ class MaintenanceJob:
         task.cancel()
         await asyncio.wait({task}, timeout=remaining(deadline))
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """For /status: the last run's outcome."""
         if self.last is None:
             return {"last_run": None}

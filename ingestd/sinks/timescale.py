@@ -547,7 +547,7 @@ class TimescaleWriter:
         )
         return out
 
-    def stats(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """Counters for /status."""
         return dict(self._counts)
 

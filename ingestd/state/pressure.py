@@ -221,13 +221,10 @@ class ClusterPressure:
     def _local_view(self) -> dict[str, list[Any]]:
         view: dict[str, list[Any]] = {}
         for signal, watched in self._signals.items():
-            stats = watched.batcher.stats()
-            watched.fill = max(
-                stats["held_items"] / stats["max_items"], stats["held_bytes"] / stats["max_bytes"]
-            )
-            # last_error alone stays set after a batch gave up; only a batch still being
-            # retried means the sink is failing now (else a closed gate would never reopen).
-            retrying = bool(stats["last_error"]) and stats["batches_in_flight"] > 0
+            watched.fill = watched.batcher.fill()
+            # Only a batch still being retried means the sink is failing now (a batch that
+            # gave up leaves its error behind; else a closed gate would never reopen).
+            retrying = watched.batcher.retrying()
             watched.retrying_ticks = watched.retrying_ticks + 1 if retrying else 0
             failing = watched.retrying_ticks >= 2 or self._component_down(watched.component)
             # The view is JSON: orjson encodes only exact str keys, not a StrEnum's.
@@ -265,7 +262,7 @@ class ClusterPressure:
             watched.reporting_replicas = len(reports)
             watched.failing_replicas = sum(1 for _, failing in reports if failing)
             watched.cluster_fill = sum(fill for fill, _ in reports) / len(reports) if reports else 0
-            watched.batcher.cluster_fill = watched.cluster_fill
+            watched.batcher.note_cluster_fill(watched.cluster_fill)
             need = max(1, math.ceil(self.config.failing_quorum * len(reports)))
             failing = bool(mine[signal][1]) or watched.failing_replicas >= need
             changed = watched.admission.update(failing, now)

@@ -175,7 +175,7 @@ sinks:
     )
     setup_logging(cfg.telemetry)
     daemon = build(cfg)
-    writer_stats = daemon.admin._status_sources[f"batcher.{signal}"]
+    writer_stats = daemon.pipeline.status_sources()[f"batcher.{signal}"]
     result: dict[str, Any] = {}
     async with asyncio.TaskGroup() as tasks:
         await daemon.pipeline.start(tasks)

@@ -63,9 +63,9 @@ class Running:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def stats(self, table: str) -> dict[str, Any]:
-        stats: dict[str, Any] = self.daemon.admin._status_sources[f"batcher.{table}"]()
-        return stats
+    def status(self, table: str) -> dict[str, Any]:
+        """The /status entry of *table*'s batcher (its writer's counters included)."""
+        return self.daemon.pipeline.status_sources()[f"batcher.{table}"]()
 
 
 @contextlib.asynccontextmanager

@@ -84,7 +84,7 @@ async def test_connection_cut_at_commit_stores_exactly_once(
             request = span_request(50, tag=f"cut-{when}")
             answer = await traces.Export(request, timeout=30)
             assert cut.is_set(), "the proxy cut the COMMIT of this request's batch"
-            stats = ingestd.stats("traces")
+            stats = ingestd.status("traces")
     assert not answer.HasField("partial_success")
     spans = request.resource_spans[0].scope_spans[0].spans
     counts = dict(query(timescale_db, "SELECT spanid, count(*) FROM traces GROUP BY 1"))
@@ -106,7 +106,7 @@ async def test_commit_cuts_under_concurrent_load(timescale_db: str, stack: Stack
                 for when in ("after", "during", "before", "after", "during", "after"):
                     await wait_for(proxy.cut_at_commit(when).is_set)
                     await asyncio.sleep(0.2)
-            stats = ingestd.stats("traces")
+            stats = ingestd.status("traces")
     assert stats["duplicate_parts"] >= 1
     assert all(s.acked for s in clients.sent)
     assert_exactly_once(timescale_db, clients)
@@ -146,7 +146,7 @@ async def test_slow_database_link_fills_the_buffer(timescale_db: str, stack: Sta
             async with exporting(clients):
                 await wait_for(lambda: "UNAVAILABLE" in clients.errors(), timeout_s=30)
                 proxy.latency_s = 0.0
-            refused = ingestd.stats("traces").get("refused_buffer_full", 0)
+            refused = ingestd.status("traces").get("refused_buffer_full", 0)
     assert refused > 0
     assert all(s.unavailable_without_retry_info == 0 for s in clients.sent)
     assert all(s.acked for s in clients.sent)

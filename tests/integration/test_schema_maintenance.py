@@ -277,7 +277,7 @@ async def test_the_stage_runs_on_its_schedule(tier_database: TierDatabase) -> No
             await job.stop(asyncio.get_running_loop().time() + 5)
     assert done[0][0] >= 2
     assert job.last is not None
-    assert job.snapshot()["tier"] == db.tier
+    assert job.status()["tier"] == db.tier
 
 
 async def test_status_shows_refresh_state_and_the_last_run(tier_database: TierDatabase) -> None:

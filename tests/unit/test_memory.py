@@ -90,7 +90,7 @@ async def test_batchers_share_the_process_wide_cap() -> None:
     await first.submit(Part(payload=[1], items=1, nbytes=800), timeout_s=0)
     with pytest.raises(Overloaded, match="max_buffered_bytes"):
         await second.submit(Part(payload=[2], items=1, nbytes=300), timeout_s=0)
-    assert second.stats()["refused_memory_full"] == 1
+    assert second.status()["refused_memory_full"] == 1
     small = await second.submit(Part(payload=[3], items=1, nbytes=200), timeout_s=0)
     assert small.items == 1
     assert budget.buffered == 1000

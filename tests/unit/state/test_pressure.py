@@ -93,7 +93,7 @@ async def test_cluster_fill_feeds_the_batcher_retry_hint() -> None:
     empty_hint = pressure.hint_s(Signal.TRACES)
     await traces.submit(Part(payload=[], items=90, nbytes=100), timeout_s=0)
     await pressure.tick()
-    assert traces.cluster_fill == pytest.approx(0.9)
+    assert pressure.status()["signals"]["traces"]["cluster_fill"] == pytest.approx(0.9)
     assert pressure.hint_s(Signal.TRACES) > empty_hint
 
 
