@@ -35,7 +35,8 @@ from ingestd.errors import (
     StageClosed,
 )
 from ingestd.memory import MemoryBudget
-from ingestd.metrics import (
+from ingestd.model import Part, PartResult
+from ingestd.observe.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
     BATCHER_BUFFERED_BYTES,
@@ -48,7 +49,6 @@ from ingestd.metrics import (
     SINK_RETRIES,
     SINK_WRITE_SECONDS,
 )
-from ingestd.model import Part, PartResult
 from ingestd.pipeline import HasStatus, remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock, backoff_delays
 

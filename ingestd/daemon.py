@@ -5,7 +5,7 @@ The first SIGTERM or SIGINT drains: readiness fails, both receivers refuse new r
 `shutdown.grace_s`, and the process exits 0; requests still waiting for their commit shortly
 before the deadline are answered UNAVAILABLE. A second signal cancels everything at once
 (exit 1, forced after 2 s). This is one process; with `workers: N > 1` the supervisor
-(`ingestd.supervisor`) runs N of these as workers (`ingestd.workers`).
+(`ingestd.workers.supervisor`) runs N of these as workers (`ingestd.workers.worker`).
 """
 
 from __future__ import annotations
@@ -20,22 +20,22 @@ from pathlib import Path
 import structlog
 
 from ingestd import __version__
-from ingestd.admin import AdminServer
 from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
-from ingestd.health import Health, Prober
 from ingestd.ingest import Ingest, Route, answer_deadline
+from ingestd.jobs.logs_retention import LogsRetention
+from ingestd.jobs.maintenance import MaintenanceJob
 from ingestd.memory import MemoryGuard
-from ingestd.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
 from ingestd.model import Signal
+from ingestd.observe.admin import AdminServer
+from ingestd.observe.health import Health, Prober
+from ingestd.observe.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
+from ingestd.observe.process import LocalPorts, ProcessSampler
 from ingestd.pipeline import Layer, Pipeline, Stage, StartupError, deadline_in
-from ingestd.process import LocalPorts, ProcessSampler
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.reload import ConfigReloader
-from ingestd.schema.logs_retention import LogsRetention
-from ingestd.schema.stage import MaintenanceJob
 from ingestd.signals import SIGNALS, SignalSpec, SinkName
 from ingestd.sinks.discard import DiscardWriter
 from ingestd.sinks.elasticsearch import ElasticsearchSink
@@ -44,7 +44,7 @@ from ingestd.state.dedup import RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
 from ingestd.state.redis import RedisState
-from ingestd.workers import Control, WorkerSpec
+from ingestd.workers.worker import Control, WorkerSpec
 
 log = structlog.get_logger("ingestd.daemon")
 

@@ -31,14 +31,6 @@ from ingestd.batching import Batcher
 from ingestd.config import DedupConfig, IngestConfig, LimitsConfig, PressureConfig
 from ingestd.errors import IngestdError, SinkUnavailable, StageClosed
 from ingestd.memory import MemoryGuard
-from ingestd.metrics import (
-    ACK_SECONDS,
-    CONVERT_NUL_REPLACED,
-    DEDUP_REQUESTS,
-    RECEIVER_ACCEPTED_ITEMS,
-    RECEIVER_REFUSED_ITEMS,
-    RECEIVER_REJECTED_ITEMS,
-)
 from ingestd.model import (
     Converted,
     Converter,
@@ -47,6 +39,14 @@ from ingestd.model import (
     PartResult,
     RequestContext,
     Signal,
+)
+from ingestd.observe.metrics import (
+    ACK_SECONDS,
+    CONVERT_NUL_REPLACED,
+    DEDUP_REQUESTS,
+    RECEIVER_ACCEPTED_ITEMS,
+    RECEIVER_REFUSED_ITEMS,
+    RECEIVER_REJECTED_ITEMS,
 )
 from ingestd.pipeline import remaining
 from ingestd.signals import SIGNALS

@@ -5,7 +5,7 @@ A stage is registered once, in its layer (`Pipeline.add`). Layers are started bo
 each stage drains into a consumer that is still alive; within a layer, stages start in the
 order they were added. /status and the health probes are derived from the same registration:
 a stage with a `status()` method is shown under its name, one with a `probe()` method is
-probed (`ingestd.health.Prober`).
+probed (`ingestd.observe.health.Prober`).
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ from ingestd.auth import Authenticator
 from ingestd.config import AuthConfig, GrpcReceiverConfig, TlsConfig
 from ingestd.errors import IngestdError, StageClosed
 from ingestd.ingest import Ingest, answer_deadline
-from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.model import ExportResult, RequestContext, Signal
+from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
 from ingestd.receiver import decode
 from ingestd.receiver import status as statuses

@@ -45,8 +45,8 @@ from ingestd.errors import (
     UnsupportedMedia,
 )
 from ingestd.ingest import Ingest, answer_deadline
-from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.model import RequestContext, Signal
+from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
 from ingestd.receiver.decode import parse_protobuf, request_key, response
 from ingestd.receiver.otlp_json import parse_json

@@ -25,14 +25,14 @@ from elasticsearch.serializer import OrjsonSerializer
 from ingestd.batching import Batch
 from ingestd.config import ElasticsearchSinkConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.metrics import (
+from ingestd.model import PartResult
+from ingestd.observe.metrics import (
     ES_BULK_BYTES,
     ES_BULK_REQUESTS,
     ES_BULK_SECONDS,
     ES_DOCS,
     ES_REJECTED_DOCS,
 )
-from ingestd.model import PartResult
 from ingestd.retry import SYSTEM_CLOCK, Clock, backoff_delays
 
 log = structlog.get_logger("ingestd.sinks.elasticsearch")

@@ -56,8 +56,8 @@ from ingestd.batching import Batch
 from ingestd.config import TimescaleSinkConfig
 from ingestd.convert.common import Rows
 from ingestd.errors import Rejected, SinkUnavailable
-from ingestd.metrics import SINK_DUPLICATE_ITEMS, SINK_REJECTED_ITEMS
 from ingestd.model import Part, PartResult
+from ingestd.observe.metrics import SINK_DUPLICATE_ITEMS, SINK_REJECTED_ITEMS
 from ingestd.pipeline import remaining
 
 log = structlog.get_logger("ingestd.sinks.timescale")

@@ -31,9 +31,13 @@ import structlog
 from ingestd.batching import Batcher
 from ingestd.config import PressureConfig
 from ingestd.errors import SinkUnavailable, StateUnavailable
-from ingestd.health import Health, State
-from ingestd.metrics import PRESSURE_REFUSED_REQUESTS, PRESSURE_REPLICAS, PRESSURE_SIGNAL_CLOSED
 from ingestd.model import Signal
+from ingestd.observe.health import Health, State
+from ingestd.observe.metrics import (
+    PRESSURE_REFUSED_REQUESTS,
+    PRESSURE_REPLICAS,
+    PRESSURE_SIGNAL_CLOSED,
+)
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script

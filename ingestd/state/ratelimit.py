@@ -20,8 +20,8 @@ import structlog
 
 from ingestd.config import LimitsConfig, TenantLimitConfig
 from ingestd.errors import RateLimited, StateUnavailable
-from ingestd.metrics import RATELIMIT_LIMITED_ITEMS, RATELIMIT_REQUESTS
 from ingestd.model import Signal
+from ingestd.observe.metrics import RATELIMIT_LIMITED_ITEMS, RATELIMIT_REQUESTS
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script
 from ingestd.tenants import Charge, charges

@@ -143,8 +143,8 @@ async def _measure_ingest(
 ) -> dict[str, Any]:
     from ingestd import config
     from ingestd.daemon import build
+    from ingestd.observe.telemetry import setup_logging
     from ingestd.pipeline import deadline_in
-    from ingestd.telemetry import setup_logging
 
     ctx = mp.get_context("spawn")
     go, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()

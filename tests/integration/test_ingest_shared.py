@@ -24,9 +24,9 @@ from ingestd.config import (
     TenantLimitConfig,
 )
 from ingestd.errors import RateLimited, Rejected, SinkUnavailable
-from ingestd.health import Health, State
 from ingestd.ingest import Ingest, Route
 from ingestd.model import Converted, ExportResult, RequestContext, Signal
+from ingestd.observe.health import Health, State
 from ingestd.pipeline import deadline_in
 from ingestd.state.dedup import RedisDedup
 from ingestd.state.pressure import ClusterPressure

@@ -12,8 +12,8 @@ import pytest
 from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, PressureConfig, RetryConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.health import Health, State
 from ingestd.model import Signal
+from ingestd.observe.health import Health, State
 from ingestd.state.pressure import ClusterPressure
 from tests.fakes import RecordingWriter
 from tests.integration.conftest import Stack

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 
 from ingestd.config import MaintenanceConfig
+from ingestd.jobs.maintenance import MaintenanceJob
 from ingestd.schema import command
 from ingestd.schema.maintenance import maintain_once
 from ingestd.schema.partitions import floor
-from ingestd.schema.stage import MaintenanceJob
 from tests.integration.conftest import TierDatabase
 from tests.integration.schema_support import (
     DAY,

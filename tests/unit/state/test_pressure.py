@@ -10,8 +10,8 @@ import pytest
 from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, PressureConfig, RetryConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.health import Health, State
 from ingestd.model import Part, Signal
+from ingestd.observe.health import Health, State
 from ingestd.state.pressure import Admission, ClusterPressure, Gate
 from tests.fakes import FakeClock, RecordingWriter
 

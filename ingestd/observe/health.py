@@ -15,10 +15,10 @@ from typing import Any
 
 import structlog
 
-from ingestd.metrics import COMPONENT_DEGRADED, COMPONENT_UP
+from ingestd.observe.metrics import COMPONENT_DEGRADED, COMPONENT_UP
 from ingestd.pipeline import Probe
 
-log = structlog.get_logger("ingestd.health")
+log = structlog.get_logger("ingestd.observe.health")
 
 
 class State(enum.StrEnum):

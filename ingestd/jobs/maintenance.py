@@ -12,13 +12,13 @@ from typing import Any
 
 import structlog
 
-from ingestd import metrics
 from ingestd.config import MaintenanceConfig
+from ingestd.observe import metrics
 from ingestd.pipeline import remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.schema.maintenance import MaintenanceReport, maintain_once
 
-log = structlog.get_logger("ingestd.schema.stage")
+log = structlog.get_logger("ingestd.jobs.maintenance")
 
 
 class MaintenanceJob:

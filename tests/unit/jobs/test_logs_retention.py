@@ -6,8 +6,8 @@ from typing import Any
 
 from ingestd import config
 from ingestd.daemon import build
-from ingestd.metrics import MAINTENANCE_ERRORS
-from ingestd.schema.logs_retention import LogsRetention
+from ingestd.jobs.logs_retention import LogsRetention
+from ingestd.observe.metrics import MAINTENANCE_ERRORS
 
 
 class _Unreachable:

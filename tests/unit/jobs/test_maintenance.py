@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from ingestd import metrics
 from ingestd.config import MaintenanceConfig
 from ingestd.errors import SinkUnavailable
+from ingestd.jobs.maintenance import MaintenanceJob
+from ingestd.observe import metrics
 from ingestd.schema.maintenance import MaintenanceReport
-from ingestd.schema.stage import MaintenanceJob
 from ingestd.schema.tiers import Tier
 from tests.fakes import FakeClock, settle
 

@@ -21,9 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from ingestd import __version__
 from ingestd.config import AdminConfig
-from ingestd.health import Health
+from ingestd.observe.health import Health
 
-log = structlog.get_logger("ingestd.admin")
+log = structlog.get_logger("ingestd.observe.admin")
 
 StatusSource = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
 
