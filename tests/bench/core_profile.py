@@ -145,11 +145,12 @@ async def _measure_ingest(
     from ingestd.daemon import build
     from ingestd.observe.telemetry import setup_logging
     from ingestd.pipeline import deadline_in
+    from tests.harness import free_port
 
     ctx = mp.get_context("spawn")
     go, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
     # Clients are spawned first; they connect once the server below is listening.
-    grpc_port = _free_port()
+    grpc_port = free_port()
     target = f"127.0.0.1:{grpc_port}"
     clients = [
         ctx.Process(
@@ -265,15 +266,6 @@ async def _py_spy(seconds: float) -> str:
 def _cpu(process: psutil.Process) -> float:
     t = process.cpu_times()
     return t.user + t.system
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _measure_raw_copy(args: argparse.Namespace, signal: str, dsn: str) -> dict[str, Any]:

@@ -31,12 +31,12 @@ from tests.bench.subjects import (
     batch_histogram,
     batch_sizes,
     config_is_valid,
-    free_port,
     histogram,
     ingestd_config,
     running_ingestd,
     write_times,
 )
+from tests.harness import free_port
 
 SIGNALS = ("traces", "metrics", "logs")
 SECTIONS = (

@@ -27,7 +27,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from ingestd.model import Signal
 from ingestd.signals import SIGNALS
 from tests.chaos.ledger import Ledger, Outcome, Request
-from tests.integration.harness import retry_delay_s
+from tests.harness import retry_delay_s
 
 # The OTLP exporters' retryable gRPC codes (RESOURCE_EXHAUSTED only with RetryInfo).
 _RETRYABLE_GRPC = {

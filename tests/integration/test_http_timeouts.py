@@ -19,7 +19,7 @@ from ingestd.ingest import Ingest, Route
 from ingestd.model import Signal
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from tests.fakes import RecordingWriter
-from tests.integration.logs_support import free_port
+from tests.harness import free_port
 
 HEADER_TIMEOUT_S = 0.3
 BODY_TIMEOUT_S = 0.3

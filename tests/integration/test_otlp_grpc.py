@@ -30,8 +30,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from tests.harness import config_text, query, retry_delay_s, running, stubs
 from tests.integration import oracle
-from tests.integration.harness import config_text, query, retry_delay_s, running, stubs
 from tests.samples import metric_request, set_attributes, span_request
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -19,8 +18,8 @@ import grpc
 import psycopg
 import pytest
 
+from tests.harness import config_text, free_port, query, running, stubs
 from tests.integration.conftest import Stack
-from tests.integration.harness import config_text, query, running, stubs
 from tests.integration.load import Clients, assert_exactly_once, stored_counts
 from tests.proxy import CommitCut, Proxy
 from tests.samples import span_request
@@ -157,13 +156,6 @@ def _port(dsn: str) -> int:
     return int(psycopg.conninfo.conninfo_to_dict(dsn).get("port") or 5432)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """`ingestd run` as a separate process, its log appended to *log*."""
     with log.open("ab") as out:
@@ -190,13 +182,13 @@ async def _until_serving(target: str, process: subprocess.Popen[bytes], log: Pat
 
 async def test_kill_9_loses_no_acknowledged_request(timescale_db: str, tmp_path: Path) -> None:
     """kill -9 while clients export: every OK'd request is stored; retries after restart once."""
-    grpc_port = _free_port()
+    grpc_port = free_port()
     config = tmp_path / "ingestd.yaml"
     config.write_text(
         config_text(
             timescale_db,
             receivers={"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}},
-            admin={"endpoint": f"127.0.0.1:{_free_port()}"},
+            admin={"endpoint": f"127.0.0.1:{free_port()}"},
         )
     )
     log = tmp_path / "ingestd.log"

@@ -31,7 +31,7 @@ from ingestd.model import Signal
 from ingestd.pipeline import deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from tests.fakes import RecordingWriter
-from tests.integration.harness import retry_delay_s
+from tests.harness import retry_delay_s
 from tests.samples import span_request
 
 pytestmark = pytest.mark.integration

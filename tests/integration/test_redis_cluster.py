@@ -28,8 +28,8 @@ import redis
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.harness import IngestdProcess, base_config, deep_merge
 from tests.integration.conftest import ON_CI, Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
 
 _NEEDED = ("ingestd.receiver.otlp_http", "ingestd.receiver.otlp_grpc")
 _MISSING = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
