@@ -21,7 +21,8 @@ stores as an integral numeric, so it reads back as an int of the same value.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from ingestd.convert.identity import service_identity
 from ingestd.convert.values import any_value, kv_dict
+from ingestd.model import Converted
 
 # timestamptz is int64 microseconds since 2000-01-01 UTC on the wire.
 PG_EPOCH_US = 946_684_800_000_000
@@ -226,6 +228,25 @@ class ResourceInfo:
 
     resource_id: int
     application_id: str
+
+
+class RowsConverter:
+    """A Timescale route's converter: a signal's `convert_request` with the process's attribute
+    cache and clock. Records later than now + *max_future_skew_s* are refused."""
+
+    convert_request: Callable[..., Converted]
+
+    def __init__(
+        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
+    ) -> None:
+        self._skew_ns = int(max_future_skew_s * 1e9)
+        self._clock_ns = clock_ns
+        self._attributes = AttributeEncoder()
+
+    def __call__(self, request: Any) -> Converted:
+        return self.convert_request(
+            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
+        )
 
 
 def add_resource(rows: Rows, resource: Any, schema_url: str) -> tuple[ResourceInfo, int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ from ingestd.convert.common import (
     AttributeEncoder,
     BadAttribute,
     Rows,
+    RowsConverter,
     add_resource,
     add_scope,
     clean_text,
@@ -79,22 +79,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 _FLOAT8_OID = 701
 _INT8_OID = 20
-
-
-class MetricConverter:
-    """The metrics route's converter: `convert` with the process's attribute cache and clock."""
-
-    def __init__(
-        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
-    ) -> None:
-        self._skew_ns = int(max_future_skew_s * 1e9)
-        self._clock_ns = clock_ns
-        self._attributes = AttributeEncoder()
-
-    def __call__(self, request: Any) -> Converted:
-        return convert(
-            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
-        )
 
 
 class _Reject(Exception):
@@ -406,3 +390,9 @@ def float8_array(values: Sequence[float]) -> bytes:
 def int8_array(values: Sequence[int]) -> bytes:
     """The binary form of a `bigint[]` (values must fit in int64)."""
     return _array("q", _INT8_OID, values)
+
+
+class MetricConverter(RowsConverter):
+    """The metrics route's converter: `convert` with the process's attribute cache and clock."""
+
+    convert_request = staticmethod(convert)
