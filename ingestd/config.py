@@ -370,8 +370,8 @@ class ShutdownConfig(Section):
 class MemoryConfig(Section):
     """Load shedding on memory: new data is refused before it is read or decoded.
 
-    (The issue's `limits.max_buffered_bytes`: `limits` is the per-tenant rate-limit section,
-    re-read on reload; these bounds are the process's and need a restart.)
+    (Not under `limits`: that is the per-tenant rate-limit section, re-read on reload; these
+    bounds are the process's and need a restart.)
     """
 
     # All batchers of the process together (each also has its own sinks.*.buffer.max_bytes,

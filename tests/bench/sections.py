@@ -30,7 +30,6 @@ from tests.bench.subjects import (
     Ports,
     batch_histogram,
     batch_sizes,
-    config_is_valid,
     histogram,
     ingestd_config,
     running_ingestd,
@@ -520,14 +519,6 @@ WORKERS_CLIENTS = 4
 
 
 def workers(bench: Bench) -> None:
-    probe = bench.config(discard=True, workers=2)
-    ok, complaint = config_is_valid(probe, bench.workdir)
-    if not ok:
-        bench.results["workers"] = skipped(
-            f"this ingestd does not accept `workers: 2` ({complaint.splitlines()[-1][:200]}); "
-            "the comparison runs once issue 7 (workers) is merged"
-        )
-        return
     out: dict[str, Any] = {}
     clients = max(bench.options.clients, WORKERS_CLIENTS)
     for n in (1, 2):

@@ -172,21 +172,6 @@ def ingestd_config(
     return config
 
 
-def config_is_valid(config: dict[str, Any], workdir: Path) -> tuple[bool, str]:
-    """Whether this ingestd accepts *config* (`ingestd check-config`), and its complaint."""
-    import sys
-
-    path = workdir / "check.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "ingestd", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.returncode == 0, (done.stderr or done.stdout).strip()
-
-
 class Ingestd:
     """One `ingestd run` subprocess, ready to serve, with a Meter on its process tree."""
 

@@ -76,10 +76,6 @@ def test_measured_sections_hold_numbers(quick_report: dict[str, Any]) -> None:
         value = quick_report[section]
         if section in PEER_SECTIONS:
             continue
-        if section == "workers" and "skipped" in value:
-            # Until `workers:` exists (issue 7) the comparison is skipped, and says why.
-            assert "workers" in value["skipped"]
-            continue
         assert _numbers(value), f"{section} has no numbers: {value}"
 
 
