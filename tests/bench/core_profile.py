@@ -242,24 +242,15 @@ async def _py_spy(seconds: float) -> str:
         )  # fmt: skip
         await process.wait()
         lines = raw.read().decode().splitlines()
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        own[frames[-1]] = own.get(frames[-1], 0) + n
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + n
-    out = [f"py-spy, {total} samples of the event loop thread (C time counts to its caller)"]
+    from tests.bench.profile import summarize
+
+    summary = summarize(lines, top=30)
+    samples = summary["samples"]
+    out = [f"py-spy, {samples} samples of the event loop thread (C time counts to its caller)"]
     out.append("own time:")
-    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:22]:
-        out.append(f"  {n / total:6.1%}  {frame[:140]}")
+    out += [f"  {share:6.1%}  {frame[:140]}" for share, frame in summary["own"][:22]]
     out.append("inclusive time:")
-    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:30]:
-        out.append(f"  {n / total:6.1%}  {frame[:140]}")
+    out += [f"  {share:6.1%}  {frame[:140]}" for share, frame in summary["inclusive"]]
     return "\n".join(out)
 
 
