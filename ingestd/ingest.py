@@ -57,14 +57,6 @@ from ingestd.state.ratelimit import RateLimiter
 log = structlog.get_logger("ingestd.ingest")
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where one signal goes: its converter and its sink's batcher."""
-
-    convert: Converter
-    batcher: Batcher
-
-
 class Ingest:
     """The request side of the pipeline, shared by the gRPC and HTTP receivers."""
 
@@ -280,6 +272,14 @@ class Ingest:
         RECEIVER_REFUSED_ITEMS.labels(
             signal=signal, transport=ctx.transport, reason=type(exc).__name__
         ).inc(items)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one signal goes: its converter and its sink's batcher."""
+
+    convert: Converter
+    batcher: Batcher
 
 
 def answer_deadline(deadline: float) -> float:

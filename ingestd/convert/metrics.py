@@ -17,6 +17,7 @@ import functools
 import itertools
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ingestd.convert import wire
@@ -87,28 +88,17 @@ class _Reject(Exception):
         self.detail = detail
 
 
+@dataclass(slots=True)
 class _Metric:
     """The per-metric context shared by its points (slots: built once per metric)."""
 
-    __slots__ = ("app_id", "attributes", "max_time", "name", "resource_id", "scope_id", "unit")
-
-    def __init__(
-        self,
-        name: str,
-        unit: str,
-        app_id: str,
-        resource_id: int,
-        scope_id: int,
-        attributes: AttributeEncoder,
-        max_time: int,
-    ) -> None:
-        self.name = name
-        self.unit = unit
-        self.app_id = app_id
-        self.resource_id = resource_id
-        self.scope_id = scope_id
-        self.attributes = attributes
-        self.max_time = max_time
+    name: str
+    unit: str
+    app_id: str
+    resource_id: int
+    scope_id: int
+    attributes: AttributeEncoder
+    max_time: int
 
 
 def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:

@@ -33,6 +33,7 @@ from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
 from ingestd.receiver import decode
 from ingestd.receiver import status as statuses
+from ingestd.receiver.inflight import InFlight
 from ingestd.signals import BY_GRPC_METHOD, SIGNALS
 
 log = structlog.get_logger("ingestd.receiver.grpc")
@@ -61,9 +62,7 @@ class OtlpGrpcReceiver:
             signal: spec.response_type().SerializeToString() for signal, spec in SIGNALS.items()
         }
         self._closing = False
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = InFlight()
         # Requests by the status sent, for /status (Prometheus has them by signal too).
         self._counts: collections.Counter[str] = collections.Counter()
         self.port: int | None = None
@@ -110,15 +109,11 @@ class OtlpGrpcReceiver:
             return
         self._closing = True
         self._ingest.begin_drain(answer_deadline(deadline))
-        if self._in_flight:
-            try:
-                async with asyncio.timeout(remaining(deadline)):
-                    await self._idle.wait()
-            except TimeoutError:
-                log.warning("grpc_requests_cut_at_shutdown", requests=self._in_flight)
+        if not await self._in_flight.drained(deadline):
+            log.warning("grpc_requests_cut_at_shutdown", requests=self._in_flight.count)
         server, self._server = self._server, None
         # From here new connections are refused by the kernel: no status can be sent.
-        log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
+        log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight.count)
         await server.stop(grace=min(1.0, remaining(deadline)))
 
     def status(self) -> dict[str, object]:
@@ -127,7 +122,7 @@ class OtlpGrpcReceiver:
             "port": self.port,
             "listening": self._server is not None,
             "closing": self._closing,
-            "in_flight": self._in_flight,
+            "in_flight": self._in_flight.count,
             "requests": dict(self._counts),
         }
 
@@ -158,15 +153,8 @@ class OtlpGrpcReceiver:
     async def _export(
         self, signal: Signal, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            with self._ingest.decoding(len(body)):
-                return await self._respond(signal, body, context)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+        with self._in_flight.request(), self._ingest.decoding(len(body)):
+            return await self._respond(signal, body, context)
 
     async def _respond(
         self, signal: Signal, body: bytes, context: grpc.aio.ServicerContext[Any, Any]

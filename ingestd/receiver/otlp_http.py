@@ -47,8 +47,8 @@ from ingestd.errors import (
 from ingestd.ingest import Ingest, answer_deadline
 from ingestd.model import RequestContext, Signal
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
-from ingestd.pipeline import remaining
 from ingestd.receiver.decode import parse_protobuf, request_key, response
+from ingestd.receiver.inflight import InFlight
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.receiver.status import retry_after_header, rpc_status, status_for
 from ingestd.signals import BY_HTTP_PATH
@@ -92,9 +92,7 @@ class OtlpHttpReceiver:
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
         self._closing = False
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = InFlight()
         # Requests by the HTTP status sent, for /status.
         self._counts: collections.Counter[int] = collections.Counter()
         self.port: int | None = None
@@ -136,15 +134,11 @@ class OtlpHttpReceiver:
         self._closing = True
         if self._runner is not None:
             self._ingest.begin_drain(answer_deadline(deadline))
-        if self._in_flight:
-            try:
-                async with asyncio.timeout(remaining(deadline)):
-                    await self._idle.wait()
-            except TimeoutError:
-                log.warning("http_requests_cut_at_shutdown", requests=self._in_flight)
+        if not await self._in_flight.drained(deadline):
+            log.warning("http_requests_cut_at_shutdown", requests=self._in_flight.count)
         if self._site is not None:
             # From here new connections are refused by the kernel: no status can be sent.
-            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
+            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight.count)
             await self._site.stop()
             self._site = None
         if self._runner is not None:
@@ -157,7 +151,7 @@ class OtlpHttpReceiver:
             "port": self.port,
             "listening": self._site is not None,
             "closing": self._closing,
-            "in_flight": self._in_flight,
+            "in_flight": self._in_flight.count,
             "requests": {str(code): n for code, n in sorted(self._counts.items())},
         }
 
@@ -177,14 +171,8 @@ class OtlpHttpReceiver:
                 f"Content-Type {media!r} is not supported; use {PROTOBUF} or {JSON}"
             )
             return self._error(signal, JSON, error)
-        self._in_flight += 1
-        self._idle.clear()
-        try:
+        with self._in_flight.request():
             return await self._export(signal, media, request)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
 
     async def _export(self, signal: Signal, media: str, request: web.BaseRequest) -> web.Response:
         try:
