@@ -77,7 +77,7 @@ async def test_apply_on_an_empty_database_builds_the_tier(tier_database: TierDat
     assert relkind(db.dsn, "ingestd.retention_policies") == "v"
     # In public even for a role named like our internal schema ("$user", public search_path).
     assert relkind(db.dsn, "public.metrics") in ("r", "p")
-    assert relkind(db.dsn, "ingestd.observe.metrics") is None
+    assert relkind(db.dsn, "ingestd.metrics") is None
     recorded = rows(db.dsn, "SELECT DISTINCT tier FROM ingestd.migrations")
     assert recorded == [(db.tier,)]
     if db.tier == "postgres":
