@@ -123,8 +123,9 @@ class BatchConfig(Section):
     flush_interval_s: PositiveFloat = 0.2
     # Cut a batch at once when a writer is idle: light load is written without waiting for
     # flush_interval_s, heavy load still forms big batches because the writers are busy.
-    # Measured (README, "Performance"): committed-ack p50 at half load 321 -> 47 ms. An SDK
-    # exports at most 512 items per ack latency, so this caps what one client can send.
+    # Measured (docs/reports/benchmarks-2026-11-26.md, "Fixed after profiling"): committed-ack
+    # p50 at half load 321 -> 47 ms. An SDK exports at most 512 items per ack latency, so this
+    # caps what one client can send.
     # Off: a batch waits for size, bytes or age (flush_interval_s).
     flush_when_idle: bool = True
 
@@ -192,7 +193,8 @@ class LogsTemplateConfig(Section):
     # Mapped fields per backing index; attributes beyond it are kept in _source, not indexed.
     total_fields_limit: PositiveInt = 5000
     # Data stream lifecycle retention; enforced by ingestd's maintenance where Elasticsearch
-    # has no lifecycle service (see README, "Logs in Elasticsearch").
+    # has no lifecycle service (docs/elasticsearch.md, "Retention, and the degraded mode of
+    # the dev stack").
     retention_days: PositiveInt = 30
     # The maintenance fallback rolls a data stream over when its write index is this old or
     # its primary shard this big, so that retention can delete whole backing indices.
@@ -213,7 +215,8 @@ class ElasticsearchSinkConfig(Section):
     # gzip (level 1, off the event loop) shrinks a bulk ~10x; worth it when Elasticsearch is
     # across a network, a waste of CPU on the same host.
     gzip: bool = False
-    # Bulk bodies are cut by their NDJSON size; 8 MiB measured best here (README).
+    # Bulk bodies are cut by their NDJSON size; 8 MiB measured best here
+    # (docs/elasticsearch.md, "Measured").
     batch: BatchConfig = BatchConfig(max_rows=50_000, max_bytes=ByteSize(8 * MiB))
     buffer: BufferConfig = BufferConfig()
     retry: RetryConfig = RetryConfig()
@@ -247,7 +250,8 @@ class RedisConfig(Section):
     url: str = "redis://127.0.0.1:6379/0"
     # Every Redis call is bounded by this; ingest never waits longer on one call. Loopback
     # round trips measure 0.2 ms p50 and 3 ms p99.9 idle, 11 ms p99 with 64 calls in flight on
-    # 2 cores; a busy event loop also counts against it (see README, "Shared state").
+    # 2 cores; a busy event loop also counts against it (docs/shared-state.md, "When Redis is
+    # down or slow").
     timeout_ms: PositiveInt = 25
     # Every key ingestd writes starts with this: several deployments (or tests) share a Redis.
     key_prefix: str = "ingestd:"
@@ -370,8 +374,8 @@ class ShutdownConfig(Section):
 class MemoryConfig(Section):
     """Load shedding on memory: new data is refused before it is read or decoded.
 
-    (Not under `limits`: that is the per-tenant rate-limit section, re-read on reload; these
-    bounds are the process's and need a restart.)
+    (Not under `limits`: `limits` is the per-tenant rate-limit section, re-read on reload;
+    these bounds are the process's and need a restart. docs/operations.md, "Memory".)
     """
 
     # All batchers of the process together (each also has its own sinks.*.buffer.max_bytes,

@@ -51,7 +51,7 @@ log = structlog.get_logger("ingestd.daemon")
 
 @dataclass
 class SharedState:
-    """The shared-state pieces Ingest and the receivers use (see README, "Shared state").
+    """The shared-state pieces Ingest and the receivers use (see docs/shared-state.md).
 
     Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...) watches each route's
     batcher with the pressure; receivers call `auth.authenticate(authorization)` before

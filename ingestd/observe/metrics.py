@@ -1,4 +1,4 @@
-"""Every self-metric ingestd exports, in one place, so the README's list can be checked against it.
+"""Every self-metric ingestd exports, in one place, so docs/operations.md's table can be checked.
 
 Names follow `ingestd_<stage>_<thing>_<unit>`. Labels stay low-cardinality: signal, transport,
 sink, reason, outcome; never a tenant or an application id.

@@ -6,7 +6,7 @@ lowerCamelCase; unknown fields MUST be ignored. 64-bit integers arrive as string
 
 google.protobuf.json_format would need the ids rewritten first and walks every field through
 generic reflection; this decoder fills the messages from plans built once per message type
-from the descriptors, about 3x faster on SDK-sized requests (README, "Receiver (OTLP/HTTP)").
+from the descriptors, about 3x faster on SDK-sized requests (docs/design.md#receiver-otlphttp).
 Like the Collector it also accepts the original snake_case field names and enum names, which
 cost nothing to recognise.
 """

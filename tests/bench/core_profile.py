@@ -1,6 +1,6 @@
 """Profile the core path in-process: OTLP/gRPC -> ingestd pipeline -> TimescaleDB, with cProfile.
 
-The end-to-end numbers come from `python -m tests.bench` (README, "Performance"); this script runs
+The end-to-end numbers come from `python -m tests.bench` (docs/reports/benchmarks-*.md); this runs
 the pipeline inside its own process so that cProfile sees call counts, and py-spy line samples.
 
 Not a test: it prints numbers. Needs the dev stack (`set -a; . .stack/env; set +a`).

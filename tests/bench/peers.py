@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Pinned together: the Collector core v0.153.0 pairs with its stable modules at v1.59.0, and
-# contrib tags the same minor. Change them together (and read the new defaults, see README).
+# contrib tags the same minor. Change them together (and read the new defaults, see docs/reports).
 # v0.153.0, not the newest: the module proxy reachable here answers 403 "not available" for the
 # elasticsearch exporter's v0.154.0-v0.161.0 archives.
 CORE_VERSION = "v0.153.0"

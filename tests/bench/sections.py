@@ -1,7 +1,7 @@
 """The benchmark's sections: each starts its subject, drives load, and returns plain numbers.
 
 Every section writes its result into `Bench.results[<section>]`; a section that cannot run here
-(peers not installed, a feature this ingestd lacks) records `{"skipped": "<why>"}` instead.
+(peers not installed) records `{"skipped": "<why>"}` instead.
 Measurement windows follow one pattern (`Bench.drive`): clients start together, the first
 `warmup_s` are not measured, and over the next `duration_s` the stored count, the subject's CPU
 seconds and its RSS peaks are read at both ends of the window.

@@ -136,7 +136,7 @@ def ingestd_config(
     workers: int | None = None,
     flush_when_idle: bool | None = None,
 ) -> dict[str, Any]:
-    """ingestd's defaults, with this run's addresses; see README, "Performance"."""
+    """ingestd's defaults, with this run's addresses; see docs/reports/benchmarks-2026-11-26.md."""
     config: dict[str, Any] = {
         "receivers": {
             "grpc": {"endpoint": f"127.0.0.1:{ports.grpc}"},

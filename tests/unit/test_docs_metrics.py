@@ -1,4 +1,4 @@
-"""The README's metrics table lists exactly the metrics ingestd exports, with their types.
+"""docs/operations.md's metrics table lists exactly the metrics ingestd exports, with their types.
 
 "Exports" is both what `ingestd/observe/metrics.py` declares and what the Prometheus registry
 holds once a daemon is built (a library or a stage registering its own metric at runtime would
@@ -17,14 +17,14 @@ import ingestd.observe.metrics
 from ingestd import config
 from ingestd.daemon import build
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 _ROW = re.compile(r"^\| `([a-z_:][a-z0-9_:]*)` \| (counter|gauge|histogram|summary) \|")
 
 
-def readme_table() -> dict[str, str]:
-    """name -> type, from the table under `### Metrics` in the Operations section."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("\n## Operations\n", 1)[1].split("\n### Metrics\n", 1)[1]
+def docs_table() -> dict[str, str]:
+    """name -> type, from the table under `## Metrics` in docs/operations.md."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    section = text.split("\n## Metrics\n", 1)[1]
     section = section.split("\n#", 1)[0]
     return {m.group(1): m.group(2) for line in section.splitlines() if (m := _ROW.match(line))}
 
@@ -46,26 +46,26 @@ def registered() -> dict[str, str]:
     return {exposed_name(f.name, f.type): f.type for f in REGISTRY.collect()}
 
 
-def test_every_declared_metric_is_in_the_readme_table() -> None:
-    """Each metric of ingestd/observe/metrics.py has a README row with its type."""
-    table = readme_table()
+def test_every_declared_metric_is_in_the_docs_table() -> None:
+    """Each metric of ingestd/observe/metrics.py has a row with its type in docs/operations.md."""
+    table = docs_table()
     wrong = {name: kind for name, kind in declared().items() if table.get(name) != kind}
     assert wrong == {}
 
 
-def test_every_registered_metric_is_in_the_readme_table() -> None:
-    """Each metric the registry exports after building a daemon has a README row."""
-    table = readme_table()
+def test_every_registered_metric_is_in_the_docs_table() -> None:
+    """Each metric the registry exports after building a daemon has a docs/operations.md row."""
+    table = docs_table()
     wrong = {name: kind for name, kind in registered().items() if table.get(name) != kind}
     assert wrong == {}
 
 
-def test_every_readme_row_is_a_declared_metric() -> None:
-    """No README row names a metric that ingestd does not declare."""
+def test_every_docs_row_is_a_declared_metric() -> None:
+    """No docs/operations.md row names a metric that ingestd does not declare."""
     known = declared()
-    stale = sorted(name for name in readme_table() if name not in known)
+    stale = sorted(name for name in docs_table() if name not in known)
     assert stale == []
-    assert len(readme_table()) >= 60  # the table was found and parsed
+    assert len(docs_table()) >= 60  # the table was found and parsed
 
 
 def test_gauges_say_how_workers_combine() -> None:
