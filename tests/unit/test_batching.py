@@ -219,7 +219,7 @@ async def test_retries_stop_after_max_elapsed() -> None:
     for _ in range(20):
         await clock.advance(1.0)
     assert isinstance(p.done.exception(), SinkUnavailable)
-    assert batcher.status()["held_items"] == 0
+    assert batcher.held_items == 0
     await finish(batcher, group, clock)
 
 
