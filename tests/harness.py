@@ -139,9 +139,13 @@ class IngestdProcess:
         raise AssertionError(f"/readyz stayed {status} (wanted {want}): {body!r}")
 
     def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, wait for the exit, and for the last log lines to be read; the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
+        code = self.proc.wait(timeout=timeout_s)
+        # The reader may still hold the last lines (`stopped`) when the process has exited.
+        self._reader.join(timeout=5.0)
+        return code
 
     def kill(self) -> None:
         if self.proc.poll() is None:
