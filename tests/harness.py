@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -42,6 +43,7 @@ from ingestd.daemon import Daemon, build
 from ingestd.pipeline import deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
+from ingestd.schema import command
 
 
 def free_port() -> int:
@@ -289,3 +291,27 @@ def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         cursor = conn.execute(sql, params or None)
         return cursor.fetchall() if cursor.description else []
+
+
+# -- databases -----------------------------------------------------------------------------------
+
+
+def create_design_tables(dsn: str, admin_dsn: str) -> None:
+    """Run `ingestd schema apply` (apache tier on the dev stack) against the fresh, empty
+    database of *dsn*, so tests write into exactly the tables a real deployment has.
+
+    The TimescaleDB extension is created first through *admin_dsn* (a superuser) pointed at
+    the same database, so the command works whatever rights the ingestd role has.
+    """
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    admin = psycopg.conninfo.make_conninfo(admin_dsn, dbname=dbname)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    cfg = config.parse(
+        yaml.safe_dump({"sinks": {"timescale": {"dsn": dsn}, "elasticsearch": {"enabled": False}}}),
+        environ={},
+    )
+    lines: list[str] = []
+    # The caller may be inside a running event loop (an async fixture or test).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, command.apply(cfg, lines.append)).result()

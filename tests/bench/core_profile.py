@@ -123,7 +123,7 @@ def _backend_pids(admin_dsn: str, dbname: str) -> list[int]:
 
 
 def _create_database(admin_dsn: str, pg_dsn: str) -> tuple[str, str]:
-    from tests.integration.design_tables import create_design_tables
+    from tests.harness import create_design_tables
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
