@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ingestd.config import AuthConfig, TokenConfig
 from ingestd.errors import ConfigError, Unauthenticated
-from ingestd.metrics import AUTH_FAILURES
+from ingestd.observe.metrics import AUTH_FAILURES
 
 log = structlog.get_logger("ingestd.auth")
 

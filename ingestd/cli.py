@@ -23,8 +23,8 @@ import yaml
 
 from ingestd import __version__, config
 from ingestd.errors import ConfigError
+from ingestd.observe.telemetry import setup_logging
 from ingestd.pipeline import StartupError
-from ingestd.telemetry import setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -100,7 +100,7 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ingestd.workers import WorkerSpec, die_with_parent, worker_config, worker_count
+    from ingestd.workers.worker import WorkerSpec, die_with_parent, worker_config, worker_count
 
     cfg = load_config(args.config)
     worker = WorkerSpec.from_env()
@@ -138,14 +138,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _supervise(cfg: config.Config, path: Path, count: int, early: list[int]) -> int:
-    """`workers: N > 1`: run the supervisor in this process (see ingestd.supervisor)."""
-    from ingestd.workers import make_metrics_dir
+    """`workers: N > 1`: run the supervisor in this process (see ingestd.workers.supervisor)."""
+    from ingestd.workers.worker import make_metrics_dir
 
     # prometheus_client picks file-backed values at import when this is set; nothing has
     # imported it yet (the supervisor module is the first), and the workers inherit it.
     metrics_dir, lock = make_metrics_dir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    from ingestd.supervisor import supervise
+    from ingestd.workers.supervisor import supervise
 
     try:
         code = run_async(supervise(cfg, path, count, metrics_dir, early))

@@ -20,20 +20,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from ingestd.batching import Batcher, Part, PartResult
+from ingestd.batching import Batcher
 from ingestd.config import DedupConfig, IngestConfig, LimitsConfig, PressureConfig
 from ingestd.errors import IngestdError, SinkUnavailable, StageClosed
 from ingestd.memory import MemoryGuard
-from ingestd.metrics import (
+from ingestd.model import (
+    Converted,
+    Converter,
+    ExportResult,
+    Part,
+    PartResult,
+    RequestContext,
+    Signal,
+)
+from ingestd.observe.metrics import (
     ACK_SECONDS,
     CONVERT_NUL_REPLACED,
     DEDUP_REQUESTS,
@@ -42,65 +49,12 @@ from ingestd.metrics import (
     RECEIVER_REJECTED_ITEMS,
 )
 from ingestd.pipeline import remaining
+from ingestd.signals import SIGNALS
 from ingestd.state.dedup import NO_CLAIM, Claim, Outcome, RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
 
 log = structlog.get_logger("ingestd.ingest")
-
-
-class Signal(enum.StrEnum):
-    TRACES = "traces"
-    METRICS = "metrics"
-    LOGS = "logs"
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """Who sent a request and how."""
-
-    transport: str  # "grpc" or "http"
-    tenant: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ExportResult:
-    """What the client hears on success: how many records were refused for good, and why."""
-
-    rejected: int = 0
-    message: str = ""
-
-
-@dataclass(slots=True)
-class Converted:
-    """A converter's output for one request: the sink payload plus what it refused."""
-
-    payload: Any
-    items: int
-    nbytes: int
-    rejected: int = 0
-    # reason -> count, for metrics; plus one example message for the client.
-    reject_reasons: Counter[str] = field(default_factory=Counter)
-    reject_example: str = ""
-    # NUL characters replaced by U+FFFD (PostgreSQL cannot store them in text or jsonb).
-    nul_replaced: int = 0
-
-    def reject(self, reason: str, example: str) -> None:
-        self.rejected += 1
-        self.reject_reasons[reason] += 1
-        if not self.reject_example:
-            self.reject_example = example
-
-
-Converter = Callable[[Any], Converted]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where one signal goes: its converter and its sink's batcher."""
-
-    convert: Converter
-    batcher: Batcher
 
 
 class Ingest:
@@ -122,6 +76,9 @@ class Ingest:
         self.dedup = dedup or RedisDedup(DedupConfig(enabled=False), None, in_flight_ttl_s=0)
         self.pressure = pressure or ClusterPressure(PressureConfig(enabled=False), None)
         self.limits = limits or RateLimiter(LimitsConfig(), None)
+        # Each signal is admitted while its batcher has room and its sink answers.
+        for signal, route in routes.items():
+            self.pressure.watch(signal, route.batcher, SIGNALS[signal].sink)
         self.memory = memory
         # Requests being stored right now, by key: an identical retry joins the first one
         # instead of buffering the same rows twice.
@@ -315,6 +272,14 @@ class Ingest:
         RECEIVER_REFUSED_ITEMS.labels(
             signal=signal, transport=ctx.transport, reason=type(exc).__name__
         ).inc(items)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one signal goes: its converter and its sink's batcher."""
+
+    convert: Converter
+    batcher: Batcher
 
 
 def answer_deadline(deadline: float) -> float:

@@ -30,7 +30,7 @@ import orjson
 import xxhash
 
 from ingestd.convert.identity import application_id
-from ingestd.ingest import Converted
+from ingestd.model import Converted
 
 DATASET_ATTR = "data_stream.dataset"
 NAMESPACE_ATTR = "data_stream.namespace"

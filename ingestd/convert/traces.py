@@ -8,8 +8,6 @@ client's partial-success answer.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from ingestd.convert import wire
@@ -22,6 +20,7 @@ from ingestd.convert.common import (
     AttributeEncoder,
     BadAttribute,
     Rows,
+    RowsConverter,
     add_resource,
     add_scope,
     clean_text,
@@ -30,7 +29,7 @@ from ingestd.convert.common import (
     jsonb,
     time_problem,
 )
-from ingestd.ingest import Converted, Signal
+from ingestd.model import Converted
 
 TABLE = "traces"
 
@@ -65,25 +64,9 @@ _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
 
 
-class TraceConverter:
-    """The traces route's converter: `convert` with the process's attribute cache and clock."""
-
-    def __init__(
-        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
-    ) -> None:
-        self._skew_ns = int(max_future_skew_s * 1e9)
-        self._clock_ns = clock_ns
-        self._attributes = AttributeEncoder()
-
-    def __call__(self, request: Any) -> Converted:
-        return convert(
-            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
-        )
-
-
 def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
     """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`."""
-    request = wire.as_fast(Signal.TRACES, request)
+    request = wire.as_fast(wire.TRACES_REQUEST, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
     nul = 0
@@ -250,3 +233,9 @@ def _jsonb(value: Any, attributes: AttributeEncoder) -> bytes:
     data, nul = jsonb(value)
     attributes.nul_replaced += nul
     return data
+
+
+class TraceConverter(RowsConverter):
+    """The traces route's converter: `convert` with the process's attribute cache and clock."""
+
+    convert_request = staticmethod(convert)

@@ -14,7 +14,7 @@ lock taken, or a successful run newer than the interval, skip. What a run does b
 
 Run by hand (`ingestd schema maintain`), rollups refresh even when not due, and on the full
 tier the TimescaleDB policy jobs are run at once (`CALL run_job`). Each step's failure is
-recorded and counted and the other steps still run. `ingestd.schema.stage` schedules runs
+recorded and counted and the other steps still run. `ingestd.jobs.maintenance` schedules runs
 in the daemon.
 """
 
@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import orjson
 
-from ingestd import metrics
 from ingestd.config import MaintenanceConfig
+from ingestd.observe import metrics
 from ingestd.schema import partitions, rollups
 from ingestd.schema.db import Connection, connect
 from ingestd.schema.tiers import Tier, recorded_tier

@@ -13,6 +13,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 
 from ingestd.convert.identity import application_id_of
 from ingestd.convert.logs import LogsConverter, iso_nanos, sanitize_dataset
+from tests.samples import set_value
 
 NOW = 1_700_000_000_000_000_000
 T = 1_544_712_660_300_000_123
@@ -22,26 +23,6 @@ def kv(key: str, value: Any) -> common_pb2.KeyValue:
     out = common_pb2.KeyValue(key=key)
     set_value(out.value, value)
     return out
-
-
-def set_value(target: common_pb2.AnyValue, value: Any) -> None:
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, bytes):
-        target.bytes_value = value
-    elif isinstance(value, dict):
-        target.kvlist_value.SetInParent()
-        target.kvlist_value.values.extend(kv(k, v) for k, v in value.items())
-    elif isinstance(value, list):
-        target.array_value.SetInParent()
-        for item in value:
-            set_value(target.array_value.values.add(), item)
 
 
 def request(

@@ -9,9 +9,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
-from ingestd.convert import common, traces, wire
+from ingestd.convert import traces, wire
 from ingestd.convert.common import PG_EPOCH_US, AttributeEncoder
-from ingestd.ingest import Converted, Signal
+from ingestd.convert.identity import application_id_of
+from ingestd.model import Converted
 from tests.samples import set_attributes
 
 NOW = 1_700_000_000_123_456_789
@@ -112,7 +113,7 @@ def test_every_column_of_a_full_span() -> None:
         2,
         3,
     )
-    assert row["applicationid"] == common.application_id("api", "", "")
+    assert row["applicationid"] == application_id_of("", "api", "")
     assert row["resourceid"] in rows.resources
     assert row["scopeid"] in rows.scopes
     assert rows.scopes[row["scopeid"]][:2] == ("lib", "1.0")
@@ -168,7 +169,7 @@ def test_unstorable_span_is_rejected_alone(fields: dict[str, Any], reason: str) 
 
 def test_undecodable_attribute_rejects_its_span() -> None:
     """A span whose raw attribute bytes do not decode is rejected, the others stored."""
-    req = wire.as_fast(Signal.TRACES, request(span(name="bad"), span(name="ok")))
+    req = wire.as_fast(wire.TRACES_REQUEST, request(span(name="bad"), span(name="ok")))
     req.resource_spans[0].scope_spans[0].spans[0].attributes.append(b"\x0a\xff\xff")
     converted = convert(req)
     assert converted.reject_reasons == {"bad_attribute": 1}
@@ -219,7 +220,7 @@ def test_official_and_fast_messages_convert_alike() -> None:
     s = span()
     set_attributes(s.attributes, {"a": [1, {"b": None}], "c": b"x"})
     official = request(s)
-    fast = wire.FAST_REQUEST_TYPES[Signal.TRACES].FromString(official.SerializeToString())
+    fast = wire.TRACES_REQUEST.FromString(official.SerializeToString())
     assert convert(official).payload.rows == convert(fast).payload.rows
 
 
@@ -232,7 +233,7 @@ def test_several_resources_keep_their_own_application() -> None:
     req.resource_spans.append(other)
     converted = convert(req)
     apps = [r[COLUMN["applicationid"]] for r in converted.payload.rows]
-    assert apps == [common.application_id("a", "", ""), common.application_id("b", "", "e")]
+    assert apps == [application_id_of("", "a", ""), application_id_of("", "b", "e")]
     assert len({r[COLUMN["resourceid"]] for r in converted.payload.rows}) == 2
 
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from ingestd.metrics import COMPONENT_DEGRADED, COMPONENT_UP
+from ingestd.observe.metrics import COMPONENT_DEGRADED, COMPONENT_UP
+from ingestd.pipeline import Probe
 
-log = structlog.get_logger("ingestd.health")
-
-Probe = Callable[[], Awaitable[None]]
+log = structlog.get_logger("ingestd.observe.health")
 
 
 class State(enum.StrEnum):
@@ -82,7 +81,7 @@ class Health:
     def degraded(self) -> bool:
         return any(c.state is State.DEGRADED for c in self._components.values())
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
             "draining": self.draining,
@@ -108,24 +107,18 @@ class Prober:
 
     name = "prober"
 
-    def __init__(self, health: Health, interval_s: float) -> None:
+    def __init__(self, health: Health, interval_s: float, probes: Iterable[Probe]) -> None:
+        """Register each probe's component in *health*; a failing probe sets it UNAVAILABLE,
+        or DEGRADED when the component is not required."""
         self._health = health
         self._interval_s = interval_s
-        self._probes: dict[str, tuple[Probe, State]] = {}
+        self._probes: dict[str, tuple[Callable[[], Awaitable[None]], State]] = {}
+        for entry in probes:
+            health.register(entry.component, required=entry.required)
+            failing = State.UNAVAILABLE if entry.required else State.DEGRADED
+            self._probes[entry.component] = (entry.probe, failing)
         self._task: asyncio.Task[None] | None = None
         self._failing: set[str] = set()
-
-    def add(
-        self,
-        component: str,
-        probe: Probe,
-        *,
-        required: bool = True,
-        when_failing: State = State.UNAVAILABLE,
-    ) -> None:
-        """Probe *component*; a failing probe sets *when_failing* (DEGRADED for optional ones)."""
-        self._health.register(component, required=required)
-        self._probes[component] = (probe, when_failing)
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
         await self.run_once()
@@ -144,7 +137,9 @@ class Prober:
             await asyncio.sleep(self._interval_s)
             await self.run_once()
 
-    async def _check(self, name: str, probe: Probe, when_failing: State) -> None:
+    async def _check(
+        self, name: str, probe: Callable[[], Awaitable[None]], when_failing: State
+    ) -> None:
         try:
             async with asyncio.timeout(self._interval_s):
                 await probe()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingestd import cgroup
+from ingestd.workers import cgroup
 
 V2_MOUNTINFO = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
 V1_MOUNTINFO = (

@@ -1,6 +1,7 @@
 """Structured logging setup: JSON lines in a container, readable text on a terminal.
 
-Self-metrics (Prometheus) are declared in `ingestd.metrics`; health lives in `ingestd.health`.
+Self-metrics (Prometheus) are declared in `ingestd.observe.metrics`; health lives in
+`ingestd.observe.health`.
 """
 
 from __future__ import annotations

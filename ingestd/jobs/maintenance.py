@@ -12,13 +12,13 @@ from typing import Any
 
 import structlog
 
-from ingestd import metrics
 from ingestd.config import MaintenanceConfig
+from ingestd.observe import metrics
 from ingestd.pipeline import remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.schema.maintenance import MaintenanceReport, maintain_once
 
-log = structlog.get_logger("ingestd.schema.stage")
+log = structlog.get_logger("ingestd.jobs.maintenance")
 
 
 class MaintenanceJob:
@@ -68,7 +68,7 @@ class MaintenanceJob:
         task.cancel()
         await asyncio.wait({task}, timeout=remaining(deadline))
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """For /status: the last run's outcome."""
         if self.last is None:
             return {"last_run": None}

@@ -6,8 +6,8 @@ from typing import Any
 
 from ingestd import config
 from ingestd.daemon import build
-from ingestd.metrics import MAINTENANCE_ERRORS
-from ingestd.schema.logs_retention import LogsRetention
+from ingestd.jobs.logs_retention import LogsRetention
+from ingestd.observe.metrics import MAINTENANCE_ERRORS
 
 
 class _Unreachable:
@@ -29,7 +29,7 @@ async def test_a_failing_run_is_counted_and_not_raised() -> None:
     await stage.run_once()
     after = MAINTENANCE_ERRORS.labels(step="elasticsearch_retention")._value.get()
     assert after == before + 1
-    assert "connection refused" in str(stage.snapshot()["error"])
+    assert "connection refused" in str(stage.status()["error"])
 
 
 def test_daemon_runs_logs_retention_with_the_elasticsearch_sink() -> None:

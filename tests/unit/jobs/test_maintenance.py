@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from ingestd import metrics
 from ingestd.config import MaintenanceConfig
 from ingestd.errors import SinkUnavailable
+from ingestd.jobs.maintenance import MaintenanceJob
+from ingestd.observe import metrics
 from ingestd.schema.maintenance import MaintenanceReport
-from ingestd.schema.stage import MaintenanceJob
 from ingestd.schema.tiers import Tier
 from tests.fakes import FakeClock, settle
 
@@ -103,11 +103,11 @@ async def test_snapshot_shows_the_last_run() -> None:
     """/status shows nothing before a run and the last summary after one."""
     clock, runs = FakeClock(), FakeRuns()
     job = make(runs, clock)
-    assert job.snapshot() == {"last_run": None}
+    assert job.status() == {"last_run": None}
     group = await started(job)
     await clock.advance(5)
     await settle()
-    assert job.snapshot()["ledger_pruned"] == 3
+    assert job.status()["ledger_pruned"] == 3
     await finish(job, group)
 
 

@@ -13,11 +13,15 @@ import asyncio
 import structlog
 
 from ingestd.config import ElasticsearchSinkConfig, MaintenanceConfig
-from ingestd.metrics import MAINTENANCE_ERRORS, MAINTENANCE_ES_DELETED, MAINTENANCE_ES_ROLLED
+from ingestd.observe.metrics import (
+    MAINTENANCE_ERRORS,
+    MAINTENANCE_ES_DELETED,
+    MAINTENANCE_ES_ROLLED,
+)
 from ingestd.schema.elasticsearch import enforce_retention
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 
-log = structlog.get_logger("ingestd.schema.logs_retention")
+log = structlog.get_logger("ingestd.jobs.logs_retention")
 
 
 class LogsRetention:
@@ -47,7 +51,7 @@ class LogsRetention:
         if task is not None:
             task.cancel()
 
-    def snapshot(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         return dict(self.last)
 
     async def _loop(self) -> None:

@@ -1,6 +1,6 @@
 """What a worker process is told by its supervisor, and how it answers (`workers: N > 1`).
 
-The supervisor (`ingestd.supervisor`) starts each worker as a fresh `python -m ingestd run`
+The supervisor (`ingestd.workers.supervisor`) starts each worker as a fresh `python -m ingestd run`
 with the same config file and one environment variable, INGESTD_WORKER, holding a
 `WorkerSpec` as JSON: its index, the concrete receiver endpoints (a port 0 in the config was
 resolved once by the supervisor, so that all workers share it), and a pipe to report on.
@@ -23,8 +23,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ingestd import cgroup
 from ingestd.config import Config
+from ingestd.workers import cgroup
 
 ENV = "INGESTD_WORKER"
 _PR_SET_PDEATHSIG = 1

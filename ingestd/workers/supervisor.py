@@ -13,7 +13,7 @@ new connections over the workers' listening sockets. The supervisor:
   port 0 becomes one port all workers share and no other program takes it during a restart;
 - serves /livez, /readyz (200 when every worker is ready and it is not draining), /status
   (each worker's state and its own /status) and /metrics (every worker's values added up,
-  prometheus_client's multiprocess mode; see `ingestd.metrics`);
+  prometheus_client's multiprocess mode; see `ingestd.observe.metrics`);
 - restarts a worker that exits or stops answering its private /readyz (hung), with backoff,
   logging `worker_exited` and `worker_started`; a worker that fails before the first start
   completed fails the whole start-up (exit 1), like a single process would;
@@ -39,22 +39,23 @@ import aiohttp
 import orjson
 import structlog
 
-from ingestd import __version__, metrics_files
-from ingestd.admin import AdminServer
+from ingestd import __version__
 from ingestd.config import Config
-from ingestd.health import Health, State
-from ingestd.metrics import (
+from ingestd.observe import metrics_files
+from ingestd.observe.admin import AdminServer
+from ingestd.observe.health import Health, State
+from ingestd.observe.metrics import (
     BUILD_INFO,
     DRAINING,
     WORKER_RESTARTS,
     WORKERS_CONFIGURED,
     WORKERS_RUNNING,
 )
+from ingestd.observe.process import ProcessSampler
 from ingestd.pipeline import StartupError
-from ingestd.process import ProcessSampler
-from ingestd.workers import ENV, WorkerSpec
+from ingestd.workers.worker import ENV, WorkerSpec
 
-log = structlog.get_logger("ingestd.supervisor")
+log = structlog.get_logger("ingestd.workers.supervisor")
 
 # Restart backoff: 0.5 s doubling to 30 s; a worker that ran this long starts over at 0.5 s.
 BACKOFF_INITIAL_S = 0.5
@@ -99,10 +100,13 @@ class Supervisor:
         self.metrics_dir = metrics_dir
         self.health = Health()
         registry = metrics_files.aggregating_registry(metrics_dir)
-        self.admin = AdminServer(config.admin, self.health, registry=registry)
+        self.admin = AdminServer(
+            config.admin,
+            self.health,
+            sources=lambda: {"supervisor": self._status, "workers": self._worker_status},
+            registry=registry,
+        )
         self.sampler = ProcessSampler(config, lambda: {"admin": self.admin.port})
-        self.admin.add_status("supervisor", self._status)
-        self.admin.add_status("workers", self._worker_status)
         self.workers = [Worker(i) for i in range(count)]
         for worker in self.workers:
             self.health.register(worker.component)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from ingestd import config, metrics_files
-from ingestd.workers import WorkerSpec, make_metrics_dir, worker_config, worker_count
+from ingestd import config
+from ingestd.observe import metrics_files
+from ingestd.workers.worker import WorkerSpec, make_metrics_dir, worker_config, worker_count
 
 
 def test_spec_travels_through_the_environment() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -21,9 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from ingestd import __version__
 from ingestd.config import AdminConfig
-from ingestd.health import Health
+from ingestd.observe.health import Health
 
-log = structlog.get_logger("ingestd.admin")
+log = structlog.get_logger("ingestd.observe.admin")
 
 StatusSource = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
 
@@ -36,21 +36,20 @@ class AdminServer:
         config: AdminConfig,
         health: Health,
         *,
+        sources: Callable[[], Mapping[str, StatusSource]],
         event: str = "admin_listening",
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
+        """*sources()* names what /status shows besides the health board: the daemon's
+        stages' `status` (`Pipeline.status_sources`), or the supervisor's own."""
         self.config = config
         self.health = health
         self._registry = registry
         # A worker's private admin server logs under another name than the public one.
         self._event = event
-        self._status_sources: dict[str, StatusSource] = {}
+        self._sources = sources
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
-
-    def add_status(self, name: str, source: StatusSource) -> None:
-        """Show *source()* under *name* on /status (a stage's counters and state)."""
-        self._status_sources[name] = source
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
         app = web.Application()
@@ -78,14 +77,14 @@ class AdminServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         ready = self.health.ready
-        body = orjson.dumps(self.health.snapshot(), option=orjson.OPT_INDENT_2)
+        body = orjson.dumps(self.health.status(), option=orjson.OPT_INDENT_2)
         return web.Response(
             body=body, status=200 if ready else 503, content_type="application/json"
         )
 
     async def _status(self, request: web.Request) -> web.Response:
-        payload: dict[str, Any] = {"version": __version__, "health": self.health.snapshot()}
-        for name, source in self._status_sources.items():
+        payload: dict[str, Any] = {"version": __version__, "health": self.health.status()}
+        for name, source in self._sources().items():
             value = source()
             payload[name] = await value if inspect.isawaitable(value) else value
         return web.Response(

@@ -9,7 +9,7 @@ is imported) and the supervisor's /metrics adds them up: counters and histograms
 over every worker that ever ran, and each gauge says how its workers' values combine
 (`multiprocess_mode`: livesum, livemax, livemin or liveall, "live" meaning only running
 processes count). prometheus_client's own process_* and python_* collectors are removed: they
-would describe only the process answering the scrape; `ingestd.process` exports the same
+would describe only the process answering the scrape; `ingestd.observe.process` exports the same
 facts as ingestd_process_* from every process.
 """
 

@@ -21,7 +21,7 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from ingestd.config import Config
-from ingestd.metrics import (
+from ingestd.observe.metrics import (
     PROCESS_CONNECTIONS,
     PROCESS_CPU,
     PROCESS_OPEN_FDS,
@@ -30,7 +30,7 @@ from ingestd.metrics import (
 )
 from ingestd.pipeline import cancel_and_wait
 
-log = structlog.get_logger("ingestd.process")
+log = structlog.get_logger("ingestd.observe.process")
 
 # Connections and files change slowly; a scrape every 15-60 s sees at most a few samples.
 SAMPLE_INTERVAL_S = 5.0
