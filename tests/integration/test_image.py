@@ -29,8 +29,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
+from tests.harness import query
 from tests.integration.conftest import ES_TEST_NAMESPACE, Stack, unavailable
-from tests.integration.harness import query
 from tests.integration.load import Clients, assert_exactly_once
 from tests.integration.logs_support import free_port
 from tests.integration.ops_support import post_http

@@ -1,7 +1,7 @@
 """The operations kit cannot drift from the code: dashboard and alert rules name only real metrics.
 
 deploy/grafana/ingestd.json (written by deploy/grafana/dashboard.py) and
-deploy/prometheus/ingestd-rules.yaml may only use metrics ingestd exports (ingestd/metrics.py and
+deploy/prometheus/ingestd-rules.yaml may only use metrics ingestd exports (ingestd/observe/metrics.py and
 the registry of a built daemon), with labels those metrics have; every query parses (promtool
 checks them as recording rules) and the alert rules pass their promtool unit tests.
 """
@@ -20,7 +20,7 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
-import ingestd.metrics
+import ingestd.observe.metrics
 from ingestd import config
 from ingestd.daemon import build
 from tests.opskit import (
@@ -54,7 +54,7 @@ def exported() -> dict[str, set[str]]:
     build(config.parse("redis: {enabled: false}"))
     families: dict[str, tuple[str, set[str]]] = {
         metric._name: (metric._type, set(metric._labelnames))
-        for metric in vars(ingestd.metrics).values()
+        for metric in vars(ingestd.observe.metrics).values()
         if isinstance(metric, MetricWrapperBase)
     }
     for family in REGISTRY.collect():
