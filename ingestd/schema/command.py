@@ -50,7 +50,7 @@ def _prefixed(out: Out, store: str) -> Out:
 
 
 async def apply_elasticsearch(config: Config, out: Out) -> None:
-    """The logs data streams' templates (schema/elasticsearch.py). Idempotent."""
+    """The logs data streams' templates (schema/elasticsearch/*.json). Idempotent."""
     for line in await elasticsearch.apply_templates(config.sinks.elasticsearch):
         out(line.removeprefix("elasticsearch: "))
 

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingestd.errors import SchemaError
+from ingestd.schema import files
 from ingestd.schema.db import Connection
 from ingestd.schema.tiers import Tier
 
-# The files shipped with ingestd, as package data: a wheel (the container image) has them too.
-DEFAULT_DIR = Path(__file__).resolve().parent / "postgres"
+# The files shipped with ingestd: the repo's schema/postgres/, package data in a wheel (and the
+# container image) too.
+DEFAULT_DIR = files.directory("postgres")
 
 _NAME = re.compile(r"^(?P<number>\d{3,})_[a-z0-9_]+(?:\.(?P<tags>[a-z+]+))?\.sql$")
 _TAGS: dict[str, frozenset[Tier]] = {
