@@ -13,6 +13,7 @@ import psycopg
 
 from ingestd import __version__
 from ingestd.config import Config
+from ingestd.database_url import owner_dsn
 from ingestd.errors import SchemaError
 from ingestd.schema import elasticsearch, maintenance, migrations, policies, status, tiers
 from ingestd.schema.db import Connection, connect
@@ -57,7 +58,7 @@ async def apply_elasticsearch(config: Config, out: Out) -> None:
 
 async def apply_postgres(config: Config, out: Out) -> None:
     """Tier, migrations, policies and (postgres tier) the first partitions. Idempotent."""
-    conn = await connect(config.sinks.timescale.dsn, purpose="schema")
+    conn = await connect(owner_dsn(config.sinks.timescale), purpose="schema")
     try:
         info = conn.info
         out(f"connected to {info.host}:{info.port}/{info.dbname} as {info.user}")
@@ -105,7 +106,7 @@ async def _first_partitions(conn: Connection, config: Config, out: Out) -> None:
 
 
 async def show_status(config: Config, out: Out) -> None:
-    conn = await connect(config.sinks.timescale.dsn, purpose="status")
+    conn = await connect(owner_dsn(config.sinks.timescale), purpose="status")
     try:
         for line in (await status.gather(conn)).lines():
             out(line)
@@ -116,7 +117,7 @@ async def show_status(config: Config, out: Out) -> None:
 async def maintain(config: Config, out: Out) -> bool:
     """One maintenance run by hand; True when it acted without errors."""
     report = await maintenance.maintain_once(
-        config.sinks.timescale.dsn, config.maintenance, trigger="manual"
+        owner_dsn(config.sinks.timescale), config.maintenance, trigger="manual"
     )
     for line in report.lines():
         out(line)
