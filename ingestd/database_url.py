@@ -43,7 +43,8 @@ def libpq_dsn(url: str) -> tuple[str, list[str]]:
         raise ValueError(
             f"{ENV} must be a postgresql:// URL, not {parts.scheme or 'a bare string'}://..."
         )
-    known, dropped = [], []
+    known: list[tuple[str, str]] = []
+    dropped: list[tuple[str, str]] = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         (known if name in libpq_keywords() else dropped).append((name, value))
     query = urlencode(known, safe="/:")
