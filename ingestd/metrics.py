@@ -380,6 +380,18 @@ RATELIMIT_REQUESTS = Counter(
 RATELIMIT_LIMITED_ITEMS = Counter(
     "ingestd_ratelimit_limited_items_total", "Items of requests refused as over a tenant limit"
 )
+APPLICATION_ITEMS = Counter(
+    "ingestd_application_accepted_items_total",
+    "Items accepted, by registered application (its id; 'derived' without an ingest key,"
+    " 'other' past 100 applications)",
+    ["application", "signal"],
+)
+APPLICATION_KEY_CHECKS = Counter(
+    "ingestd_application_key_checks_total",
+    "Application key lookups by where they were answered (memory, memory_unknown, redis,"
+    " database, failed)",
+    ["source"],
+)
 AUTH_FAILURES = Counter(
     "ingestd_auth_failures_total",
     "Requests refused as unauthenticated, by reason (missing, scheme, unknown)",
