@@ -323,6 +323,16 @@ MAINTENANCE_LAST_SUCCESS = Gauge(
     "Unix time of this process's last maintenance run that acted without errors",
     multiprocess_mode="livemax",
 )
+TIMESCALEDB_JOBS_FAILING = Gauge(
+    "ingestd_timescaledb_jobs_failing",
+    "Full tier: TimescaleDB policy jobs whose last run failed or that are overdue (as of the"
+    " last maintenance run)",
+    multiprocess_mode="livemax",
+)
+TIMESCALEDB_JOBS_RUN = Counter(
+    "ingestd_timescaledb_jobs_run_total",
+    "Full tier: TimescaleDB policy jobs the maintenance job ran itself (CALL run_job)",
+)
 
 # -- shared state (Redis): calls, breaker, dedup, pressure, limits, auth ------------------------
 REDIS_CALLS = Counter(

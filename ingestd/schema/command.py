@@ -15,7 +15,15 @@ from ingestd import __version__
 from ingestd.config import Config
 from ingestd.database_url import owner_dsn
 from ingestd.errors import SchemaError
-from ingestd.schema import elasticsearch, maintenance, migrations, policies, status, tiers
+from ingestd.schema import (
+    elasticsearch,
+    maintenance,
+    migrations,
+    policies,
+    status,
+    tiers,
+    timescaledb_jobs,
+)
 from ingestd.schema.db import Connection, connect
 from ingestd.schema.partitions import PartitionWork
 
@@ -74,6 +82,8 @@ async def apply_postgres(config: Config, out: Out) -> None:
             ) from exc
         try:
             tier = await tiers.establish(conn, config.schema.tier, out)
+            facts = await tiers.read_facts(conn)
+            timescaledb_jobs.check_version(tier, facts.installed_version)
             directory = config.schema.migrations_dir or migrations.DEFAULT_DIR
             await migrations.apply(conn, tier, directory, __version__, out)
             await policies.reconcile(conn, config.schema, tier, out)
