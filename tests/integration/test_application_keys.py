@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from ingestd import applications, config
+from ingestd.convert.identity import application_id_of
 from ingestd.convert.logs import application_namespace
 from ingestd.daemon import Daemon, build
 from ingestd.pipeline import deadline_in
@@ -249,3 +250,37 @@ async def test_revocation_reaches_every_replica_within_seconds(keyed: Any) -> No
     print(
         f"revoked via CLI: refused on both replicas after {took:.2f} s; in the DB: {took_db:.2f} s"
     )
+
+
+async def test_rate_limits_are_keyed_by_the_application(keyed: Any) -> None:
+    """A limit on alpha's id refuses alpha's requests (RESOURCE_EXHAUSTED) and not beta's."""
+    doc, alpha_key, beta_key = keyed
+    limited = {**doc, "limits": {"tenants": {ALPHA: {"items_per_s": 1, "burst_s": 1}}}}
+    async with replica(limited) as daemon:
+        assert await _export_code(daemon, beta_key) is None
+        codes = {await _export_code(daemon, alpha_key) for _ in range(3)}
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+
+
+async def test_ingest_never_changes_a_registered_row(keyed: Any) -> None:
+    """A registered application whose id is the one ingest would derive keeps its row as
+    registered (name, lastSeenAt) when spans arrive without its key (a tenant token)."""
+    doc, _, _ = keyed
+    dsn = doc["sinks"]["timescale"]["dsn"]
+    derived = application_id_of(
+        RESOURCE["service.namespace"], RESOURCE["service.name"], RESOURCE["deployment.environment"]
+    )
+    await applications.add(make_config(doc), "registered by hand", application_id=derived)
+    query(dsn, "UPDATE applications SET lastSeenAt = '2026-01-01' WHERE id = %s", derived)
+    token = "a-tenant-token-of-the-config-file"
+    with_token = {**doc, "auth": {**doc["auth"], "tokens": [{"token": token, "tenant": "t1"}]}}
+    async with replica(with_token) as daemon:
+        assert await _export_code(daemon, token) is None
+    ((name, seen, spans),) = query(
+        dsn,
+        "SELECT a.name, a.lastSeenAt::date::text,"
+        " (SELECT count(*) FROM traces WHERE applicationId = a.id)"
+        " FROM applications AS a WHERE a.id = %s",
+        derived,
+    )
+    assert (name, seen, spans) == ("registered by hand", "2026-01-01", 1)
