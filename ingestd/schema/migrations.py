@@ -21,9 +21,15 @@ from ingestd.schema import files
 from ingestd.schema.db import Connection
 from ingestd.schema.tiers import Tier
 
-# The files shipped with ingestd: the repo's schema/postgres/, package data in a wheel (and the
-# container image) too.
-DEFAULT_DIR = files.directory("postgres")
+
+def __getattr__(name: str) -> Path:
+    """`DEFAULT_DIR`: the files shipped with ingestd, the repo's schema/postgres/ (package data
+    in a wheel and the image too). Looked up when used, so that an install without the package
+    data fails with SchemaError at `schema apply`, not at import."""
+    if name == "DEFAULT_DIR":
+        return files.directory("postgres")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _NAME = re.compile(r"^(?P<number>\d{3,})_[a-z0-9_]+(?:\.(?P<tags>[a-z+]+))?\.sql$")
 _TAGS: dict[str, frozenset[Tier]] = {
