@@ -57,7 +57,7 @@ class SharedState:
 
     Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...); each route's batcher
     is watched with `pressure.watch(signal, batcher, sink_component)`; receivers call
-    `auth.authenticate(authorization)` before reading the body.
+    `await auth.identify(authorization)` before reading the body.
     """
 
     auth: Authenticator
