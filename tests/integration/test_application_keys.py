@@ -284,3 +284,22 @@ async def test_ingest_never_changes_a_registered_row(keyed: Any) -> None:
         derived,
     )
     assert (name, seen, spans) == ("registered by hand", "2026-01-01", 1)
+
+
+async def test_without_redis_keys_are_checked_against_the_database(keyed: Any) -> None:
+    """Redis unreachable (a closed port): keys still work, checked against the database, and a
+    revocation there is seen within about refresh_s; an unknown key is still refused."""
+    doc, alpha_key, _ = keyed
+    no_redis = {**doc, "redis": {"url": f"redis://127.0.0.1:{free_port()}/0"}}
+    async with replica(no_redis) as daemon:
+        assert await _export_code(daemon, alpha_key) is None
+        assert await _export_code(daemon, "ik_" + "x" * 43) is grpc.StatusCode.UNAUTHENTICATED
+        query(
+            doc["sinks"]["timescale"]["dsn"],
+            "UPDATE application_keys SET revokedAt = now() WHERE applicationId = %s",
+            ALPHA,
+        )
+        took = await _refused_within([daemon], alpha_key, timeout_s=3.0)
+        status = daemon.admin._status_sources["applications"]()
+    assert status["checks"].get("redis", 0) == 0
+    print(f"without Redis, revocation in the DB refused after {took:.2f} s")
