@@ -22,6 +22,7 @@ import structlog
 
 from ingestd import __version__
 from ingestd.admin import AdminServer
+from ingestd.appkeys import ApplicationKeys
 from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter, StatsSource
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
@@ -56,7 +57,7 @@ class SharedState:
 
     Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...); each route's batcher
     is watched with `pressure.watch(signal, batcher, sink_component)`; receivers call
-    `auth.authenticate(authorization)` before reading the body.
+    `await auth.identify(authorization)` before reading the body.
     """
 
     auth: Authenticator
@@ -129,6 +130,11 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         admin.add_status("redis", redis.status)
         stages.append(redis)
     shared = _shared_state(config, redis, health)
+    keys = _application_keys(config, redis)
+    if keys is not None:
+        shared.auth.keys = keys
+        admin.add_status("applications", keys.status)
+        stages.append(keys)
     admin.add_status("pressure", shared.pressure.status)
     # Dedup starts before the batchers and stops after them, so the done marks written while
     # they drain still reach Redis.
@@ -148,6 +154,7 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         pressure=shared.pressure,
         limits=shared.limits,
         memory=memory,
+        count_application=keys.count if keys is not None else None,
     )
     receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver] = []
     shared_ports = workers > 1
@@ -272,6 +279,15 @@ def _shared_state(config: Config, redis: RedisState | None, health: Health) -> S
         pressure=pressure,
         limits=RateLimiter(config.limits, redis, replicas=pressure.live_replicas),
     )
+
+
+def _application_keys(config: Config, redis: RedisState | None) -> ApplicationKeys | None:
+    """The ingest key cache when `auth.application_keys` is on; the keys live in the database
+    the Timescale sink writes to."""
+    keys = config.auth.application_keys
+    if not (config.auth.enabled and keys.enabled):
+        return None
+    return ApplicationKeys(keys, config.sinks.timescale.dsn, redis)
 
 
 # The sink component (health name) each signal's writes depend on, for cluster pressure.

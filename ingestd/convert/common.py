@@ -287,16 +287,25 @@ class ResourceInfo:
     application_id: str
 
 
-def add_resource(rows: Rows, resource: Any, schema_url: str) -> tuple[ResourceInfo, int]:
-    """Register *resource* (and its application) in *rows*; return its ids and the NUL count."""
+def add_resource(
+    rows: Rows, resource: Any, schema_url: str, *, override: str = ""
+) -> tuple[ResourceInfo, int]:
+    """Register *resource* (and its application) in *rows*; return its ids and the NUL count.
+
+    *override* is a registered application's id (its ingest key authenticated the request):
+    it replaces the id derived from the resource, and no applications row is written for it
+    (a registered application's row is Deep Eyes', never ingest's).
+    """
     attributes = kv_dict(resource.attributes)
     resource_id = message_id(resource, schema_url)
-    identity = service_identity(attributes)
-    app_id = application_id(*identity)
     attrs_jsonb, nul = jsonb(attributes)
     url, nul_url = clean_text(schema_url)
     dropped = int4_count(resource.dropped_attributes_count)
     rows.resources[resource_id] = (attrs_jsonb, dropped, url)
+    if override:
+        return ResourceInfo(resource_id, override), nul + nul_url
+    identity = service_identity(attributes)
+    app_id = application_id(*identity)
     if app_id not in rows.applications:
         cleaned = [clean_text(part) for part in identity]
         nul += sum(n for _, n in cleaned)

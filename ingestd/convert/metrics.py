@@ -92,9 +92,13 @@ class MetricConverter:
         self._clock_ns = clock_ns
         self._attributes = AttributeEncoder()
 
-    def __call__(self, request: Any) -> Converted:
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        """*application_id*: a registered application's, overriding the resources' (ingest key)."""
         return convert(
-            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
+            request,
+            self._attributes,
+            max_time_unix_nano=self._clock_ns() + self._skew_ns,
+            application_id=application_id,
         )
 
 
@@ -128,7 +132,13 @@ class _Metric:
         self.max_time = max_time
 
 
-def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
+def convert(
+    request: Any,
+    attributes: AttributeEncoder,
+    *,
+    max_time_unix_nano: int,
+    application_id: str = "",
+) -> Converted:
     """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`."""
     request = wire.as_fast(Signal.METRICS, request)
     out = Rows()
@@ -136,7 +146,9 @@ def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: i
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_metrics in request.resource_metrics:
-        resource, n = add_resource(out, resource_metrics.resource, resource_metrics.schema_url)
+        resource, n = add_resource(
+            out, resource_metrics.resource, resource_metrics.schema_url, override=application_id
+        )
         nul += n
         for scope_metrics in resource_metrics.scope_metrics:
             scope_id, n = add_scope(out, scope_metrics.scope, scope_metrics.schema_url)

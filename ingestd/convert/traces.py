@@ -75,13 +75,23 @@ class TraceConverter:
         self._clock_ns = clock_ns
         self._attributes = AttributeEncoder()
 
-    def __call__(self, request: Any) -> Converted:
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        """*application_id*: a registered application's, overriding the resources' (ingest key)."""
         return convert(
-            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
+            request,
+            self._attributes,
+            max_time_unix_nano=self._clock_ns() + self._skew_ns,
+            application_id=application_id,
         )
 
 
-def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
+def convert(
+    request: Any,
+    attributes: AttributeEncoder,
+    *,
+    max_time_unix_nano: int,
+    application_id: str = "",
+) -> Converted:
     """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`."""
     request = wire.as_fast(Signal.TRACES, request)
     out = Rows()
@@ -89,7 +99,9 @@ def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: i
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_spans in request.resource_spans:
-        resource, n = add_resource(out, resource_spans.resource, resource_spans.schema_url)
+        resource, n = add_resource(
+            out, resource_spans.resource, resource_spans.schema_url, override=application_id
+        )
         nul += n
         for scope_spans in resource_spans.scope_spans:
             scope_id, n = add_scope(out, scope_spans.scope, scope_spans.schema_url)

@@ -3,7 +3,7 @@
 Issue 6's end-to-end tests. They need the OTLP receivers (`ingestd/receiver/otlp_http.py`,
 `otlp_grpc.py`) and `ingestd schema apply` from other branches: until those are merged this
 module is skipped locally with that reason and FAILS under CI=true, so that CI cannot pass
-without them having run. The receivers must call `Authenticator.authenticate` before decoding
+without them having run. The receivers must call `Authenticator.identify` before decoding
 and log a `*listening` event naming their endpoint (like `admin_listening`).
 """
 
