@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from ingestd import __version__
+from ingestd.appkeys import ApplicationKeys
 from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
@@ -54,7 +55,7 @@ class SharedState:
     """The shared-state pieces Ingest and the receivers use (see docs/shared-state.md).
 
     Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...) watches each route's
-    batcher with the pressure; receivers call `auth.authenticate(authorization)` before
+    batcher with the pressure; receivers call `await auth.identify(authorization)` before
     reading the body.
     """
 
@@ -95,6 +96,10 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         # Redis is shared state, not storage: without it ingest goes on, degraded.
         pipeline.add(Layer.SHARED_STATE, redis, required=False)
     shared = _shared_state(config, redis, health)
+    keys = _application_keys(config, redis)
+    if keys is not None:
+        shared.auth.keys = keys
+        pipeline.add(Layer.SHARED_STATE, keys)
     # Dedup starts before the batchers and stops after them, so the done marks written while
     # they drain still reach Redis.
     reloader = ConfigReloader(config_path, config, shared.auth, shared.limits)
@@ -108,6 +113,7 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         pressure=shared.pressure,
         limits=shared.limits,
         memory=memory,
+        count_application=keys.count if keys is not None else None,
     )
     receivers = _receivers(config, ingest, shared.auth, reuse_port=workers > 1)
     pipeline.add(Layer.RECEIVERS, *receivers)
@@ -246,6 +252,15 @@ def _shared_state(config: Config, redis: RedisState | None, health: Health) -> S
         pressure=pressure,
         limits=RateLimiter(config.limits, redis, replicas=pressure.live_replicas),
     )
+
+
+def _application_keys(config: Config, redis: RedisState | None) -> ApplicationKeys | None:
+    """The ingest key cache when `auth.application_keys` is on; the keys live in the database
+    the Timescale sink writes to."""
+    keys = config.auth.application_keys
+    if not (config.auth.enabled and keys.enabled):
+        return None
+    return ApplicationKeys(keys, config.sinks.timescale.dsn, redis)
 
 
 async def serve(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +69,12 @@ class Ingest:
         pressure: ClusterPressure | None = None,
         limits: RateLimiter | None = None,
         memory: MemoryGuard | None = None,
+        count_application: Callable[[str, str, int], None] | None = None,
     ) -> None:
+        """*count_application(application_id, signal, items)* is told the items accepted per
+        request (ingestd.appkeys: the per-application counts of /status, metrics and logs)."""
         self.config = config
+        self.count_application = count_application
         self.routes = routes
         # Without them (tests, no Redis configured) each step is a no-op that admits all.
         self.dedup = dedup or RedisDedup(DedupConfig(enabled=False), None, in_flight_ttl_s=0)
@@ -182,7 +186,10 @@ class Ingest:
         claim: Claim,
     ) -> ExportResult:
         route = self.routes[signal]
-        converted = route.convert(request)
+        if ctx.application_id:
+            converted = route.convert(request, ctx.application_id)
+        else:
+            converted = route.convert(request)
         self._count_rejects(signal, converted)
         if converted.items == 0:
             self.dedup.finish(claim, Outcome(converted.rejected, converted.reject_example))
@@ -206,18 +213,19 @@ class Ingest:
         self.dedup.follow(claim, part.done, lambda stored: _outcome(converted, stored))
 
         if self.config.ack == "accepted":
-            RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(
-                converted.items
-            )
+            self._accepted(signal, ctx, converted.items)
             return ExportResult(converted.rejected, converted.reject_example)
 
         stored = await self._wait_committed(signal, ctx, part, converted.items)
-        RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(
-            converted.items - stored.rejected
-        )
+        self._accepted(signal, ctx, converted.items - stored.rejected)
         if stored.rejected:
             RECEIVER_REJECTED_ITEMS.labels(signal=signal, reason="sink").inc(stored.rejected)
         return ExportResult(*_outcome(converted, stored))
+
+    def _accepted(self, signal: Signal, ctx: RequestContext, items: int) -> None:
+        RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(items)
+        if self.count_application is not None:
+            self.count_application(ctx.application_id, signal, items)
 
     async def _wait_committed(
         self, signal: Signal, ctx: RequestContext, part: Part, items: int

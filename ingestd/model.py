@@ -27,6 +27,9 @@ class RequestContext:
 
     transport: str  # "grpc" or "http"
     tenant: str = ""
+    # The registered application whose ingest key authenticated the request (ingestd.appkeys):
+    # its records are stored under this id whatever their resources say. "" without a key.
+    application_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +61,10 @@ class Converted:
             self.reject_example = example
 
 
-# A signal's converter: one decoded export request in, its sink's payload out. Pure.
-Converter = Callable[[Any], Converted]
+# A signal's converter: one decoded export request in, its sink's payload out. Pure. Called
+# with a registered application's id as a second argument when an ingest key authenticated the
+# request: every record is then stored under that id.
+Converter = Callable[..., Converted]
 
 
 @dataclass(frozen=True, slots=True)

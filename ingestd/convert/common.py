@@ -232,7 +232,9 @@ class ResourceInfo:
 
 class RowsConverter:
     """A Timescale route's converter: a signal's `convert_request` with the process's attribute
-    cache and clock. Records later than now + *max_future_skew_s* are refused."""
+    cache and clock. Records later than now + *max_future_skew_s* are refused. *application_id*
+    is a registered application's (its ingest key authenticated the request): it overrides the
+    id derived from each resource."""
 
     convert_request: Callable[..., Converted]
 
@@ -243,22 +245,34 @@ class RowsConverter:
         self._clock_ns = clock_ns
         self._attributes = AttributeEncoder()
 
-    def __call__(self, request: Any) -> Converted:
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
         return self.convert_request(
-            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
+            request,
+            self._attributes,
+            max_time_unix_nano=self._clock_ns() + self._skew_ns,
+            application_id=application_id,
         )
 
 
-def add_resource(rows: Rows, resource: Any, schema_url: str) -> tuple[ResourceInfo, int]:
-    """Register *resource* (and its application) in *rows*; return its ids and the NUL count."""
+def add_resource(
+    rows: Rows, resource: Any, schema_url: str, *, override: str = ""
+) -> tuple[ResourceInfo, int]:
+    """Register *resource* (and its application) in *rows*; return its ids and the NUL count.
+
+    *override* is a registered application's id (its ingest key authenticated the request):
+    it replaces the id derived from the resource, and no applications row is written for it
+    (a registered application's row is Deep Eyes', never ingest's).
+    """
     attributes = kv_dict(resource.attributes)
     resource_id = message_id(resource, schema_url)
-    identity = service_identity(resource.attributes)
-    app_id = identity.application_id
     attrs_jsonb, nul = jsonb(attributes)
     url, nul_url = clean_text(schema_url)
     dropped = int4_count(resource.dropped_attributes_count)
     rows.resources[resource_id] = (attrs_jsonb, dropped, url)
+    if override:
+        return ResourceInfo(resource_id, override), nul + nul_url
+    identity = service_identity(resource.attributes)
+    app_id = identity.application_id
     if app_id not in rows.applications:
         cleaned = [clean_text(identity.name), clean_text(identity.namespace)]
         cleaned.append(clean_text(identity.environment))

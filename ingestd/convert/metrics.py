@@ -101,7 +101,13 @@ class _Metric:
     max_time: int
 
 
-def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
+def convert(
+    request: Any,
+    attributes: AttributeEncoder,
+    *,
+    max_time_unix_nano: int,
+    application_id: str = "",
+) -> Converted:
     """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`."""
     request = wire.as_fast(wire.METRICS_REQUEST, request)
     out = Rows()
@@ -109,7 +115,9 @@ def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: i
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_metrics in request.resource_metrics:
-        resource, n = add_resource(out, resource_metrics.resource, resource_metrics.schema_url)
+        resource, n = add_resource(
+            out, resource_metrics.resource, resource_metrics.schema_url, override=application_id
+        )
         nul += n
         for scope_metrics in resource_metrics.scope_metrics:
             scope_id, n = add_scope(out, scope_metrics.scope, scope_metrics.schema_url)

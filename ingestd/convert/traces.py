@@ -64,7 +64,13 @@ _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
 
 
-def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
+def convert(
+    request: Any,
+    attributes: AttributeEncoder,
+    *,
+    max_time_unix_nano: int,
+    application_id: str = "",
+) -> Converted:
     """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`."""
     request = wire.as_fast(wire.TRACES_REQUEST, request)
     out = Rows()
@@ -72,7 +78,9 @@ def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: i
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_spans in request.resource_spans:
-        resource, n = add_resource(out, resource_spans.resource, resource_spans.schema_url)
+        resource, n = add_resource(
+            out, resource_spans.resource, resource_spans.schema_url, override=application_id
+        )
         nul += n
         for scope_spans in resource_spans.scope_spans:
             scope_id, n = add_scope(out, scope_spans.scope, scope_spans.schema_url)

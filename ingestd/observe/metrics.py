@@ -323,6 +323,16 @@ MAINTENANCE_LAST_SUCCESS = Gauge(
     "Unix time of this process's last maintenance run that acted without errors",
     multiprocess_mode="livemax",
 )
+TIMESCALEDB_JOBS_FAILING = Gauge(
+    "ingestd_timescaledb_jobs_failing",
+    "Full tier: TimescaleDB policy jobs whose last run failed or that are overdue (as of the"
+    " last maintenance run)",
+    multiprocess_mode="livemax",
+)
+TIMESCALEDB_JOBS_RUN = Counter(
+    "ingestd_timescaledb_jobs_run_total",
+    "Full tier: TimescaleDB policy jobs the maintenance job ran itself (CALL run_job)",
+)
 
 # -- shared state (Redis): calls, breaker, dedup, pressure, limits, auth ------------------------
 REDIS_CALLS = Counter(
@@ -379,6 +389,18 @@ RATELIMIT_REQUESTS = Counter(
 )
 RATELIMIT_LIMITED_ITEMS = Counter(
     "ingestd_ratelimit_limited_items_total", "Items of requests refused as over a tenant limit"
+)
+APPLICATION_ITEMS = Counter(
+    "ingestd_application_accepted_items_total",
+    "Items accepted, by registered application (its id; 'derived' without an ingest key,"
+    " 'other' past 100 applications)",
+    ["application", "signal"],
+)
+APPLICATION_KEY_CHECKS = Counter(
+    "ingestd_application_key_checks_total",
+    "Application key lookups by where they were answered (memory, memory_unknown, redis,"
+    " database, failed)",
+    ["source"],
 )
 AUTH_FAILURES = Counter(
     "ingestd_auth_failures_total",

@@ -196,12 +196,12 @@ class OtlpGrpcReceiver:
         """Store one request: its result, or the status to abort with and the error's class."""
         try:
             # Authenticate before decoding: an unknown caller costs no parsing.
-            tenant = self._auth.authenticate(authorization)
+            caller = await self._auth.identify(authorization)
             return await self._ingest.export(
                 signal,
                 decode.parse_protobuf(signal, body),
-                key=decode.request_key(signal, tenant, body),
-                ctx=RequestContext(transport="grpc", tenant=tenant),
+                key=decode.request_key(signal, caller.tenant, body),
+                ctx=RequestContext("grpc", caller.tenant, caller.application_id),
                 wire_bytes=len(body),
             )
         except Exception as exc:

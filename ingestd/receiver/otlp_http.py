@@ -184,7 +184,7 @@ class OtlpHttpReceiver:
             return reply
         try:
             # Authenticate before reading the body: an unknown caller costs no inflating.
-            tenant = self._auth.authenticate(request.headers.get("Authorization"))
+            caller = await self._auth.identify(request.headers.get("Authorization"))
             body = await self._body(request)
             with self._ingest.decoding(len(body)):
                 message = (
@@ -193,8 +193,8 @@ class OtlpHttpReceiver:
                 result = await self._ingest.export(
                     signal,
                     message,
-                    key=request_key(signal, tenant, body),
-                    ctx=RequestContext("http", tenant),
+                    key=request_key(signal, caller.tenant, body),
+                    ctx=RequestContext("http", caller.tenant, caller.application_id),
                     wire_bytes=len(body),
                 )
         except IngestdError as exc:

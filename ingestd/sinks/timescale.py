@@ -243,7 +243,7 @@ _UPSERT_APPLICATIONS = sql.SQL("""
         AS u(id, name, namespace, environment)
     ORDER BY u.id
     ON CONFLICT (id) DO UPDATE SET lastseenat = excluded.lastseenat
-    WHERE applications.lastseenat < excluded.lastseenat
+    WHERE applications.lastseenat < excluded.lastseenat AND applications.registeredat IS NULL
 """)
 _UPSERT_DESCRIPTIONS = sql.SQL("""
     INSERT INTO metric_descriptions (applicationid, name, type, unit, description, updatedat)

@@ -1,8 +1,8 @@
 """Three real ingestd processes sharing one Redis, driven through OTLP/HTTP and OTLP/gRPC.
 
 The shared-state end-to-end tests: dedup, cluster pressure and rate limits across replicas.
-The receivers authenticate before decoding and log a `*listening` event naming their endpoint
-(like `admin_listening`), which is how these tests find the ports.
+The receivers authenticate (`Authenticator.identify`) before decoding and log a `*listening`
+event naming their endpoint (like `admin_listening`), which is how these tests find the ports.
 """
 
 from __future__ import annotations

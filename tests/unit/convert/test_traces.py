@@ -195,9 +195,9 @@ def test_resource_and_scope_are_converted_once_per_group(monkeypatch: pytest.Mon
     calls = {"resource": 0, "scope": 0}
     real_resource, real_scope = traces.add_resource, traces.add_scope
 
-    def count_resource(*args: Any) -> Any:
+    def count_resource(*args: Any, **kwargs: Any) -> Any:
         calls["resource"] += 1
-        return real_resource(*args)
+        return real_resource(*args, **kwargs)
 
     def count_scope(*args: Any) -> Any:
         calls["scope"] += 1
@@ -243,3 +243,16 @@ def test_converter_uses_its_clock_for_the_future_limit() -> None:
     converted = converter(request(span(end_time_unix_nano=NOW + 2_000_000_000), span()))
     assert converted.reject_reasons == {"timestamp_in_future": 1}
     assert converted.items == 1
+
+
+def test_registered_application_id_overrides_the_resource() -> None:
+    """An ingest key's application id is every row's, and no derived application row is made."""
+    converted = traces.convert(
+        request(span(), span(span_id=b"\x02" * 8), resource={"service.name": "someone-else"}),
+        AttributeEncoder(),
+        max_time_unix_nano=NOW + 10**12,
+        application_id="app-7",
+    )
+    assert {row_of(converted, i)["applicationid"] for i in range(2)} == {"app-7"}
+    assert converted.payload.applications == {}
+    assert convert(request(span())).payload.applications  # without a key: derived, recorded

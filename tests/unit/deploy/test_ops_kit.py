@@ -1,9 +1,10 @@
 """The operations kit cannot drift from the code: dashboard and alert rules name only real metrics.
 
 deploy/grafana/ingestd.json (written by deploy/grafana/dashboard.py) and
-deploy/prometheus/ingestd-rules.yaml may only use metrics ingestd exports (ingestd/observe/metrics.py and
-the registry of a built daemon), with labels those metrics have; every query parses (promtool
-checks them as recording rules) and the alert rules pass their promtool unit tests.
+deploy/prometheus/ingestd-rules.yaml may only use metrics ingestd exports
+(ingestd/observe/metrics.py and the registry of a built daemon), with labels those metrics have;
+every query parses (promtool checks them as recording rules) and the alert rules pass their
+promtool unit tests.
 """
 
 from __future__ import annotations
