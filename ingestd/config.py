@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from ingestd.alerts.config import AlertsConfig
 from ingestd.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -497,6 +498,7 @@ class Config(Section):
     memory: MemoryConfig = MemoryConfig()
     schema: SchemaConfig = SchemaConfig()  # type: ignore[assignment]  # see the note above
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:

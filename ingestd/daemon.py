@@ -22,6 +22,7 @@ import structlog
 
 from ingestd import __version__
 from ingestd.admin import AdminServer
+from ingestd.alerts.stage import AlertsJob
 from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter, StatsSource
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
@@ -96,6 +97,7 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     stages: list[Stage] = [memory]
     # One route per signal whose sink is enabled; a signal without one answers UNIMPLEMENTED.
     routes: dict[Signal, Route] = {}
+    reload_listeners: list[Callable[[Config], list[str]]] = []
 
     if config.sinks.timescale.enabled and config.sinks.timescale.discard:
         routes |= _discard_routes(config, (Signal.TRACES, Signal.METRICS), admin, memory)
@@ -109,6 +111,13 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
             maintenance = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
             admin.add_status("maintenance", maintenance.snapshot)
             stages.append(maintenance)
+        if config.alerts.enabled:
+            # Alert rules; one replica evaluates (docs/alerts.md). Rules reload on SIGHUP.
+            es = config.sinks.elasticsearch if config.sinks.elasticsearch.enabled else None
+            alerts = AlertsJob(config.sinks.timescale.dsn, config.alerts, es)
+            admin.add_status("alerts", alerts.snapshot)
+            stages.append(alerts)
+            reload_listeners.append(lambda new: alerts.update(new.alerts))
         routes |= _timescale_routes(config, timescale, admin, memory)
     if config.sinks.elasticsearch.enabled and config.sinks.elasticsearch.discard:
         routes |= _discard_routes(config, (Signal.LOGS,), admin, memory)
@@ -133,7 +142,9 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     # Dedup starts before the batchers and stops after them, so the done marks written while
     # they drain still reach Redis.
     stages += [shared.dedup, shared.pressure]
-    stages.append(ConfigReloader(config_path, config, shared.auth, shared.limits))
+    stages.append(
+        ConfigReloader(config_path, config, shared.auth, shared.limits, listeners=reload_listeners)
+    )
     stages.append(prober)
 
     # Batchers sit between the sinks and the receivers: started after the sinks, stopped
