@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Severity = Literal["INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
 Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
@@ -130,6 +130,21 @@ class RuleConfig(_Section):
     # A receiver's name; None: alerts.default_receiver (or no notification).
     receiver: str | None = None
 
+    @field_validator("message")
+    @classmethod
+    def _message(cls, text: str) -> str:
+        return _template(text)
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, values: dict[str, str]) -> dict[str, str]:
+        for key, text in values.items():
+            try:
+                _template(text)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from exc
+        return values
+
     @model_validator(mode="after")
     def _checks(self) -> RuleConfig:
         given = [k for k in ("metric", "traces", "logs") if getattr(self, k) is not None]
@@ -137,18 +152,6 @@ class RuleConfig(_Section):
             raise ValueError(f"needs exactly one condition of metric, traces, logs (got {given})")
         if self.application is not None and not self.per_application:
             raise ValueError("application and per_application: false exclude each other")
-        try:
-            self.message.format(**TEMPLATE_FIELDS)
-        except (KeyError, IndexError, ValueError, AttributeError) as exc:
-            known = ", ".join(TEMPLATE_FIELDS)
-            raise ValueError(
-                f"bad message template ({type(exc).__name__}: {exc}); fields: {known}"
-            ) from exc
-        for key, text in self.annotations.items():
-            try:
-                text.format(**TEMPLATE_FIELDS)
-            except (KeyError, IndexError, ValueError, AttributeError) as exc:
-                raise ValueError(f"bad template in annotations.{key}: {exc}") from exc
         return self
 
     @property
@@ -162,6 +165,15 @@ class RuleConfig(_Section):
         found = self.metric or self.traces or self.logs
         assert found is not None
         return found
+
+
+def _template(text: str) -> str:
+    try:
+        text.format(**TEMPLATE_FIELDS)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        known = ", ".join(TEMPLATE_FIELDS)
+        raise ValueError(f"bad template ({type(exc).__name__}: {exc}); fields: {known}") from exc
+    return text
 
 
 class ReceiverConfig(_Section):
