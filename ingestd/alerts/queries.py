@@ -9,6 +9,7 @@ nothing. Windows are (now - window_s, now], `now` being the evaluation's transac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,8 +76,33 @@ def _scope(rule: RuleConfig, column: str) -> tuple[sql.Composable, sql.Composabl
     return app, where, params
 
 
+@dataclass(frozen=True)
+class HourlySource:
+    """Where whole hours come from: ingestd's rollup table up to its watermark (tiers apache
+    and postgres: the `metrics_hourly` view would re-aggregate every raw row past the
+    watermark for its live part), or the continuous aggregate `metrics_hourly` (tier full)."""
+
+    table: bool
+    watermark: datetime | None = None
+
+
+async def hourly_source(conn: Connection) -> HourlySource:
+    cur = await conn.execute("SELECT to_regclass('ingestd.metrics_hourly_rollup') IS NOT NULL")
+    row = await cur.fetchone()
+    if not (row and row[0]):
+        return HourlySource(table=False)
+    cur = await conn.execute(
+        "SELECT nullif(ingestd.rollup_watermark('metrics_hourly'), '-infinity')"
+    )
+    row = await cur.fetchone()
+    return HourlySource(table=True, watermark=row[0] if row else None)
+
+
 def metric_plan(
-    rule: RuleConfig, metric: MetricCondition, now: datetime
+    rule: RuleConfig,
+    metric: MetricCondition,
+    now: datetime,
+    hourly: HourlySource = HourlySource(table=False),
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """The SQL and parameters of a metric rule (also for EXPLAIN in the cost measurement)."""
     app, app_where, params = _scope(rule, "applicationid")
@@ -103,7 +129,7 @@ def metric_plan(
         ).format(app=app, where=where)
         return query, params
     if uses_rollup(metric):
-        return _rollup_plan(app, app_where, params, metric, now)
+        return _rollup_plan(app, app_where, params, metric, now, hourly)
     query = sql.SQL(
         "SELECT {app}, {series}, {agg}(value) FROM metrics WHERE {where}"
         " AND value IS NOT NULL GROUP BY 1, 2"
@@ -117,11 +143,16 @@ def _rollup_plan(
     params: dict[str, Any],
     metric: MetricCondition,
     now: datetime,
+    hourly: HourlySource,
 ) -> tuple[sql.Composed, dict[str, Any]]:
-    # Whole hours inside the window from metrics_hourly; the partial hours at both ends raw.
-    lo = params["lo"]
-    params["lo_b"] = _ceil_hour(lo)
-    params["hi_b"] = _floor_hour(now)
+    # Whole hours [lo_b, mid) from the rollup; (lo, lo_b) and [mid, now] from raw rows, mid
+    # being the end of the whole hours, or the rollup table's watermark if that is earlier.
+    lo_b, hi_b = _ceil_hour(params["lo"]), _floor_hour(now)
+    mid = hi_b
+    if hourly.table:
+        mid = max(lo_b, min(hi_b, hourly.watermark or lo_b))
+    params |= {"lo_b": lo_b, "mid": mid}
+    source = sql.SQL("ingestd.metrics_hourly_rollup" if hourly.table else "metrics_hourly")
     combine = {
         "avg": "sum(s) / nullif(sum(c), 0)",
         "min": "min(mn)",
@@ -129,19 +160,18 @@ def _rollup_plan(
         "sum": "sum(s)",
         "count": "sum(c)::float8",
     }[metric.aggregate]
-    hourly_where = app_where
     query = sql.SQL(
         "WITH parts AS ("
         " SELECT applicationId, sumValue AS s, countValue AS c, minValue AS mn, maxValue AS mx"
-        " FROM metrics_hourly WHERE name = %(name)s AND bucket >= %(lo_b)s AND bucket < %(hi_b)s"
-        "{hourly_where}"
+        " FROM {source} WHERE name = %(name)s AND bucket >= %(lo_b)s AND bucket < %(mid)s"
+        "{app_where}"
         " UNION ALL"
         " SELECT applicationId, sum(value), count(value), min(value), max(value) FROM metrics"
         " WHERE name = %(name)s AND value IS NOT NULL{app_where} AND ("
         " (timestamp > %(lo)s AND timestamp < %(lo_b)s)"
-        " OR (timestamp >= %(hi_b)s AND timestamp <= %(now)s)) GROUP BY 1)"
+        " OR (timestamp >= %(mid)s AND timestamp <= %(now)s)) GROUP BY 1)"
         " SELECT {app}, '{{}}'::jsonb, {combine} FROM parts GROUP BY 1 HAVING sum(c) > 0"
-    ).format(hourly_where=hourly_where, app_where=app_where, app=app, combine=sql.SQL(combine))
+    ).format(source=source, app_where=app_where, app=app, combine=sql.SQL(combine))
     return query, params
 
 
@@ -157,7 +187,8 @@ def _ceil_hour(t: datetime) -> datetime:
 async def metric_samples(
     conn: Connection, rule: RuleConfig, metric: MetricCondition, now: datetime
 ) -> list[Sample]:
-    query, params = metric_plan(rule, metric, now)
+    hourly = await hourly_source(conn) if uses_rollup(metric) else HourlySource(table=False)
+    query, params = metric_plan(rule, metric, now, hourly)
     cur = await conn.execute(query, params)
     rows = await cur.fetchall()
     if metric.aggregate == "rate":

@@ -25,7 +25,8 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 from ingestd.alerts import notify, store
 from ingestd.alerts.config import AlertsConfig
 from ingestd.alerts.stage import AlertsJob
-from ingestd.config import ElasticsearchSinkConfig
+from ingestd.config import ElasticsearchSinkConfig, MaintenanceConfig
+from ingestd.schema import maintenance
 from ingestd.schema.db import connect
 from ingestd.schema.elasticsearch import apply_templates
 from tests.integration.alerts_support import (
@@ -475,3 +476,44 @@ async def test_webhook_down_then_up_gets_each_transition_once_in_order(
     assert resolved["startsAt"] == alert["startsAt"]
     assert resolved["endsAt"] == (T0 + 150 * S).isoformat().replace("+00:00", "Z")
     assert keys[0] == f"{alert['fingerprint']}:firing:{int(T0.timestamp())}"
+
+
+@pytest.mark.parametrize("aggregate", ["avg", "count", "max"])
+async def test_rollup_served_rule_gives_the_raw_answer(timescale_db: str, aggregate: str) -> None:
+    """A whole-hours, unfiltered, per-application rule reads metrics_hourly plus raw edges
+    (before and after a rollup refresh) and finds what the raw rows say."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    points = [
+        {"timestamp": now - i * 10 * S, "app": "api", "name": "cpu", "value": float(i % 17)}
+        for i in range(3 * 360)
+    ]
+    insert_metrics(timescale_db, points)
+    rule = {
+        "name": "Rolled",
+        "severity": "LOW",
+        "metric": {
+            "name": "cpu",
+            "aggregate": aggregate,
+            "by": "application",
+            "window_s": 7200,
+            "op": ">",
+            "threshold": -1,
+        },
+    }
+    config = alerts_config([rule])
+    sql_aggregate = {"avg": "avg", "count": "count", "max": "max"}[aggregate]
+    ((expected,),) = query(
+        timescale_db,
+        f"SELECT {sql_aggregate}(value)::float8 FROM metrics WHERE timestamp > %s"
+        " AND timestamp <= %s",
+        (now - 7200 * S, now),
+    )
+    for refresh in (False, True):
+        if refresh:
+            await maintenance.maintain_once(timescale_db, MaintenanceConfig(), trigger="manual")
+            assert query(timescale_db, "SELECT count(*) > 0 FROM ingestd.metrics_hourly_rollup")
+        query(timescale_db, "DELETE FROM ingestd.alert_states")
+        (done,) = await evaluate(timescale_db, config, now)
+        assert done.series == 1
+        ((value,),) = query(timescale_db, "SELECT value FROM ingestd.alert_states")
+        assert value == pytest.approx(expected)
