@@ -22,6 +22,7 @@ import structlog
 
 from ingestd import metrics
 from ingestd.alerts.config import AlertsConfig, ReceiverConfig
+from ingestd.alerts.rules import Sample, render
 from ingestd.schema.db import Connection
 
 log = structlog.get_logger("ingestd.alerts.notify")
@@ -166,7 +167,7 @@ async def _deliver_batch(
         for row_id, key, name, payload, attempts in await cur.fetchall():
             receiver = receivers.get(name)
             error = (
-                await _post(session, receiver, key, payload.encode())
+                await _post(receiver, session, key, payload.encode())
                 if receiver is not None
                 else f"no receiver named {name!r} in the config"
             )
@@ -199,7 +200,7 @@ async def _deliver_batch(
 
 
 async def _post(
-    session: aiohttp.ClientSession, receiver: ReceiverConfig, key: str, body: bytes
+    receiver: ReceiverConfig, session: aiohttp.ClientSession, key: str, body: bytes
 ) -> str | None:
     url = receiver.url
     if receiver.kind == "alertmanager":
@@ -222,6 +223,46 @@ async def _post(
             return f"HTTP {answer.status}: {text}"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
+
+
+async def refresh_alertmanagers(
+    conn: Connection, config: AlertsConfig, session: aiohttp.ClientSession
+) -> int:
+    """Re-send every firing alert to the Alertmanager receivers of its rule, as Prometheus
+    does each evaluation: Alertmanager resolves an alert resolve_timeout (5 m by default)
+    after its last update. Best effort (a failure waits for the next refresh; the transitions
+    themselves go through the outbox). Returns the alerts sent."""
+    receivers = {r.name: r for r in config.receivers if r.kind == "alertmanager"}
+    rules = {
+        rule.name: rule
+        for rule in config.rules
+        if (receiver := config.receiver_of(rule)) is not None and receiver.name in receivers
+    }
+    if not rules:
+        return 0
+    cur = await conn.execute(
+        "SELECT rule, fingerprint, labels, firingSince, applicationId, value"
+        " FROM ingestd.alert_states WHERE phase = 'firing' AND rule = ANY(%s)",
+        (list(rules),),
+    )
+    batches: dict[str, list[dict[str, Any]]] = {}
+    for rule_name, fp, labels, firing_since, app, value in await cur.fetchall():
+        rule = rules[rule_name]
+        receiver = config.receiver_of(rule)
+        assert receiver is not None
+        sample = Sample(app, {}, value)
+        annotations = {k: render(v, rule, sample) for k, v in rule.annotations.items()}
+        annotations.setdefault("message", render(rule.message, rule, sample))
+        event = AlertEvent(rule_name, fp, "firing", labels, annotations, firing_since, None)
+        batches.setdefault(receiver.name, []).extend(alertmanager_payload(config, event))
+    sent = 0
+    for name, alerts in batches.items():
+        error = await _post(receivers[name], session, "refresh", orjson.dumps(alerts))
+        if error is None:
+            sent += len(alerts)
+        else:
+            log.warning("alertmanager_refresh_failed", receiver=name, error=error)
+    return sent
 
 
 async def prune_delivered(conn: Connection, config: AlertsConfig) -> None:

@@ -29,6 +29,9 @@ from ingestd.schema.db import Connection, connect
 from ingestd.sinks.elasticsearch import make_client
 
 log = structlog.get_logger("ingestd.alerts")
+# Firing alerts are re-sent to Alertmanager receivers this often: Prometheus' default
+# resend delay, well inside Alertmanager's resolve_timeout (5 m by default).
+ALERTMANAGER_REFRESH_S = 60.0
 
 
 @dataclass
@@ -64,6 +67,7 @@ class AlertsJob:
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self.last: Pass | None = None
+        self._refreshed = -ALERTMANAGER_REFRESH_S
 
     def update(self, config: AlertsConfig) -> list[str]:
         """Take a reloaded `alerts` section (rules, receivers) from the next pass on."""
@@ -186,6 +190,9 @@ class AlertsJob:
         if self._http is not None:
             result.delivery = await notify.deliver_due(conn, config, self._http)
             await notify.prune_delivered(conn, config)
+            if self._clock.now() - self._refreshed >= ALERTMANAGER_REFRESH_S:
+                self._refreshed = self._clock.now()
+                await notify.refresh_alertmanagers(conn, config, self._http)
         return result
 
 

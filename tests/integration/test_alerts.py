@@ -7,11 +7,14 @@ windows are exercised without sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from tests.integration.alerts_support import (
     insert_spans,
     query,
 )
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, unavailable
 from tests.integration.logs_support import free_port
 from tests.proxy import Proxy
 
@@ -517,3 +520,82 @@ async def test_rollup_served_rule_gives_the_raw_answer(timescale_db: str, aggreg
         assert done.series == 1
         ((value,),) = query(timescale_db, "SELECT value FROM ingestd.alert_states")
         assert value == pytest.approx(expected)
+
+
+_ALERTMANAGER_CONFIG = """
+route: {receiver: blackhole, group_wait: 0s, group_interval: 1s}
+receivers: [{name: blackhole}]
+"""
+
+
+@pytest.fixture
+async def alertmanager(tmp_path: Path) -> AsyncIterator[str]:
+    """A real Alertmanager (Debian's prometheus-alertmanager) on a free port; its base URL."""
+    binary = (
+        os.environ.get("INGESTD_ALERTMANAGER_BIN")
+        or shutil.which("prometheus-alertmanager")
+        or shutil.which("alertmanager")
+    )
+    if binary is None:
+        unavailable("no Alertmanager binary: apt-get install prometheus-alertmanager")
+    assert binary is not None
+    (tmp_path / "am.yml").write_text(_ALERTMANAGER_CONFIG)
+    port = free_port()
+    child = await asyncio.create_subprocess_exec(
+        *(binary, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path}"),
+        *(f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{url}/-/ready") as answer:
+                        if answer.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        child.terminate()
+        await child.wait()
+
+
+async def active_alerts(url: str) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/api/v2/alerts") as r:
+        assert r.status == 200
+        found: list[dict[str, Any]] = await r.json()
+        return found
+
+
+async def test_a_real_alertmanager_gets_firing_then_resolved(
+    timescale_db: str, alertmanager: str
+) -> None:
+    """POST /api/v2/alerts: Alertmanager lists the alert as active, then no longer once the
+    resolved transition (with endsAt) is delivered; the refresh re-sends firing alerts."""
+    receivers = [{"name": "am", "kind": "alertmanager", "url": alertmanager}]
+    config = alerts_config([{**CPU_RULE, "for_s": 0, "receiver": "am"}], receivers=receivers)
+    # Evaluations at real times: Alertmanager compares endsAt with its own clock.
+    now = datetime.now(UTC).replace(microsecond=0) - 120 * S
+    insert_metrics(timescale_db, cpu_points("api", now - 60 * S, now, 0.95))
+    await evaluate(timescale_db, config, now)
+    assert (await deliver(timescale_db, config)).sent == 1
+    (alert,) = await active_alerts(alertmanager)
+    assert alert["labels"]["alertname"] == "HighCpu"
+    assert alert["labels"]["application"] == "api"
+    assert alert["status"]["state"] == "active"
+    assert alert["annotations"]["message"] == "api cpu 0.95 > 0.8"
+
+    conn = await connect(timescale_db, purpose="alerts-test")
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await notify.refresh_alertmanagers(conn, config, session) == 1
+    finally:
+        await conn.close()
+
+    insert_metrics(timescale_db, cpu_points("api", now + 10 * S, now + 110 * S, 0.1))
+    (resolved,) = await evaluate(timescale_db, config, now + 110 * S)
+    assert resolved.resolved == 1
+    assert (await deliver(timescale_db, config)).sent == 1
+    assert await active_alerts(alertmanager) == []
