@@ -176,6 +176,10 @@ async def measure(dsn: str, now: datetime) -> list[dict[str, Any]]:
     conn = await evaluator_connection(dsn, cfg)
     out = []
     try:
+        # A fresh start (also with --reuse): the first evaluation writes the firing alerts.
+        for table in ("ingestd.alert_states", "ingestd.alert_outbox", "ingestd.alert_rules"):
+            await conn.execute(f"DELETE FROM {table}")
+        await conn.execute("DELETE FROM alerts WHERE rule IS NOT NULL")
         for rule in cfg.rules:
             times = []
             fired = series = 0
@@ -236,7 +240,8 @@ def main() -> None:
         report(results)
         return
     dsn = make_database(admin, os.environ["INGESTD_PG_DSN"])
-    print(f"database: {dsn}", flush=True)
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    print(f"database: {dbname} (--reuse takes its DSN)", flush=True)
     cfg = config_module.parse(
         yaml.safe_dump({"sinks": {"timescale": {"dsn": dsn}, "elasticsearch": {"enabled": False}}}),
         environ={},
