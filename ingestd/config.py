@@ -544,6 +544,10 @@ def _across_sections(config: Config) -> Iterator[str]:
             f"schema.partitions_ahead_hours: must cover ingest.max_future_skew_s "
             f"({ahead_s:g} s < {config.ingest.max_future_skew_s:g} s)"
         )
+    sinks = config.sinks.timescale
+    if config.alerts.enabled and (not sinks.enabled or sinks.discard):
+        # The alerts table, the rules' state and most of their data are in PostgreSQL.
+        yield "alerts.enabled: needs sinks.timescale (enabled, not discard)"
 
 
 def _expand(node: Any, environ: Any, path: tuple[str | int, ...], problems: list[str]) -> Any:

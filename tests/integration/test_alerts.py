@@ -599,3 +599,25 @@ async def test_a_real_alertmanager_gets_firing_then_resolved(
     assert resolved.resolved == 1
     assert (await deliver(timescale_db, config)).sent == 1
     assert await active_alerts(alertmanager) == []
+
+
+async def test_a_series_that_stops_reporting_resolves_unless_no_data_keep(
+    timescale_db: str,
+) -> None:
+    """No data resolves after keep_firing_for_s; with no_data: keep the alert stays firing."""
+    rules = [
+        {**CPU_RULE, "for_s": 0, "keep_firing_for_s": 120, "receiver": None},
+        {**CPU_RULE, "name": "Kept", "for_s": 0, "no_data": "keep", "receiver": None},
+    ]
+    config = alerts_config(rules)
+    insert_metrics(timescale_db, cpu_points("api", T0 - 60 * S, T0, 0.95))
+    await evaluate(timescale_db, config, T0)
+    # The series reports nothing after T0 (windows of 60 s).
+    lapsed, kept = await evaluate(timescale_db, config, T0 + 90 * S)
+    assert (lapsed.series, lapsed.firing, lapsed.resolved) == (0, 1, 0)  # within 120 s of T0
+    assert (kept.firing, kept.resolved) == (1, 0)
+    lapsed, kept = await evaluate(timescale_db, config, T0 + 120 * S)
+    assert (lapsed.firing, lapsed.resolved) == (0, 1)
+    assert (kept.firing, kept.resolved) == (1, 0)
+    statuses = {a["rule"]: a["status"] for a in alerts(timescale_db)}
+    assert statuses == {"HighCpu": "RESOLVED", "Kept": "ACTIVE"}

@@ -121,3 +121,10 @@ def test_a_valid_rule_parses_with_defaults() -> None:
     assert (rule.for_s, rule.keep_firing_for_s, rule.no_data) == (0.0, 0.0, "resolve")
     assert config.rule_interval_s(rule) == 60.0
     assert config.receiver_of(rule) is None
+
+
+def test_alerts_need_the_timescale_sink() -> None:
+    """Enabled alerts without PostgreSQL (sink off or discarding) are refused at load."""
+    for sink in ("{enabled: false}", "{discard: true}"):
+        with pytest.raises(ConfigError, match=r"alerts\.enabled: needs sinks\.timescale"):
+            parse(f"alerts: {{enabled: true}}\nsinks: {{timescale: {sink}}}", environ={})
