@@ -120,7 +120,8 @@ class RuleConfig(_Section):
     logs: LogsCondition | None = None
     # The condition must hold this long before the alert fires (Prometheus `for`).
     for_s: Annotated[float, Field(ge=0)] = 0.0
-    # A firing alert stays firing this long after its condition stopped holding.
+    # A firing alert stays firing this long, counted from the first evaluation where its
+    # condition no longer held (Prometheus' keep_firing_for).
     keep_firing_for_s: Annotated[float, Field(ge=0)] = 0.0
     # None: alerts.interval_s.
     interval_s: PositiveFloat | None = None

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -57,7 +58,9 @@ def _iso(t: datetime | None) -> str:
 
 
 def generator_url(config: AlertsConfig, rule: str) -> str:
-    return f"{config.external_url.rstrip('/')}/alerts?rule={rule}" if config.external_url else ""
+    if not config.external_url:
+        return ""
+    return f"{config.external_url.rstrip('/')}/alerts?rule={quote(rule, safe='')}"
 
 
 def webhook_payload(config: AlertsConfig, receiver: str, event: AlertEvent) -> dict[str, Any]:

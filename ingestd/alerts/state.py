@@ -5,9 +5,9 @@ Prometheus' semantics (rules/alerting.go):
     no state --true--> pending (activeSince = now)      for_s = 0: firing at once
     pending  --true, now - activeSince >= for_s--> firing          transition "firing"
     pending  --false or no data--> no state                         (no notification)
-    firing   --true--> firing (lastTrueAt = now)
-    firing   --false or no data, now - lastTrueAt >= keep_firing_for_s--> no state
-                                                                    transition "resolved"
+    firing   --true--> firing (lastTrueAt = now, keepFiringSince cleared)
+    firing   --false or no data--> keepFiringSince = now if unset; then, once
+             now - keepFiringSince >= keep_firing_for_s: no state   transition "resolved"
     no data with no_data: keep: whatever state there was stays.
 
 "no data" is a series that had state but no sample in this evaluation. An evaluation whose
@@ -31,6 +31,8 @@ class SeriesState:
     last_true_at: datetime
     firing_since: datetime | None = None
     value: float | None = None
+    # The first evaluation since the condition stopped holding (Prometheus' KeepFiringSince).
+    keep_firing_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,15 @@ def step(
         if prev is None:
             prev = SeriesState("pending", active_since=now, last_true_at=now, value=value)
         else:
-            prev = replace(prev, last_true_at=now, value=value)
+            prev = replace(prev, last_true_at=now, value=value, keep_firing_since=None)
         if prev.phase == "pending" and now - prev.active_since >= timedelta(seconds=timing.for_s):
             return replace(prev, phase="firing", firing_since=now), "firing"
         return prev, None
     if prev is None or prev.phase == "pending":
         return None, None
-    if now - prev.last_true_at < timedelta(seconds=timing.keep_firing_for_s):
-        return (replace(prev, value=value) if value is not None else prev), None
+    since = prev.keep_firing_since or now
+    if now - since < timedelta(seconds=timing.keep_firing_for_s):
+        return replace(
+            prev, value=prev.value if value is None else value, keep_firing_since=since
+        ), None
     return None, "resolved"

@@ -114,12 +114,13 @@ async def record_failure(conn: Connection, rule: str, error: str) -> None:
 async def _read_states(conn: Connection, rule: str) -> dict[str, _Stored]:
     cur = await conn.execute(
         "SELECT fingerprint, applicationId, labels, phase, activeSince, lastTrueAt, firingSince,"
-        " value, alertId FROM ingestd.alert_states WHERE rule = %s FOR UPDATE",
+        " value, keepFiringSince, alertId FROM ingestd.alert_states WHERE rule = %s FOR UPDATE",
         (rule,),
     )
     out: dict[str, _Stored] = {}
-    for fp, app, labels, phase, active, last_true, firing, value, alert_id in await cur.fetchall():
-        state = SeriesState(phase, active, last_true, firing, value)
+    for row in await cur.fetchall():
+        fp, app, labels, phase, active, last_true, firing, value, keep_since, alert_id = row
+        state = SeriesState(phase, active, last_true, firing, value, keep_since)
         out[fp] = _Stored(state, app, labels, alert_id)
     return out
 
@@ -157,12 +158,14 @@ async def _apply(
         if transition == "firing":
             result.fired += 1
             alert_id = await _open_alert(conn, rule, app, labels, fp, shown, now)
-            await _notify(conn, config, rule, fp, "firing", labels, shown, now, None)
+            # startsAt is when the condition began to hold (Prometheus' ActiveAt).
+            assert after is not None
+            await _notify(conn, config, rule, fp, "firing", labels, shown, after.active_since, None)
         elif transition == "resolved":
             assert before is not None
             result.resolved += 1
             await _resolve_alert(conn, rule.name, fp, now)
-            starts = before.state.firing_since or before.state.active_since
+            starts = before.state.active_since
             await _notify(conn, config, rule, fp, "resolved", labels, shown, starts, now)
         await _save_state(
             conn, rule.name, fp, app, labels, after, alert_id, exists=before is not None
@@ -270,6 +273,7 @@ async def _save_state(
         state.last_true_at,
         state.firing_since,
         state.value,
+        state.keep_firing_since,
         alert_id,
         rule,
         fp,
@@ -277,15 +281,16 @@ async def _save_state(
     if exists:
         await conn.execute(
             "UPDATE ingestd.alert_states SET applicationId = %s, labels = %s, phase = %s,"
-            " activeSince = %s, lastTrueAt = %s, firingSince = %s, value = %s, alertId = %s"
+            " activeSince = %s, lastTrueAt = %s, firingSince = %s, value = %s,"
+            " keepFiringSince = %s, alertId = %s"
             " WHERE rule = %s AND fingerprint = %s",
             values,
         )
     else:
         await conn.execute(
             "INSERT INTO ingestd.alert_states (applicationId, labels, phase, activeSince,"
-            " lastTrueAt, firingSince, value, alertId, rule, fingerprint)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " lastTrueAt, firingSince, value, keepFiringSince, alertId, rule, fingerprint)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             values,
         )
 

@@ -118,7 +118,8 @@ async def test_metric_over_threshold_fires_after_for_and_resolves_after_it_drops
         "SELECT idempotencyKey, payload->>'status' FROM ingestd.alert_outbox ORDER BY id",
     )
     assert [status for _, status in outbox] == ["firing", "resolved"]
-    assert outbox[0][0].endswith(f":firing:{int((T0 + 120 * S).timestamp())}")
+    # startsAt (and so the key) is when the condition began to hold, as Prometheus' ActiveAt.
+    assert outbox[0][0].endswith(f":firing:{int(T0.timestamp())}")
     assert query(timescale_db, "SELECT count(*) FROM ingestd.alert_states") == [(0,)]
 
 
@@ -614,9 +615,12 @@ async def test_a_series_that_stops_reporting_resolves_unless_no_data_keep(
     await evaluate(timescale_db, config, T0)
     # The series reports nothing after T0 (windows of 60 s).
     lapsed, kept = await evaluate(timescale_db, config, T0 + 90 * S)
-    assert (lapsed.series, lapsed.firing, lapsed.resolved) == (0, 1, 0)  # within 120 s of T0
+    assert (lapsed.series, lapsed.firing, lapsed.resolved) == (0, 1, 0)
     assert (kept.firing, kept.resolved) == (1, 0)
-    lapsed, kept = await evaluate(timescale_db, config, T0 + 120 * S)
+    # keep_firing_for_s counts from the first evaluation without the condition (T0 + 90 s).
+    lapsed, kept = await evaluate(timescale_db, config, T0 + 209 * S)
+    assert (lapsed.firing, lapsed.resolved) == (1, 0)
+    lapsed, kept = await evaluate(timescale_db, config, T0 + 210 * S)
     assert (lapsed.firing, lapsed.resolved) == (0, 1)
     assert (kept.firing, kept.resolved) == (1, 0)
     statuses = {a["rule"]: a["status"] for a in alerts(timescale_db)}

@@ -27,6 +27,8 @@ CREATE TABLE ingestd.alert_states (
     activeSince timestamptz NOT NULL,
     lastTrueAt timestamptz NOT NULL,
     firingSince timestamptz,
+    -- first evaluation since a firing condition stopped holding (keep_firing_for_s runs)
+    keepFiringSince timestamptz,
     value double precision,
     alertId uuid,
     PRIMARY KEY (rule, fingerprint)

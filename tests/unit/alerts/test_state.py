@@ -48,21 +48,37 @@ def test_zero_for_fires_at_once_and_pending_drops_silently() -> None:
     ]
 
 
-def test_keep_firing_for_holds_the_alert_after_the_condition_clears() -> None:
-    """keep_firing_for 60 s: still firing 30 s after the last true, resolved at 60 s."""
+def test_keep_firing_for_counts_from_the_first_evaluation_that_did_not_hold() -> None:
+    """keep_firing_for 60 s (Prometheus' KeepFiringSince): false at 30 and 60 s keeps it
+    firing, false at 90 s (60 s after the first false) resolves; a true in between resets."""
     timing = Timing(for_s=0, keep_firing_for_s=60, keep_on_no_data=False)
     state, _ = step(None, True, 1.0, at(0), timing)
     state, transition = step(state, False, 0.1, at(30), timing)
-    assert (state and state.phase, transition) == ("firing", None)
+    assert state is not None
+    assert (state.phase, state.keep_firing_since, transition) == ("firing", at(30), None)
     state, transition = step(state, False, 0.1, at(60), timing)
+    assert (state and state.phase, transition) == ("firing", None)
+    state, transition = step(state, False, 0.1, at(90), timing)
     assert (state, transition) == (None, "resolved")
+    assert run(timing, [(0, True), (30, False), (60, True), (100, False), (150, False)]) == [
+        "firing",
+        "firing",
+        "firing",
+        "firing",
+        "firing",
+    ]
 
 
 def test_no_data_resolves_after_keep_firing_for_unless_kept() -> None:
     """A series that stops reporting resolves like a false one; with no_data keep it stays."""
     resolve = Timing(for_s=0, keep_firing_for_s=30, keep_on_no_data=False)
-    assert run(resolve, [(0, True), (20, None), (40, None)]) == ["firing", "firing", None]
-    keep = Timing(for_s=0, keep_firing_for_s=30, keep_on_no_data=True)
+    assert run(resolve, [(0, True), (20, None), (40, None), (50, None)]) == [
+        "firing",
+        "firing",
+        "firing",
+        None,
+    ]
+    keep = Timing(for_s=0, keep_firing_for_s=0, keep_on_no_data=True)
     assert run(keep, [(0, True), (20, None), (400, None), (500, False)]) == [
         "firing",
         "firing",
