@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,12 @@ def test_alerts_need_the_timescale_sink() -> None:
     for sink in ("{enabled: false}", "{discard: true}"):
         with pytest.raises(ConfigError, match=r"alerts\.enabled: needs sinks\.timescale"):
             parse(f"alerts: {{enabled: true}}\nsinks: {{timescale: {sink}}}", environ={})
+
+
+def test_the_documented_example_config_is_valid() -> None:
+    """The example of docs/alerts.md parses, with its five rules of the three kinds."""
+    page = Path(__file__).resolve().parents[3] / "docs" / "alerts.md"
+    example = page.read_text(encoding="utf-8").split("```yaml\n", 1)[1].split("```", 1)[0]
+    section = parse(example, environ={}).alerts
+    assert [r.kind for r in section.rules] == ["metric", "metric", "traces", "traces", "logs"]
+    assert section.receiver_of(section.rules[1]) == section.receivers[1]
