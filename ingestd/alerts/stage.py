@@ -152,7 +152,10 @@ class AlertsJob:
 
     async def _evaluate_all(self, conn: Connection, config: AlertsConfig, force: bool) -> Pass:
         result = Pass()
+        due = await store.due_rules(conn, config) if not force else None
         for rule in config.rules:
+            if due is not None and rule.name not in due:
+                continue
             began = time.monotonic()
             try:
                 done = await store.evaluate_rule(conn, self._es, config, rule, force=force)

@@ -16,6 +16,7 @@ What can go wrong, one line each:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -101,6 +102,21 @@ async def evaluate_rule(
             (now, result.ms, result.series, rule.name),
         )
     return result
+
+
+async def due_rules(conn: Connection, config: AlertsConfig) -> set[str]:
+    """The rules whose interval has (almost) passed since their last evaluation, read
+    without a transaction; `evaluate_rule` checks again under the rule's row lock."""
+    cur = await conn.execute(
+        "SELECT rule, extract(epoch FROM clock_timestamp() - lastEvaluatedAt)"
+        " FROM ingestd.alert_rules WHERE lastEvaluatedAt IS NOT NULL"
+    )
+    ago = {rule: float(seconds) for rule, seconds in await cur.fetchall()}
+    return {
+        rule.name
+        for rule in config.rules
+        if ago.get(rule.name, math.inf) >= config.rule_interval_s(rule) * DUE_SHARE
+    }
 
 
 async def record_failure(conn: Connection, rule: str, error: str) -> None:

@@ -40,8 +40,9 @@ from tests.integration.alerts_support import (
     insert_spans,
     query,
 )
-from tests.integration.conftest import Stack, unavailable
+from tests.integration.conftest import Stack, TierDatabase, unavailable
 from tests.integration.logs_support import free_port
+from tests.integration.schema_support import apply, make_config
 from tests.proxy import Proxy
 
 pytestmark = pytest.mark.integration
@@ -61,6 +62,13 @@ CPU_RULE = {
 HOOK = [{"name": "hook", "url": "http://127.0.0.1:9/hook"}]
 
 
+@pytest.fixture
+async def tier_db(tier_database: TierDatabase) -> str:
+    """A fresh database of each schema tier (apache, postgres), schema applied."""
+    await apply(make_config(tier_database))
+    return tier_database.dsn
+
+
 def cpu_points(app: str, start: datetime, end: datetime, value: float) -> list[dict[str, Any]]:
     """One cpu point per 10 s in [start, end]."""
     out = []
@@ -72,9 +80,11 @@ def cpu_points(app: str, start: datetime, end: datetime, value: float) -> list[d
 
 
 async def test_metric_over_threshold_fires_after_for_and_resolves_after_it_drops(
-    timescale_db: str,
+    tier_db: str,
 ) -> None:
-    """Pending for `for_s`, then one ACTIVE row; ACKNOWLEDGED kept; RESOLVED once it drops."""
+    """Pending for `for_s`, then one ACTIVE row; ACKNOWLEDGED kept; RESOLVED once it drops
+    (on each schema tier)."""
+    timescale_db = tier_db
     config = alerts_config([CPU_RULE], receivers=HOOK)
     query(
         timescale_db,
@@ -483,9 +493,10 @@ async def test_webhook_down_then_up_gets_each_transition_once_in_order(
 
 
 @pytest.mark.parametrize("aggregate", ["avg", "count", "max"])
-async def test_rollup_served_rule_gives_the_raw_answer(timescale_db: str, aggregate: str) -> None:
-    """A whole-hours, unfiltered, per-application rule reads metrics_hourly plus raw edges
-    (before and after a rollup refresh) and finds what the raw rows say."""
+async def test_rollup_served_rule_gives_the_raw_answer(tier_db: str, aggregate: str) -> None:
+    """A whole-hours, unfiltered, per-application rule reads the hourly rollup plus raw edges
+    (before and after a rollup refresh) and finds what the raw rows say, on each tier."""
+    timescale_db = tier_db
     now = datetime.now(UTC).replace(microsecond=0)
     points = [
         {"timestamp": now - i * 10 * S, "app": "api", "name": "cpu", "value": float(i % 17)}
@@ -625,3 +636,21 @@ async def test_a_series_that_stops_reporting_resolves_unless_no_data_keep(
     assert (kept.firing, kept.resolved) == (1, 0)
     statuses = {a["rule"]: a["status"] for a in alerts(timescale_db)}
     assert statuses == {"HighCpu": "RESOLVED", "Kept": "ACTIVE"}
+
+
+async def test_the_schedule_is_shared_by_the_replicas(timescale_db: str) -> None:
+    """A rule evaluated by one replica is not due for another until its interval has passed."""
+    insert_metrics(timescale_db, live_cpu("api", 0.95))
+    config = alerts_config([{**FAST_RULE, "interval_s": 2}])
+    one, two = AlertsJob(timescale_db, config, None), AlertsJob(timescale_db, config, None)
+    first = await one.run_once()
+    assert [e.rule for e in first.evaluations] == ["HighCpu"]
+    assert (await two.run_once()).evaluations == []
+    assert (await one.run_once()).evaluations == []
+    await asyncio.sleep(2)
+    later = await two.run_once()
+    assert [(e.rule, e.skipped) for e in later.evaluations] == [("HighCpu", False)]
+    ((outcome, series),) = query(
+        timescale_db, "SELECT lastOutcome, series FROM ingestd.alert_rules"
+    )
+    assert (outcome, series) == ("ok", 1)
