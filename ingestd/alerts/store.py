@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -154,6 +154,7 @@ async def _apply(
     condition = rule.condition
     seen = {fingerprint(rule.name, s.application, s.series): s for s in samples}
     result.series = len(seen)
+    writes = _Writes()
     for fp in seen.keys() | stored.keys():
         sample, before = seen.get(fp), stored.get(fp)
         if sample is None or sample.value is None:
@@ -183,12 +184,11 @@ async def _apply(
             await _resolve_alert(conn, rule.name, fp, now)
             starts = before.state.active_since
             await _notify(conn, config, rule, fp, "resolved", labels, shown, starts, now)
-        await _save_state(
-            conn, rule.name, fp, app, labels, after, alert_id, exists=before is not None
-        )
+        writes.add(rule.name, fp, app, labels, after, alert_id, exists=before is not None)
         if after is not None:
             result.pending += after.phase == "pending"
             result.firing += after.phase == "firing"
+    await writes.flush(conn)
 
 
 async def _open_alert(
@@ -265,50 +265,65 @@ async def _notify(
     await notify.enqueue(conn, config, receiver, event)
 
 
-async def _save_state(
-    conn: Connection,
-    rule: str,
-    fp: str,
-    app: str | None,
-    labels: dict[str, str],
-    state: SeriesState | None,
-    alert_id: Any,
-    *,
-    exists: bool,
-) -> None:
-    if state is None:
-        await conn.execute(
-            "DELETE FROM ingestd.alert_states WHERE rule = %s AND fingerprint = %s", (rule, fp)
+@dataclass
+class _Writes:
+    """State rows to write at the end of an evaluation, in three batches (executemany sends
+    each batch in one pipeline instead of a round trip per series)."""
+
+    deletes: list[tuple[str, str]] = field(default_factory=list)
+    updates: list[tuple[Any, ...]] = field(default_factory=list)
+    inserts: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def add(
+        self,
+        rule: str,
+        fp: str,
+        app: str | None,
+        labels: dict[str, str],
+        state: SeriesState | None,
+        alert_id: Any,
+        *,
+        exists: bool,
+    ) -> None:
+        if state is None:
+            self.deletes.append((rule, fp))
+            return
+        values = (
+            app,
+            orjson.dumps(labels).decode(),
+            state.phase,
+            state.active_since,
+            state.last_true_at,
+            state.firing_since,
+            state.value,
+            state.keep_firing_since,
+            alert_id,
+            rule,
+            fp,
         )
-        return
-    values = (
-        app,
-        orjson.dumps(labels).decode(),
-        state.phase,
-        state.active_since,
-        state.last_true_at,
-        state.firing_since,
-        state.value,
-        state.keep_firing_since,
-        alert_id,
-        rule,
-        fp,
-    )
-    if exists:
-        await conn.execute(
-            "UPDATE ingestd.alert_states SET applicationId = %s, labels = %s, phase = %s,"
-            " activeSince = %s, lastTrueAt = %s, firingSince = %s, value = %s,"
-            " keepFiringSince = %s, alertId = %s"
-            " WHERE rule = %s AND fingerprint = %s",
-            values,
-        )
-    else:
-        await conn.execute(
-            "INSERT INTO ingestd.alert_states (applicationId, labels, phase, activeSince,"
-            " lastTrueAt, firingSince, value, keepFiringSince, alertId, rule, fingerprint)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            values,
-        )
+        (self.updates if exists else self.inserts).append(values)
+
+    async def flush(self, conn: Connection) -> None:
+        async with conn.cursor() as cur:
+            if self.deletes:
+                await cur.executemany(
+                    "DELETE FROM ingestd.alert_states WHERE rule = %s AND fingerprint = %s",
+                    self.deletes,
+                )
+            if self.updates:
+                await cur.executemany(
+                    "UPDATE ingestd.alert_states SET applicationId = %s, labels = %s, phase = %s,"
+                    " activeSince = %s, lastTrueAt = %s, firingSince = %s, value = %s,"
+                    " keepFiringSince = %s, alertId = %s WHERE rule = %s AND fingerprint = %s",
+                    self.updates,
+                )
+            if self.inserts:
+                await cur.executemany(
+                    "INSERT INTO ingestd.alert_states (applicationId, labels, phase, activeSince,"
+                    " lastTrueAt, firingSince, value, keepFiringSince, alertId, rule, fingerprint)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    self.inserts,
+                )
 
 
 async def firing_count(conn: Connection) -> int:

@@ -316,14 +316,14 @@ from ingestd.alerts import stage, store
 from tests.integration.alerts_support import alerts_config
 import json
 
-original = store._save_state
+original = store._Writes.flush
 
-async def stuck(*args, **kwargs):
-    await original(*args, **kwargs)
+async def stuck(self, conn):
+    await original(self, conn)
     print("written", flush=True)
     await asyncio.sleep(120)
 
-store._save_state = stuck
+store._Writes.flush = stuck
 config = alerts_config(json.loads(sys.argv[2]))
 asyncio.run(stage.AlertsJob(sys.argv[1], config, None).run_once(force=True))
 """
@@ -332,7 +332,7 @@ asyncio.run(stage.AlertsJob(sys.argv[1], config, None).run_once(force=True))
 async def test_leader_killed_mid_evaluation_leaves_nothing_and_another_takes_over(
     timescale_db: str,
 ) -> None:
-    """kill -9 after the alert row was written, before commit: nothing is visible, the lock
+    """kill -9 after every row was written, before commit: nothing is visible, the lock
     is free, and the next evaluator writes exactly one row."""
     insert_metrics(timescale_db, live_cpu("api", 0.95))
     config = alerts_config([FAST_RULE])
