@@ -185,6 +185,8 @@ class ReceiverConfig(_Section):
     # webhook: the URL POSTed to; alertmanager: its base URL (POST <url>/api/v2/alerts).
     url: str = Field(pattern=r"^https?://")
     timeout_s: PositiveFloat = 10.0
+    # Sent as `Authorization: Bearer ...` (use ${env:VAR}); masked by print-config.
+    bearer_token: str | None = None
 
 
 class AlertsConfig(_Section):

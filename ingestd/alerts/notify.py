@@ -209,6 +209,8 @@ async def _post(
     if receiver.kind == "alertmanager":
         url = f"{url.rstrip('/')}/api/v2/alerts"
     headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+    if receiver.bearer_token:
+        headers["Authorization"] = f"Bearer {receiver.bearer_token}"
     began = time.monotonic()
     try:
         async with session.post(

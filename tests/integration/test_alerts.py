@@ -416,6 +416,7 @@ class Receiver:
         self.runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == "Bearer s3cret-webhook-token"
         self.got.append((request.headers["Idempotency-Key"], await request.json()))
         return web.Response(text="ok")
 
@@ -446,7 +447,14 @@ async def test_webhook_down_then_up_gets_each_transition_once_in_order(
     """Firing and resolved wait while the receiver is down, then arrive once each, in order,
     with Alertmanager's webhook payload and a stable Idempotency-Key."""
     port = free_port()
-    receivers = [{"name": "hook", "url": f"http://127.0.0.1:{port}/hook", "timeout_s": 2}]
+    receivers = [
+        {
+            "name": "hook",
+            "url": f"http://127.0.0.1:{port}/hook",
+            "timeout_s": 2,
+            "bearer_token": "s3cret-webhook-token",
+        }
+    ]
     config = alerts_config(
         [{**CPU_RULE, "for_s": 0, "annotations": {"summary": "cpu of {application}"}}],
         receivers=receivers,
