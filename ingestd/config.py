@@ -548,6 +548,10 @@ def _across_sections(config: Config) -> Iterator[str]:
     if config.alerts.enabled and (not sinks.enabled or sinks.discard):
         # The alerts table, the rules' state and most of their data are in PostgreSQL.
         yield "alerts.enabled: needs sinks.timescale (enabled, not discard)"
+    es = config.sinks.elasticsearch
+    for i, rule in enumerate(config.alerts.rules):
+        if config.alerts.enabled and rule.logs is not None and (not es.enabled or es.discard):
+            yield f"alerts.rules[{i}].logs: needs sinks.elasticsearch (enabled, not discard)"
 
 
 def _expand(node: Any, environ: Any, path: tuple[str | int, ...], problems: list[str]) -> Any:

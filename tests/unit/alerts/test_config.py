@@ -138,3 +138,13 @@ def test_the_documented_example_config_is_valid() -> None:
     section = parse(example, environ={}).alerts
     assert [r.kind for r in section.rules] == ["metric", "metric", "traces", "traces", "logs"]
     assert section.receiver_of(section.rules[1]) == section.receivers[1]
+
+
+def test_logs_rules_need_the_elasticsearch_sink() -> None:
+    """A logs rule with Elasticsearch off is refused with its path."""
+    text = (
+        "alerts: {enabled: true, rules: [{name: a, severity: LOW, logs: {threshold: 1}}]}\n"
+        "sinks: {elasticsearch: {enabled: false}}"
+    )
+    with pytest.raises(ConfigError, match=r"alerts\.rules\[0\]\.logs: needs sinks\.elasticsearch"):
+        parse(text, environ={})
