@@ -3,7 +3,8 @@ Elasticsearch count on the logs data streams.
 
 Every reader returns the samples it found; a series absent from the answer has no data. A
 failed read raises (psycopg.Error, elasticsearch's errors): the evaluation then changes
-nothing. Windows are (now - window_s, now], `now` being the evaluation's transaction time.
+nothing. Windows are (now - window_s, now], `now` being the evaluation's time (the database
+clock when the rule's row was locked).
 """
 
 from __future__ import annotations
