@@ -119,8 +119,8 @@ class AlertsJob:
         while True:
             try:
                 self.last = await self.run_once()
-            except (psycopg.Error, OSError) as exc:
-                metrics.ALERTS_EVALUATION_FAILURES.labels(source="postgres").inc()
+            except Exception as exc:  # noqa: BLE001 - the schedule must survive any failed pass
+                metrics.ALERTS_EVALUATION_FAILURES.labels(source=_source(exc)).inc()
                 log.error("alerts_pass_failed", error=f"{type(exc).__name__}: {exc}"[:500])
             await self._clock.sleep(self.config.tick_s)
 
@@ -208,7 +208,7 @@ async def evaluator_connection(dsn: str, config: AlertsConfig) -> Connection:
 
 
 def _source(exc: BaseException) -> str:
-    if isinstance(exc, psycopg.Error):
+    if isinstance(exc, psycopg.Error | OSError):
         return "postgres"
     module = type(exc).__module__
     return "elasticsearch" if module.startswith(("elasticsearch", "elastic_transport")) else "other"
