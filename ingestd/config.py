@@ -313,6 +313,32 @@ class TokenConfig(Section):
         return self
 
 
+class ApplicationKeysConfig(Section):
+    """Ingest keys of registered applications (table application_keys; docs/deep-eyes.md).
+
+    A bearer token that is no configured token is looked up as an application key: the
+    request is then stored under that application's id. Lookups are cached (Redis shared by
+    the replicas, the database the truth); ingest never waits on the database for a key it
+    checked within `max_stale_s`.
+    """
+
+    enabled: bool = False
+    # How often the keys this process knows are re-checked (Redis, else the database):
+    # `ingestd applications revoke` is seen by every replica within about this long.
+    refresh_s: PositiveFloat = 1.0
+    # How long a Redis entry stands for the database: a key revoked in the database alone
+    # (by Deep Eyes) stops working within refresh_s + redis_ttl_s.
+    redis_ttl_s: PositiveFloat = 5.0
+    # An unknown key stays unknown this long (locally and in Redis): random keys cost no
+    # database round trip each.
+    unknown_ttl_s: PositiveFloat = 10.0
+    # A known key that could not be re-checked for this long (Redis and the database down)
+    # is refused with a retryable status: authentication never fails open.
+    max_stale_s: PositiveFloat = 30.0
+    # Keys (known and unknown) kept in memory; the least recently checked go first.
+    max_entries: PositiveInt = 100_000
+
+
 class AuthConfig(Section):
     """Optional bearer-token authentication on both receivers; a token names its tenant."""
 
@@ -320,11 +346,19 @@ class AuthConfig(Section):
     tokens: list[TokenConfig] = Field(default_factory=list)
     # A YAML file holding more tokens (`tokens: [...]`, same form); re-read on reload.
     tokens_file: Path | None = None
+    application_keys: ApplicationKeysConfig = ApplicationKeysConfig()
 
     @model_validator(mode="after")
     def _some_tokens(self) -> AuthConfig:
-        if self.enabled and not self.tokens and self.tokens_file is None:
-            raise ValueError("enabled without tokens or tokens_file: every request would fail")
+        if (
+            self.enabled
+            and not self.tokens
+            and self.tokens_file is None
+            and not self.application_keys.enabled
+        ):
+            raise ValueError(
+                "enabled without tokens, tokens_file or application_keys: every request would fail"
+            )
         return self
 
 
@@ -440,7 +474,7 @@ class SchemaConfig(Section):
     # auto: full when TimescaleDB runs with timescaledb.license = 'timescale', apache when the
     # extension is there without it, postgres (native partitioning) when it is not installable.
     tier: Literal["auto", "full", "apache", "postgres"] = "auto"
-    # Where the numbered SQL files are; empty: those shipped in ingestd/schema/postgres.
+    # Where the numbered SQL files are; empty: those shipped with ingestd (schema/postgres/).
     migrations_dir: Path | None = None
     metrics: MetricsTableConfig = MetricsTableConfig()
     traces: TracesTableConfig = TracesTableConfig()

@@ -21,9 +21,9 @@ import aiohttp
 import orjson
 import structlog
 
-from ingestd import metrics
 from ingestd.alerts.config import AlertsConfig, ReceiverConfig
 from ingestd.alerts.rules import Sample, render
+from ingestd.observe import metrics
 from ingestd.schema.db import Connection
 
 log = structlog.get_logger("ingestd.alerts.notify")

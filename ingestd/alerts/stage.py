@@ -19,10 +19,10 @@ import psycopg
 import structlog
 from elasticsearch import AsyncElasticsearch
 
-from ingestd import metrics
 from ingestd.alerts import notify, store
 from ingestd.alerts.config import AlertsConfig
-from ingestd.config import ElasticsearchSinkConfig
+from ingestd.config import Config, ElasticsearchSinkConfig
+from ingestd.observe import metrics
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.schema.db import Connection, connect
@@ -99,7 +99,11 @@ class AlertsJob:
             await self._es.close()
             self._es = None
 
-    def snapshot(self) -> dict[str, Any]:
+    def reloaded(self, config: Config) -> list[str]:
+        """The reload listener (`ingestd.reload`): takes the new file's `alerts` section."""
+        return self.update(config.alerts)
+
+    def status(self) -> dict[str, Any]:
         """For /status: the last pass."""
         last = self.last
         if last is None:

@@ -95,7 +95,8 @@ def _go_env() -> dict[str, str]:
         "GOPATH": str(root),
         "GOMODCACHE": str(root / "pkg" / "mod"),
         "GOCACHE": str(PEERS_DIR / "go-build"),
-        "GOPROXY": os.environ.get("GOPROXY", "https://proxy.golang.org,direct"),
+        # No GOPROXY here: the go command takes the machine's own (`go env GOPROXY`: the
+        # environment, then the user's go env file, then the toolchain's go.env).
         "GOFLAGS": "-buildvcs=false",
         # The proxy's sumdb mirror here lacks the v0.153.0 entries of the Collector's modules
         # (404), so those are taken on the proxy's word (TLS); every other module is verified.

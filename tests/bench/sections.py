@@ -30,12 +30,12 @@ from tests.bench.subjects import (
     Ports,
     batch_histogram,
     batch_sizes,
-    free_port,
     histogram,
     ingestd_config,
     running_ingestd,
     write_times,
 )
+from tests.harness import free_port
 
 SIGNALS = ("traces", "metrics", "logs")
 SECTIONS = (

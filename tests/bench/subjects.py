@@ -23,16 +23,9 @@ from typing import Any
 import psutil
 import yaml
 
-from tests.integration.daemon import IngestdProcess
+from tests.harness import IngestdProcess, free_port
 
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:

@@ -32,6 +32,7 @@ from ingestd.config import ElasticsearchSinkConfig, MaintenanceConfig
 from ingestd.schema import maintenance
 from ingestd.schema.db import connect
 from ingestd.schema.elasticsearch import apply_templates
+from tests.harness import free_port
 from tests.integration.alerts_support import (
     alerts,
     alerts_config,
@@ -41,7 +42,6 @@ from tests.integration.alerts_support import (
     query,
 )
 from tests.integration.conftest import Stack, TierDatabase, unavailable
-from tests.integration.logs_support import free_port
 from tests.integration.schema_support import apply, make_config
 from tests.proxy import Proxy
 

@@ -16,9 +16,8 @@ import grpc
 import psutil
 import pytest
 
+from tests.harness import IngestdProcess, base_config, deep_merge, retry_delay_s
 from tests.integration.conftest import Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
-from tests.integration.harness import retry_delay_s
 from tests.integration.load import stored_counts
 from tests.integration.ops_support import OWN_CONNECTION, TRACE_EXPORT, scrape, value
 from tests.samples import span_request

@@ -1,7 +1,8 @@
 """docs/operations.md's metrics table lists exactly the metrics ingestd exports, with their types.
 
-"Exports" is both what `ingestd/metrics.py` declares and what the Prometheus registry holds once
-a daemon is built (a library or a stage registering its own metric at runtime would show there).
+"Exports" is both what `ingestd/observe/metrics.py` declares and what the Prometheus registry
+holds once a daemon is built (a library or a stage registering its own metric at runtime would
+show there).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
-import ingestd.metrics
+import ingestd.observe.metrics
 from ingestd import config
 from ingestd.daemon import build
 
@@ -35,7 +36,7 @@ def exposed_name(name: str, kind: str) -> str:
 def declared() -> dict[str, str]:
     return {
         exposed_name(metric._name, metric._type): metric._type
-        for metric in vars(ingestd.metrics).values()
+        for metric in vars(ingestd.observe.metrics).values()
         if isinstance(metric, MetricWrapperBase)
     }
 
@@ -46,7 +47,7 @@ def registered() -> dict[str, str]:
 
 
 def test_every_declared_metric_is_in_the_docs_table() -> None:
-    """Each metric of ingestd/metrics.py has a row with its type in docs/operations.md."""
+    """Each metric of ingestd/observe/metrics.py has a row with its type in docs/operations.md."""
     table = docs_table()
     wrong = {name: kind for name, kind in declared().items() if table.get(name) != kind}
     assert wrong == {}
@@ -71,7 +72,7 @@ def test_gauges_say_how_workers_combine() -> None:
     """Every gauge has a live multiprocess mode, so a dead worker's value disappears."""
     modes = {
         metric._name: metric._multiprocess_mode
-        for metric in vars(ingestd.metrics).values()
+        for metric in vars(ingestd.observe.metrics).values()
         if isinstance(metric, MetricWrapperBase) and metric._type == "gauge"
     }
     assert modes

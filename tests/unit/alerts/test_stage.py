@@ -66,4 +66,4 @@ async def test_lifecycle_without_a_database() -> None:
         assert not job._task.done()
         await job.stop(deadline_in(1))
         await job.stop(deadline_in(1))
-    assert job.snapshot() == {"last_pass": None, "rules": 0}
+    assert job.status() == {"last_pass": None, "rules": 0}

@@ -25,9 +25,6 @@ ENVIRON = {
 # The rows of the table in docs/deployment.md, "The two config files".
 DOCUMENTED = {
     "workers",
-    "receivers.grpc.endpoint",
-    "receivers.http.endpoint",
-    "admin.endpoint",
     "telemetry.log_level",
     "shutdown.grace_s",
     "memory.max_buffered_bytes",
