@@ -662,3 +662,28 @@ async def test_the_schedule_is_shared_by_the_replicas(timescale_db: str) -> None
         timescale_db, "SELECT lastOutcome, series FROM ingestd.alert_rules"
     )
     assert (outcome, series) == ("ok", 1)
+
+
+async def test_an_alert_about_no_application_is_still_unique(timescale_db: str) -> None:
+    """per_application: false writes applicationId null, and NULLS NOT DISTINCT keeps it to one
+    open row."""
+    insert_metrics(timescale_db, cpu_points("api", T0 - 60 * S, T0, 0.96))
+    insert_metrics(timescale_db, cpu_points("web", T0 - 60 * S, T0, 0.9))
+    metric = {"name": "cpu", "aggregate": "avg", "by": "application", "window_s": 60,
+              "threshold": 0.8}  # fmt: skip
+    rule = {**CPU_RULE, "for_s": 0, "receiver": None, "per_application": False, "metric": metric}
+    config = alerts_config([rule])
+    (first,) = await evaluate(timescale_db, config, T0)
+    assert (first.series, first.fired) == (1, 1)
+    query(timescale_db, "DELETE FROM ingestd.alert_states")  # forget, to force a second insert
+    (again,) = await evaluate(timescale_db, config, T0 + 30 * S)
+    assert again.fired == 1
+    (alert,) = alerts(timescale_db)
+    assert (alert["applicationid"], alert["status"]) == (None, "ACTIVE")
+    assert alert["message"] == " cpu 0.93 > 0.8"
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        query(
+            timescale_db,
+            "INSERT INTO alerts (name, severity, rule, fingerprint)"
+            " SELECT name, severity, rule, fingerprint FROM alerts",
+        )
