@@ -32,7 +32,7 @@ from ingestd.config import ElasticsearchSinkConfig, MaintenanceConfig
 from ingestd.schema import maintenance
 from ingestd.schema.db import connect
 from ingestd.schema.elasticsearch import apply_templates
-from tests.harness import free_port
+from tests.harness import config_text, free_port, running, stubs
 from tests.integration.alerts_support import (
     alerts,
     alerts_config,
@@ -44,6 +44,7 @@ from tests.integration.alerts_support import (
 from tests.integration.conftest import Stack, TierDatabase, unavailable
 from tests.integration.schema_support import apply, make_config
 from tests.proxy import Proxy
+from tests.samples import metric_request
 
 pytestmark = pytest.mark.integration
 
@@ -413,10 +414,11 @@ class Receiver:
 
     def __init__(self) -> None:
         self.got: list[tuple[str, dict[str, Any]]] = []
+        self.authorization: list[str | None] = []
         self.runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
-        assert request.headers["Authorization"] == "Bearer s3cret-webhook-token"
+        self.authorization.append(request.headers.get("Authorization"))
         self.got.append((request.headers["Idempotency-Key"], await request.json()))
         return web.Response(text="ok")
 
@@ -479,6 +481,7 @@ async def test_webhook_down_then_up_gets_each_transition_once_in_order(
     finally:
         await receiver.stop()
     assert [body["status"] for _, body in receiver.got] == ["firing", "resolved"]
+    assert receiver.authorization == ["Bearer s3cret-webhook-token"] * 2
     keys = [key for key, _ in receiver.got]
     assert len(set(keys)) == 2
     firing = receiver.got[0][1]
@@ -687,3 +690,44 @@ async def test_an_alert_about_no_application_is_still_unique(timescale_db: str) 
             "INSERT INTO alerts (name, severity, rule, fingerprint)"
             " SELECT name, severity, rule, fingerprint FROM alerts",
         )
+
+
+async def test_the_daemon_alerts_on_ingested_metrics_and_notifies(timescale_db: str) -> None:
+    """End to end: OTLP metrics in over gRPC, the daemon's alerts stage (SINKS layer) writes
+    one row per series over the threshold and POSTs each to the webhook."""
+    port = free_port()
+    alerts_section = {
+        "enabled": True,
+        "tick_s": 0.2,
+        "receivers": [{"name": "hook", "url": f"http://127.0.0.1:{port}/hook"}],
+        "default_receiver": "hook",
+        "rules": [
+            {
+                "name": "MemoryHigh",
+                "severity": "LOW",
+                "interval_s": 0.5,
+                "metric": {"name": "process.memory.usage", "aggregate": "max", "threshold": 1},
+            }
+        ],
+    }
+    receiver = Receiver()
+    await receiver.start(port)
+    try:
+        async with (
+            running(config_text(timescale_db, alerts=alerts_section)) as run,
+            stubs(run.target) as (_, metrics_stub),
+        ):
+            # Gauge values 0, 1.5 and 3.0 on routes /api/r0, r1, r2.
+            await metrics_stub.Export(metric_request(3))
+            for _ in range(100):
+                if len(receiver.got) >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert "alerts" in run.daemon.pipeline.status_sources()
+    finally:
+        await receiver.stop()
+    rows = alerts(timescale_db)
+    assert sorted(a["labels"]["http_route"] for a in rows) == ["/api/r1", "/api/r2"]
+    assert {a["status"] for a in rows} == {"ACTIVE"}
+    routes = sorted(body["alerts"][0]["labels"]["http_route"] for _, body in receiver.got)
+    assert routes == ["/api/r1", "/api/r2"]
