@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from ingestd.alerts.config import AlertsConfig
 from ingestd.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -531,6 +532,7 @@ class Config(Section):
     memory: MemoryConfig = MemoryConfig()
     schema: SchemaConfig = SchemaConfig()  # type: ignore[assignment]  # see the note above
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
@@ -599,6 +601,17 @@ def _across_sections(config: Config) -> Iterator[tuple[set[str], str]]:
             "auth.application_keys.enabled: needs sinks.timescale.enabled (application keys"
             " live in the Timescale sink's database, sinks.timescale.dsn)",
         )
+    sinks = config.sinks.timescale
+    if config.alerts.enabled and (not sinks.enabled or sinks.discard):
+        # The alerts table, the rules' state and most of their data are in PostgreSQL.
+        yield {"alerts", "sinks"}, "alerts.enabled: needs sinks.timescale (enabled, not discard)"
+    es = config.sinks.elasticsearch
+    for i, rule in enumerate(config.alerts.rules):
+        if config.alerts.enabled and rule.logs is not None and (not es.enabled or es.discard):
+            yield (
+                {"alerts", "sinks"},
+                f"alerts.rules[{i}].logs: needs sinks.elasticsearch (enabled, not discard)",
+            )
 
 
 def _expand(node: Any, environ: Any, path: tuple[str | int, ...], problems: list[str]) -> Any:

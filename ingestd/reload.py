@@ -1,9 +1,11 @@
-"""Reload of auth tokens and tenant limits without a restart: on SIGHUP or a file change.
+"""Reload of auth tokens, tenant limits and alert rules without a restart: on SIGHUP or a
+file change.
 
-The whole config file is re-read and validated, with `auth.tokens_file`; only the `auth` and
-`limits` sections take effect (other changed sections are named in the log as needing a
-restart). A file that does not validate changes nothing: the old tokens and limits stay, and
-the problems are logged. Files are checked every `reload.poll_interval_s` (mtime, size, inode).
+The whole config file is re-read and validated, with `auth.tokens_file`; only the `auth`,
+`limits` and `alerts` sections take effect (other changed sections are named in the log as
+needing a restart; `alerts.enabled` too: the stage exists only when enabled at start). A file
+that does not validate changes nothing: the old tokens, limits and rules stay, and the
+problems are logged. Files are checked every `reload.poll_interval_s` (mtime, size, inode).
 
 `auth.application_keys`: its tuning (refresh_s, the TTLs, max_stale_s, max_entries) is applied
 to the running key cache. Turning application keys on or off is refused, as a file that does
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -31,7 +34,7 @@ from ingestd.state.ratelimit import RateLimiter
 
 log = structlog.get_logger("ingestd.reload")
 
-_RELOADABLE = ("auth", "limits")
+_RELOADABLE = ("auth", "limits", "alerts")
 Fingerprint = tuple[int, int, int] | None
 
 
@@ -48,8 +51,11 @@ class ConfigReloader:
         limits: RateLimiter,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        listeners: Sequence[Callable[[Config], list[str]]] = (),
     ) -> None:
         self._path = path
+        # Other reloadable sections (alerts): each takes the new config, returns its changes.
+        self._listeners = listeners
         self._current = current
         self._auth = auth
         self._limits = limits
@@ -92,6 +98,8 @@ class ConfigReloader:
             self._auth.keys.config = new.auth.application_keys
         changes += limit_changes(self._current.limits, new.limits)
         self._limits.update(new.limits)
+        for listener in self._listeners:
+            changes += listener(new)
         restart = [
             name
             for name in type(new).model_fields
