@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -26,6 +25,7 @@ from pydantic import (
 )
 
 from ingestd.errors import ConfigError
+from ingestd.redact import mask_secrets
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _SECRET_KEYS = ("password", "token", "api_key", "secret")
@@ -604,14 +604,6 @@ def _mask(node: Any, key: str = "") -> Any:
         # A file's path is not its content: auth.tokens_file stays readable.
         if node and any(s in key.lower() for s in _SECRET_KEYS) and not key.endswith("_file"):
             return "***"
-        if "://" in node:
-            return _mask_url(node)
+        # DSNs and URLs: userinfo, ?password=, libpq's `password=...` keyword form.
+        return mask_secrets(node)
     return node
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
