@@ -180,11 +180,14 @@ class ClusterPressure:
         reason = "sink_failing" if gate is Gate.CLOSED else "reopening"
         PRESSURE_REFUSED_REQUESTS.labels(signal=signal, reason=reason).inc()
         where = f"{watched.failing_replicas} of {watched.reporting_replicas} replicas"
-        raise SinkUnavailable(
+        message = (
             f"{signal}: its sink is failing ({where}); refused at once"
             if gate is Gate.CLOSED
-            else f"{signal}: its sink is recovering; admitting a growing share",
-            retry_after_s=watched.admission.hint_s(now),
+            else f"{signal}: its sink is recovering; admitting a growing share"
+        )
+        # ingestd's own words (counts only): the client may read them.
+        raise SinkUnavailable(
+            message, retry_after_s=watched.admission.hint_s(now), client_message=message
         )
 
     def hint_s(self, signal: str) -> float:
