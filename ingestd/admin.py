@@ -5,11 +5,18 @@ It starts before the pipeline and stops after it, so probes answer through start
 /livez is 200 while the process's event loop answers; it never depends on the sinks. With
 `workers: N > 1` the supervisor serves this on the public port (its components are the
 workers, its /metrics adds up every worker's files) and each worker one on a private port.
+
+/status shows backend errors, hostnames and paths: with `admin.status_token` it answers only
+that bearer token (401 + WWW-Authenticate otherwise), and /metrics too with
+`metrics_need_token`. The probes never need one (kubelet sends none). `admin.tls` serves it all
+over TLS (docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,10 +29,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from ingestd import __version__
 from ingestd.config import AdminConfig
 from ingestd.health import Health
+from ingestd.tls import ServerTls, server_context
 
 log = structlog.get_logger("ingestd.admin")
 
 StatusSource = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AdminServer:
@@ -46,6 +55,11 @@ class AdminServer:
         self._event = event
         self._status_sources: dict[str, StatusSource] = {}
         self._runner: web.AppRunner | None = None
+        self._tls: ServerTls | None = None
+        token = config.status_token
+        self._token_sha256 = (
+            hashlib.sha256(token.encode()).hexdigest() if token else config.status_token_sha256
+        )
         self.port: int | None = None
 
     def add_status(self, name: str, source: StatusSource) -> None:
@@ -56,22 +70,48 @@ class AdminServer:
         app = web.Application()
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/status", self._status)
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/status", self._guarded(self._status))
+        metrics = self._guarded(self._metrics) if self.config.metrics_need_token else self._metrics
+        app.router.add_get("/metrics", metrics)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, _, port = self.config.endpoint.rpartition(":")
+        self._tls = server_context(self.config.tls, "admin")
+        if self._tls is not None:
+            tasks.create_task(self._tls.watch(), name="admin-tls-reload")
         # Not shared between processes: with workers the supervisor alone serves this port.
-        site = web.TCPSite(self._runner, host, int(port))
+        site = web.TCPSite(
+            self._runner, host, int(port), ssl_context=self._tls.context if self._tls else None
+        )
         await site.start()
         # Port 0 in the config means "any free port" (tests); report the one we got.
         self.port = int(self._runner.addresses[0][1])
-        log.info(self._event, endpoint=f"{host}:{self.port}")
+        log.info(self._event, endpoint=f"{host}:{self.port}", tls=self._tls is not None)
 
     async def stop(self, deadline: float) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+    def _guarded(self, handler: Handler) -> Handler:
+        """*handler* behind the status token (unchanged when no token is configured)."""
+        expected = self._token_sha256
+        if expected is None:
+            return handler
+        expected = expected.lower()
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            given = hashlib.sha256(token.strip().encode()).hexdigest()
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+                return web.Response(
+                    status=401,
+                    text="a bearer token is needed (admin.status_token)\n",
+                    headers={"WWW-Authenticate": 'Bearer realm="ingestd-admin"'},
+                )
+            return await handler(request)
+
+        return guarded
 
     async def _livez(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

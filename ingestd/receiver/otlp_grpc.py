@@ -25,12 +25,13 @@ import structlog
 from grpc_status import rpc_status
 
 from ingestd.auth import Authenticator
-from ingestd.config import AuthConfig, GrpcReceiverConfig, TlsConfig
-from ingestd.errors import IngestdError, StageClosed
+from ingestd.config import AuthConfig, GrpcReceiverConfig
+from ingestd.errors import IngestdError, StageClosed, Unauthenticated
 from ingestd.ingest import ExportResult, Ingest, RequestContext, Signal, answer_deadline
 from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
 from ingestd.receiver import decode, status
+from ingestd.tls import grpc_credentials
 
 log = structlog.get_logger("ingestd.receiver.grpc")
 
@@ -83,6 +84,8 @@ class OtlpGrpcReceiver:
                 # Several workers share the port (workers: N); one process alone binds it
                 # exclusively, so that a second ingestd on the same port fails to start.
                 ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+                # A message in an encoding left out is answered UNIMPLEMENTED by grpc core.
+                ("grpc.compression_enabled_algorithms_bitset", _codec_bits(self.config)),
             ]
         )
         server.add_generic_rpc_handlers([_Handlers(self)])
@@ -90,7 +93,7 @@ class OtlpGrpcReceiver:
         tls = self.config.tls
         try:
             if tls.enabled:
-                port = server.add_secure_port(endpoint, _credentials(tls))
+                port = server.add_secure_port(endpoint, grpc_credentials(tls))
             else:
                 port = server.add_insecure_port(endpoint)
         except RuntimeError as exc:
@@ -134,6 +137,14 @@ class OtlpGrpcReceiver:
             "requests": dict(self._counts),
         }
 
+    def authentication_error(self, metadata: Any) -> Unauthenticated | None:
+        """Unauthenticated when the RPC's `authorization` metadata names no known token."""
+        try:
+            self._auth.authenticate(_metadata_value(metadata, "authorization"))
+        except Unauthenticated as exc:
+            return exc
+        return None
+
     def admission_error(self) -> IngestdError | None:
         """Why a new RPC is refused before its message is read (draining, memory), or None."""
         if self._closing:
@@ -176,6 +187,16 @@ class OtlpGrpcReceiver:
     ) -> bytes:
         outcome = "CANCELLED"  # unless an answer is reached
         try:
+            # Authenticate before anything else: not even an empty body is answered OK
+            # without a token (HTTP answers 401 there too).
+            try:
+                tenant = self._auth.authenticate(_authorization(context))
+            except Unauthenticated as exc:
+                outcome = grpc.StatusCode.UNAUTHENTICATED.name
+                RECEIVER_REFUSED_REQUESTS.labels(
+                    signal=signal, transport="grpc", reason="Unauthenticated"
+                ).inc()
+                await _abort(context, status.status_for(exc))
             if not self._ingest.accepts(signal):
                 outcome = "UNIMPLEMENTED"
                 RECEIVER_REFUSED_REQUESTS.labels(
@@ -190,7 +211,7 @@ class OtlpGrpcReceiver:
             if not body:
                 outcome = "ok"
                 return self._empty[signal]
-            answer = await self._answer(signal, body, _authorization(context))
+            answer = await self._answer(signal, body, tenant)
             if isinstance(answer, tuple):
                 failure, reason = answer
                 outcome = failure.grpc_code.name
@@ -206,12 +227,10 @@ class OtlpGrpcReceiver:
             RECEIVER_REQUESTS.labels(signal=signal, transport="grpc", status=outcome).inc()
 
     async def _answer(
-        self, signal: Signal, body: bytes, authorization: str | None
+        self, signal: Signal, body: bytes, tenant: str
     ) -> ExportResult | tuple[status.Status, str]:
         """Store one request: its result, or the status to abort with and the error's class."""
         try:
-            # Authenticate before decoding: an unknown caller costs no parsing.
-            tenant = self._auth.authenticate(authorization)
             return await self._ingest.export(
                 signal,
                 decode.parse_protobuf(signal, body),
@@ -251,16 +270,25 @@ class _Handlers(_GenericRpcHandler):
         handler = self._handlers.get(details.method)
         if handler is None:
             return None  # grpc answers UNIMPLEMENTED
-        error = self._receiver.admission_error()
+        # An unknown caller is refused before its message is read or anything else is said.
+        error: IngestdError | None = self._receiver.authentication_error(
+            details.invocation_metadata
+        )
+        if error is None:
+            error = self._receiver.admission_error()
         if error is not None:
             return self._receiver.refuse(self._signals[details.method], error)
         return handler
 
 
 def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return value if isinstance(value, str) else value.decode("latin-1")
+    return _metadata_value(context.invocation_metadata(), "authorization")
+
+
+def _metadata_value(metadata: Any, name: str) -> str | None:
+    for key, value in metadata or ():
+        if key == name:
+            return value if isinstance(value, str) else bytes(value).decode("latin-1")
     return None
 
 
@@ -272,12 +300,9 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: status.St
     raise AssertionError("abort_with_status returned")
 
 
-def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
-    assert tls.cert_file is not None
-    assert tls.key_file is not None
-    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
-    return grpc.ssl_server_credentials(
-        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
+# grpc_compression_algorithm values; identity (0) is always on.
+_CODEC_BITS = {"deflate": 1 << 1, "gzip": 1 << 2}
+
+
+def _codec_bits(config: GrpcReceiverConfig) -> int:
+    return 1 | sum(_CODEC_BITS[codec] for codec in set(config.compression_algorithms))
