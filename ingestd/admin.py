@@ -56,6 +56,7 @@ class AdminServer:
         self._status_sources: dict[str, StatusSource] = {}
         self._runner: web.AppRunner | None = None
         self._tls: ServerTls | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
         token = config.status_token
         self._token_sha256 = (
             hashlib.sha256(token.encode()).hexdigest() if token else config.status_token_sha256
@@ -78,7 +79,7 @@ class AdminServer:
         host, _, port = self.config.endpoint.rpartition(":")
         self._tls = server_context(self.config.tls, "admin")
         if self._tls is not None:
-            tasks.create_task(self._tls.watch(), name="admin-tls-reload")
+            self._tls_watch = tasks.create_task(self._tls.watch(), name="admin-tls-reload")
         # Not shared between processes: with workers the supervisor alone serves this port.
         site = web.TCPSite(
             self._runner, host, int(port), ssl_context=self._tls.context if self._tls else None
@@ -89,6 +90,9 @@ class AdminServer:
         log.info(self._event, endpoint=f"{host}:{self.port}", tls=self._tls is not None)
 
     async def stop(self, deadline: float) -> None:
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+            self._tls_watch = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()

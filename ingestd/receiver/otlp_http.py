@@ -94,6 +94,7 @@ class OtlpHttpReceiver:
         self._cors = Cors(config.cors)
         self._codecs = frozenset(config.compression_algorithms)
         self._tls: ServerTls | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
         self._closing = False
@@ -109,7 +110,7 @@ class OtlpHttpReceiver:
         host, _, port = self.config.endpoint.rpartition(":")
         self._tls = server_context(self.config.tls, "http")
         if self._tls is not None:
-            tasks.create_task(self._tls.watch(), name="http-tls-reload")
+            self._tls_watch = tasks.create_task(self._tls.watch(), name="http-tls-reload")
         server = _Server(
             self._handle,
             head_timeout_s=self.config.read_header_timeout_s,
@@ -155,6 +156,9 @@ class OtlpHttpReceiver:
             log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
             await self._site.stop()
             self._site = None
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+            self._tls_watch = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
