@@ -122,7 +122,13 @@ class AdminServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         ready = self.health.ready
-        body = orjson.dumps(self.health.snapshot(), option=orjson.OPT_INDENT_2)
+        snapshot = self.health.snapshot()
+        if self._token_sha256 is not None:
+            # Details carry backend error text (hostnames, paths): they are on /status, behind
+            # the token; the open probe shows states only.
+            for component in snapshot["components"].values():
+                component.pop("detail", None)
+        body = orjson.dumps(snapshot, option=orjson.OPT_INDENT_2)
         return web.Response(
             body=body, status=200 if ready else 503, content_type="application/json"
         )

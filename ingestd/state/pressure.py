@@ -18,7 +18,6 @@ Without Redis (disabled, or not answering) the replica's own view alone decides.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import math
 import random
@@ -32,7 +31,12 @@ from ingestd.batching import Batcher
 from ingestd.config import PressureConfig
 from ingestd.errors import SinkUnavailable, StateUnavailable
 from ingestd.health import Health, State
-from ingestd.metrics import PRESSURE_REFUSED_REQUESTS, PRESSURE_REPLICAS, PRESSURE_SIGNAL_CLOSED
+from ingestd.metrics import (
+    PRESSURE_MALFORMED_ENTRIES,
+    PRESSURE_REFUSED_REQUESTS,
+    PRESSURE_REPLICAS,
+    PRESSURE_SIGNAL_CLOSED,
+)
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script
@@ -256,9 +260,16 @@ class ClusterPressure:
             [redis.replica_id, orjson.dumps(mine), stale_ms],
         )
         entries: dict[str, dict[str, list[Any]]] = {}
+        malformed = 0
         for i in range(0, len(flat), 2):
-            with contextlib.suppress(ValueError):
-                entries[flat[i].decode()] = orjson.loads(flat[i + 1])
+            entry = _valid_entry(flat[i], flat[i + 1])
+            if entry is None:
+                malformed += 1
+            else:
+                entries[entry[0]] = entry[1]
+        if malformed:
+            PRESSURE_MALFORMED_ENTRIES.inc(malformed)
+            log.debug("pressure_entries_malformed", entries=malformed)
         return entries
 
     def _apply(self, mine: dict[str, list[Any]], entries: dict[str, dict[str, list[Any]]]) -> None:
@@ -302,3 +313,28 @@ class ClusterPressure:
                 for signal, w in self._signals.items()
             },
         }
+
+
+def _valid_entry(replica: Any, raw: Any) -> tuple[str, dict[str, list[Any]]] | None:
+    """One replica's entry as read from Redis, or None when it is not the shape we write.
+
+    Redis is shared (other deployments, other versions, anyone with access): an entry that is
+    not `{signal: [fill >= 0, 0 | 1], ...}` is treated as absent rather than trusted.
+    """
+    try:
+        name = replica.decode() if isinstance(replica, bytes) else str(replica)
+        value = orjson.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    for report in value.values():
+        if not isinstance(report, list) or len(report) != 2:
+            return None
+        fill, failing = report
+        if isinstance(fill, bool) or not isinstance(fill, int | float):
+            return None
+        if not (math.isfinite(fill) and fill >= 0) or failing not in (0, 1):
+            return None
+        report[0] = min(float(fill), 1.0)  # a fill beyond full says nothing more
+    return name, value

@@ -232,3 +232,6 @@ def test_admin_status_needs_the_token_probes_and_metrics_do_not(daemon: Daemon) 
         assert "health" in json.loads(reply.read())
     for path in ("/livez", "/readyz", "/metrics"):
         assert daemon.proc.get(path)[0] == 200, path
+    ready = json.loads(daemon.proc.get("/readyz")[1])
+    assert ready["components"]["timescale"]["state"] == "ok"
+    assert not any("detail" in c for c in ready["components"].values())
