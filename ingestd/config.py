@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -406,6 +407,12 @@ class AdminConfig(Section):
     # /livez and /readyz stay open: kubelet probes send no token.
     metrics_need_token: bool = False
     tls: TlsConfig = TlsConfig()
+
+    @field_validator("status_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `status_token: ${env:INGESTD_ADMIN_TOKEN:-}` with the variable unset: no token.
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _token(self) -> AdminConfig:
