@@ -213,13 +213,27 @@ class TimescaleSinkConfig(Section):
     # Benchmarks only: acknowledge every batch without writing it (no database is contacted),
     # to measure the receive path alone. Data sent to a discarding sink is lost.
     discard: bool = False
+    # The writers' connection. With owner_dsn set, this names a login member of ingest_role
+    # (least privilege: COPY into the telemetry tables, ledger and dimension upserts only).
     dsn: str = "postgresql://ingestd@127.0.0.1:5432/deep_eyes"
+    # The schema owner's connection, for `schema apply | status | maintain`, the maintenance
+    # stage (drop_chunks, partitions, run_job) and alert evaluation. Unset: `dsn` does all of
+    # it (one role owns the schema and writes, as before this key existed).
+    owner_dsn: str | None = None
+    # The role `schema apply` creates (NOLOGIN) and grants exactly what the writers need,
+    # from the one list in ingestd/schema/grants.py (docs/security.md).
+    ingest_role: str = Field(default="ingestd_ingest", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     pool: PoolConfig = PoolConfig()
     # Parallel COPYs per table; more than the database's cores only adds contention.
     writers: PositiveInt = 2
     batch: BatchConfig = BatchConfig()
     buffer: BufferConfig = BufferConfig()
     retry: RetryConfig = RetryConfig()
+
+    @property
+    def schema_dsn(self) -> str:
+        """The DSN with the schema owner's rights: owner_dsn, else the one dsn."""
+        return self.owner_dsn or self.dsn
 
 
 class LogsTemplateConfig(Section):

@@ -106,7 +106,8 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         stages.append(timescale)
         if config.maintenance.enabled:
             # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
-            maintenance = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
+            # DDL and run_job need the owner; the writers' role has neither.
+            maintenance = MaintenanceJob(config.sinks.timescale.schema_dsn, config.maintenance)
             admin.add_status("maintenance", maintenance.snapshot)
             stages.append(maintenance)
         routes |= _timescale_routes(config, timescale, admin, memory)

@@ -14,7 +14,15 @@ import psycopg
 from ingestd import __version__
 from ingestd.config import Config
 from ingestd.errors import SchemaError
-from ingestd.schema import elasticsearch, maintenance, migrations, policies, status, tiers
+from ingestd.schema import (
+    elasticsearch,
+    grants,
+    maintenance,
+    migrations,
+    policies,
+    status,
+    tiers,
+)
 from ingestd.schema.db import Connection, connect
 from ingestd.schema.partitions import PartitionWork
 
@@ -57,7 +65,7 @@ async def apply_elasticsearch(config: Config, out: Out) -> None:
 
 async def apply_postgres(config: Config, out: Out) -> None:
     """Tier, migrations, policies and (postgres tier) the first partitions. Idempotent."""
-    conn = await connect(config.sinks.timescale.dsn, purpose="schema")
+    conn = await connect(config.sinks.timescale.schema_dsn, purpose="schema")
     try:
         info = conn.info
         out(f"connected to {info.host}:{info.port}/{info.dbname} as {info.user}")
@@ -78,6 +86,7 @@ async def apply_postgres(config: Config, out: Out) -> None:
             await policies.reconcile(conn, config.schema, tier, out)
             if tier is tiers.Tier.POSTGRES:
                 await _first_partitions(conn, config, out)
+            await grants.reconcile(conn, config.sinks.timescale, out)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (config.maintenance.lock_key,))
     finally:
@@ -105,7 +114,7 @@ async def _first_partitions(conn: Connection, config: Config, out: Out) -> None:
 
 
 async def show_status(config: Config, out: Out) -> None:
-    conn = await connect(config.sinks.timescale.dsn, purpose="status")
+    conn = await connect(config.sinks.timescale.schema_dsn, purpose="status")
     try:
         for line in (await status.gather(conn)).lines():
             out(line)
@@ -116,7 +125,7 @@ async def show_status(config: Config, out: Out) -> None:
 async def maintain(config: Config, out: Out) -> bool:
     """One maintenance run by hand; True when it acted without errors."""
     report = await maintenance.maintain_once(
-        config.sinks.timescale.dsn, config.maintenance, trigger="manual"
+        config.sinks.timescale.schema_dsn, config.maintenance, trigger="manual"
     )
     for line in report.lines():
         out(line)
