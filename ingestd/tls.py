@@ -115,7 +115,8 @@ class _GrpcFetcher:
         assert config.cert_file is not None
         assert config.key_file is not None
         self._config = config
-        self._files = [config.cert_file, config.key_file]
+        # The key first: a missing key is named in the start-up error, as before.
+        self._files = [config.key_file, config.cert_file]
         if config.client_ca_file is not None:
             self._files.append(config.client_ca_file)
         self._stamp = _stamp(self._files)

@@ -139,6 +139,8 @@ class OtlpGrpcReceiver:
 
     def authentication_error(self, metadata: Any) -> Unauthenticated | None:
         """Unauthenticated when the RPC's `authorization` metadata names no known token."""
+        if not self._auth.enabled:
+            return None
         try:
             self._auth.authenticate(_metadata_value(metadata, "authorization"))
         except Unauthenticated as exc:
