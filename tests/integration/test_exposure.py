@@ -12,6 +12,7 @@ import http.client
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tests.integration.conftest import Stack
 from tests.integration.daemon import IngestdProcess, base_config, deep_merge
 from tests.integration.design_tables import create_design_tables
-from tests.samples import bare_spans_request
+from tests.samples import bare_spans_request, span_request
 
 pytestmark = [pytest.mark.integration]
 
@@ -235,3 +236,39 @@ def test_admin_status_needs_the_token_probes_and_metrics_do_not(daemon: Daemon) 
     ready = json.loads(daemon.proc.get("/readyz")[1])
     assert ready["components"]["timescale"]["state"] == "ok"
     assert not any("detail" in c for c in ready["components"].values())
+
+
+def test_database_error_text_is_not_sent_to_clients(stack: Stack, tmp_path: Path) -> None:
+    """PostgreSQL refusing connections: the client hears a fixed sentence, the log the text."""
+    dead = "postgresql://ingestd:pw@127.0.0.1:1/secret_db_name"
+    config = deep_merge(
+        base_config(dead, stack.es_url, stack.redis_url),
+        {
+            "sinks": {
+                "timescale": {
+                    "pool": {"min_size": 0, "connect_timeout_s": 0.5},
+                    "retry": {"initial_backoff_s": 0.1, "max_backoff_s": 0.2, "max_elapsed_s": 1},
+                },
+                "elasticsearch": {"enabled": False},
+            },
+            "pressure": {"enabled": False},
+            "maintenance": {"enabled": False},
+        },
+    )
+    proc = IngestdProcess(config, tmp_path)
+    try:
+        daemon = Daemon(proc)
+        body = span_request(3, tag="dead-db").SerializeToString()
+        code, details = daemon.grpc_traces(body)
+        status, _, answer = daemon.http(
+            "POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"}
+        )
+    finally:
+        proc.terminate()
+    assert code is grpc.StatusCode.UNAVAILABLE
+    assert status == 503
+    for text in (details, answer):
+        for leak in (b"127.0.0.1", b"secret_db_name", b"port 1", b"connection"):
+            assert leak not in text, text
+    logged = json.dumps(proc.events)
+    assert "127.0.0.1" in logged  # the operator still sees where it failed
