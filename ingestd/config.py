@@ -166,8 +166,9 @@ class BatchConfig(Section):
     flush_interval_s: PositiveFloat = 0.2
     # Cut a batch at once when a writer is idle: light load is written without waiting for
     # flush_interval_s, heavy load still forms big batches because the writers are busy.
-    # Measured (README, "Performance"): committed-ack p50 at half load 321 -> 47 ms. An SDK
-    # exports at most 512 items per ack latency, so this caps what one client can send.
+    # Measured (docs/reports/benchmarks-2026-11-26.md, "Fixed after profiling"): committed-ack
+    # p50 at half load 321 -> 47 ms. An SDK exports at most 512 items per ack latency, so this
+    # caps what one client can send.
     # Off: a batch waits for size, bytes or age (flush_interval_s).
     flush_when_idle: bool = True
 
@@ -230,11 +231,6 @@ class TimescaleSinkConfig(Section):
     buffer: BufferConfig = BufferConfig()
     retry: RetryConfig = RetryConfig()
 
-    @property
-    def schema_dsn(self) -> str:
-        """The DSN with the schema owner's rights: owner_dsn, else the one dsn."""
-        return self.owner_dsn or self.dsn
-
 
 class LogsTemplateConfig(Section):
     """The index template `ingestd schema apply` installs for the `logs-*-*` data streams."""
@@ -249,7 +245,8 @@ class LogsTemplateConfig(Section):
     # Mapped fields per backing index; attributes beyond it are kept in _source, not indexed.
     total_fields_limit: PositiveInt = 5000
     # Data stream lifecycle retention; enforced by ingestd's maintenance where Elasticsearch
-    # has no lifecycle service (see README, "Logs in Elasticsearch").
+    # has no lifecycle service (docs/elasticsearch.md, "Retention, and the degraded mode of
+    # the dev stack").
     retention_days: PositiveInt = 30
     # The maintenance fallback rolls a data stream over when its write index is this old or
     # its primary shard this big, so that retention can delete whole backing indices.
@@ -270,7 +267,8 @@ class ElasticsearchSinkConfig(Section):
     # gzip (level 1, off the event loop) shrinks a bulk ~10x; worth it when Elasticsearch is
     # across a network, a waste of CPU on the same host.
     gzip: bool = False
-    # Bulk bodies are cut by their NDJSON size; 8 MiB measured best here (README).
+    # Bulk bodies are cut by their NDJSON size; 8 MiB measured best here
+    # (docs/elasticsearch.md, "Measured").
     batch: BatchConfig = BatchConfig(max_rows=50_000, max_bytes=ByteSize(8 * MiB))
     buffer: BufferConfig = BufferConfig()
     retry: RetryConfig = RetryConfig()
@@ -304,7 +302,8 @@ class RedisConfig(Section):
     url: str = "redis://127.0.0.1:6379/0"
     # Every Redis call is bounded by this; ingest never waits longer on one call. Loopback
     # round trips measure 0.2 ms p50 and 3 ms p99.9 idle, 11 ms p99 with 64 calls in flight on
-    # 2 cores; a busy event loop also counts against it (see README, "Shared state").
+    # 2 cores; a busy event loop also counts against it (docs/shared-state.md, "When Redis is
+    # down or slow").
     timeout_ms: PositiveInt = 25
     # Every key ingestd writes starts with this: several deployments (or tests) share a Redis.
     key_prefix: str = "ingestd:"
@@ -365,6 +364,32 @@ class TokenConfig(Section):
         return self
 
 
+class ApplicationKeysConfig(Section):
+    """Ingest keys of registered applications (table application_keys; docs/deep-eyes.md).
+
+    A bearer token that is no configured token is looked up as an application key: the
+    request is then stored under that application's id. Lookups are cached (Redis shared by
+    the replicas, the database the truth); ingest never waits on the database for a key it
+    checked within `max_stale_s`.
+    """
+
+    enabled: bool = False
+    # How often the keys this process knows are re-checked (Redis, else the database):
+    # `ingestd applications revoke` is seen by every replica within about this long.
+    refresh_s: PositiveFloat = 1.0
+    # How long a Redis entry stands for the database: a key revoked in the database alone
+    # (by Deep Eyes) stops working within refresh_s + redis_ttl_s.
+    redis_ttl_s: PositiveFloat = 5.0
+    # An unknown key stays unknown this long (locally and in Redis): random keys cost no
+    # database round trip each.
+    unknown_ttl_s: PositiveFloat = 10.0
+    # A known key that could not be re-checked for this long (Redis and the database down)
+    # is refused with a retryable status: authentication never fails open.
+    max_stale_s: PositiveFloat = 30.0
+    # Keys (known and unknown) kept in memory; the least recently checked go first.
+    max_entries: PositiveInt = 100_000
+
+
 class AuthConfig(Section):
     """Optional bearer-token authentication on both receivers; a token names its tenant."""
 
@@ -372,11 +397,19 @@ class AuthConfig(Section):
     tokens: list[TokenConfig] = Field(default_factory=list)
     # A YAML file holding more tokens (`tokens: [...]`, same form); re-read on reload.
     tokens_file: Path | None = None
+    application_keys: ApplicationKeysConfig = ApplicationKeysConfig()
 
     @model_validator(mode="after")
     def _some_tokens(self) -> AuthConfig:
-        if self.enabled and not self.tokens and self.tokens_file is None:
-            raise ValueError("enabled without tokens or tokens_file: every request would fail")
+        if (
+            self.enabled
+            and not self.tokens
+            and self.tokens_file is None
+            and not self.application_keys.enabled
+        ):
+            raise ValueError(
+                "enabled without tokens, tokens_file or application_keys: every request would fail"
+            )
         return self
 
 
@@ -452,8 +485,8 @@ class ShutdownConfig(Section):
 class MemoryConfig(Section):
     """Load shedding on memory: new data is refused before it is read or decoded.
 
-    (The issue's `limits.max_buffered_bytes`: `limits` is the per-tenant rate-limit section,
-    re-read on reload; these bounds are the process's and need a restart.)
+    (Not under `limits`: `limits` is the per-tenant rate-limit section, re-read on reload;
+    these bounds are the process's and need a restart. docs/operations.md, "Memory".)
     """
 
     # All batchers of the process together (each also has its own sinks.*.buffer.max_bytes,
@@ -517,7 +550,7 @@ class SchemaConfig(Section):
     # auto: full when TimescaleDB runs with timescaledb.license = 'timescale', apache when the
     # extension is there without it, postgres (native partitioning) when it is not installable.
     tier: Literal["auto", "full", "apache", "postgres"] = "auto"
-    # Where the numbered SQL files are; empty: those shipped in ingestd/schema/postgres.
+    # Where the numbered SQL files are; empty: those shipped with ingestd (schema/postgres/).
     migrations_dir: Path | None = None
     metrics: MetricsTableConfig = MetricsTableConfig()
     traces: TracesTableConfig = TracesTableConfig()

@@ -24,10 +24,9 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
-from ingestd import cgroup
 from ingestd.config import MemoryConfig
 from ingestd.errors import MemoryPressure
-from ingestd.metrics import (
+from ingestd.observe.metrics import (
     MEMORY_HELD_BYTES,
     MEMORY_HELD_LIMIT_BYTES,
     MEMORY_REFUSED_REQUESTS,
@@ -37,6 +36,7 @@ from ingestd.metrics import (
 )
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
+from ingestd.workers import cgroup
 
 log = structlog.get_logger("ingestd.memory")
 

@@ -18,7 +18,7 @@ from ingestd import config as config_module
 from ingestd.auth import Authenticator, load_table
 from ingestd.config import Config, LimitsConfig
 from ingestd.errors import ConfigError
-from ingestd.metrics import CONFIG_RELOADS
+from ingestd.observe.metrics import CONFIG_RELOADS
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.ratelimit import RateLimiter

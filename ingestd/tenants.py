@@ -10,8 +10,11 @@ one pass over resources and scopes, never over records.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
+
+from ingestd.convert.identity import service_identity
+from ingestd.model import Signal
+from ingestd.signals import SIGNALS
 
 
 class Charge(NamedTuple):
@@ -20,9 +23,9 @@ class Charge(NamedTuple):
     nbytes: int
 
 
-def charges(signal: str, request: Any, tenant: str, wire_bytes: int) -> list[Charge]:
+def charges(signal: Signal, request: Any, tenant: str, wire_bytes: int) -> list[Charge]:
     """What *request* costs whom; *tenant* is the authenticated one, or "" without auth."""
-    counted = list(_COUNTERS[signal](request))
+    counted = list(SIGNALS[signal].count_items(request))
     total = sum(items for _, items in counted)
     if not total:
         return []
@@ -37,48 +40,6 @@ def charges(signal: str, request: Any, tenant: str, wire_bytes: int) -> list[Cha
 
 
 def application_name(resource: Any) -> str:
-    """`namespace/name@environment`, parts left out when unset; the SDKs' default name."""
-    name, namespace, environment, environment_new = "unknown_service", "", "", ""
-    for kv in resource.attributes:
-        key = kv.key
-        if key == "service.name":
-            name = kv.value.string_value or name
-        elif key == "service.namespace":
-            namespace = kv.value.string_value
-        elif key == "deployment.environment":
-            environment = kv.value.string_value
-        elif key == "deployment.environment.name":
-            environment_new = kv.value.string_value
-    environment = environment or environment_new
-    qualified = f"{namespace}/{name}" if namespace else name
-    return f"{qualified}@{environment}" if environment else qualified
-
-
-def _traces(request: Any) -> Iterable[tuple[Any, int]]:
-    for rs in request.resource_spans:
-        yield rs.resource, sum(len(ss.spans) for ss in rs.scope_spans)
-
-
-def _metrics(request: Any) -> Iterable[tuple[Any, int]]:
-    # Items are data points (one row each), as the batcher and the limits count them.
-    for rm in request.resource_metrics:
-        points = 0
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is not None:
-                    points += len(getattr(metric, kind).data_points)
-        yield rm.resource, points
-
-
-def _logs(request: Any) -> Iterable[tuple[Any, int]]:
-    for rl in request.resource_logs:
-        yield rl.resource, sum(len(sl.log_records) for sl in rl.scope_logs)
-
-
-# Keyed by the signal's value ("traces", ...): ingest.Signal is a StrEnum, so it looks up here.
-_COUNTERS: dict[str, Callable[[Any], Iterable[tuple[Any, int]]]] = {
-    "traces": _traces,
-    "metrics": _metrics,
-    "logs": _logs,
-}
+    """`namespace/name@environment` of *resource* (`ingestd.convert.identity`), parts left out
+    when unset; the SDKs' default name when it has none."""
+    return service_identity(resource.attributes).readable

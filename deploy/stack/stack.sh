@@ -14,6 +14,8 @@ set -Eeuo pipefail
 STACK_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=deploy/stack/lib.sh
 . "$STACK_HOME/lib.sh"
+# shellcheck source=deploy/apt_mirror.sh
+. "$STACK_HOME/../apt_mirror.sh"
 # shellcheck source=deploy/stack/timescaledb.sh
 . "$STACK_HOME/timescaledb.sh"
 # shellcheck source=deploy/stack/postgres.sh

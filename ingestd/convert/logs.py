@@ -30,7 +30,7 @@ import orjson
 import xxhash
 
 from ingestd.convert.identity import application_id
-from ingestd.ingest import Converted
+from ingestd.model import Converted
 
 DATASET_ATTR = "data_stream.dataset"
 NAMESPACE_ATTR = "data_stream.namespace"
@@ -73,7 +73,11 @@ class LogsConverter:
         self._max_future_skew_ns = int(max_future_skew_s * 1e9)
         self._now_ns = now_ns
 
-    def __call__(self, request: Any) -> Converted:
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        """*application_id*: a registered application's (its ingest key authenticated the
+        request). Every document then carries it, and goes to the namespace of that
+        application (`application_namespace`): `data_stream.namespace` attributes are ignored,
+        so a key cannot write into another application's data streams."""
         items: BulkItems = []
         out = Converted(payload=items, items=0, nbytes=0)
         now = self._now_ns()
@@ -81,7 +85,7 @@ class LogsConverter:
         seen: dict[bytes, int] = {}
         for resource_logs in request.resource_logs:
             try:
-                resource = _Resource(resource_logs, self._dataset, self._namespace)
+                resource = _Resource(resource_logs, self._dataset, self._namespace, application_id)
             except orjson.JSONEncodeError as exc:
                 for scope_logs in resource_logs.scope_logs:
                     _refuse_all(out, scope_logs, "resource", exc)
@@ -120,13 +124,19 @@ class _Refused(Exception):
 class _Resource:
     """What every record of one ResourceLogs shares, converted once."""
 
-    __slots__ = ("app_id", "dataset", "encoded", "namespace", "serialized")
+    __slots__ = ("app_id", "dataset", "encoded", "locked", "namespace", "serialized")
 
-    def __init__(self, resource_logs: Any, dataset: str, namespace: str) -> None:
+    def __init__(
+        self, resource_logs: Any, dataset: str, namespace: str, registered: str = ""
+    ) -> None:
         resource = resource_logs.resource
         attributes, dropped = _attributes(resource.attributes)
         self.dataset, self.namespace = _route(attributes, dataset, namespace)
-        self.app_id = application_id(resource.attributes)
+        self.app_id = registered or application_id(resource.attributes)
+        # A registered application's documents stay in its own namespace.
+        self.locked = bool(registered)
+        if registered:
+            self.namespace = application_namespace(registered)
         fields: dict[str, Any] = {}
         if attributes:
             fields["attributes"] = attributes
@@ -143,12 +153,15 @@ class _Resource:
 class _Scope:
     """What every record of one ScopeLogs shares: the encoded tail of each document."""
 
-    __slots__ = ("_routes", "_shared", "dataset", "namespace", "seed")
+    __slots__ = ("_routes", "_shared", "dataset", "locked", "namespace", "seed")
 
     def __init__(self, resource: _Resource, scope_logs: Any) -> None:
         scope = scope_logs.scope
         attributes, dropped = _attributes(scope.attributes)
         self.dataset, self.namespace = _route(attributes, resource.dataset, resource.namespace)
+        self.locked = resource.locked
+        if self.locked:
+            self.namespace = resource.namespace
         fields: dict[str, Any] = {}
         if scope.name:
             fields["name"] = scope.name
@@ -213,7 +226,9 @@ class _Scope:
                 or NAMESPACE_ATTR in attributes
                 or TYPE_ATTR in attributes
             ):
-                dataset, namespace = _route(attributes, dataset, namespace)
+                dataset, routed = _route(attributes, dataset, namespace)
+                if not self.locked:
+                    namespace = routed
             if attributes:
                 doc["attributes"] = attributes
             if not event_name:
@@ -269,6 +284,16 @@ def _route(attributes: dict[str, Any], dataset: str, namespace: str) -> tuple[st
         namespace = name
     attributes.pop(TYPE_ATTR, None)
     return dataset, namespace
+
+
+def application_namespace(application_id: str) -> str:
+    """The data stream namespace of a registered application: its id made a valid namespace,
+    with 8 hex digits of its hash when that changed it (so `app-1` and `app_1` stay apart)."""
+    name = sanitize_namespace(application_id)
+    if name == application_id:
+        return name
+    suffix = xxhash.xxh3_64_hexdigest(application_id.encode())[:8]
+    return f"{name[: _NAME_MAX - 9]}.{suffix}" if name else f"app.{suffix}"
 
 
 _sanitized: dict[tuple[str, bool], str] = {}

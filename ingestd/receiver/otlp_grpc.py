@@ -24,22 +24,20 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
-from ingestd.auth import Authenticator
+from ingestd.auth import Authenticator, Caller
 from ingestd.config import AuthConfig, GrpcReceiverConfig
 from ingestd.errors import IngestdError, StageClosed, Unauthenticated
-from ingestd.ingest import ExportResult, Ingest, RequestContext, Signal, answer_deadline
-from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
+from ingestd.ingest import Ingest, answer_deadline
+from ingestd.model import ExportResult, RequestContext, Signal
+from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
-from ingestd.receiver import decode, status
+from ingestd.receiver import decode
+from ingestd.receiver import status as statuses
+from ingestd.receiver.inflight import InFlight
+from ingestd.signals import BY_GRPC_METHOD, SIGNALS
 from ingestd.tls import grpc_credentials
 
 log = structlog.get_logger("ingestd.receiver.grpc")
-
-SERVICES: dict[Signal, str] = {
-    Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
-    Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
-    Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
-}
 
 MiB = 1024 * 1024
 
@@ -62,12 +60,10 @@ class OtlpGrpcReceiver:
         self._auth = auth or Authenticator(AuthConfig())
         self._server: grpc.aio.Server | None = None
         self._empty: dict[Signal, bytes] = {
-            signal: decode.RESPONSE_TYPES[signal]().SerializeToString() for signal in SERVICES
+            signal: spec.response_type().SerializeToString() for signal, spec in SIGNALS.items()
         }
         self._closing = False
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = InFlight()
         # Requests by the status sent, for /status (Prometheus has them by signal too).
         self._counts: collections.Counter[str] = collections.Counter()
         self.port: int | None = None
@@ -116,24 +112,20 @@ class OtlpGrpcReceiver:
             return
         self._closing = True
         self._ingest.begin_drain(answer_deadline(deadline))
-        if self._in_flight:
-            try:
-                async with asyncio.timeout(remaining(deadline)):
-                    await self._idle.wait()
-            except TimeoutError:
-                log.warning("grpc_requests_cut_at_shutdown", requests=self._in_flight)
+        if not await self._in_flight.drained(deadline):
+            log.warning("grpc_requests_cut_at_shutdown", requests=self._in_flight.count)
         server, self._server = self._server, None
         # From here new connections are refused by the kernel: no status can be sent.
-        log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
+        log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight.count)
         await server.stop(grace=min(1.0, remaining(deadline)))
 
-    def stats(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         """For /status: whether it serves, RPCs in flight, RPCs by the status they got."""
         return {
             "port": self.port,
             "listening": self._server is not None,
             "closing": self._closing,
-            "in_flight": self._in_flight,
+            "in_flight": self._in_flight.count,
             "requests": dict(self._counts),
         }
 
@@ -141,8 +133,15 @@ class OtlpGrpcReceiver:
         """Unauthenticated when the RPC's `authorization` metadata names no known token."""
         if not self._auth.enabled:
             return None
+        authorization = _metadata_value(metadata, "authorization")
+        if self._auth.keys is not None:
+            # An application key needs an async lookup: only a missing token is refused
+            # here; the handler identifies the caller before anything else.
+            if authorization:
+                return None
+            return Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
         try:
-            self._auth.authenticate(_metadata_value(metadata, "authorization"))
+            self._auth.authenticate(authorization)
         except Unauthenticated as exc:
             return exc
         return None
@@ -155,7 +154,7 @@ class OtlpGrpcReceiver:
 
     def refuse(self, signal: Signal, error: IngestdError) -> grpc.RpcMethodHandler[Any, Any]:
         """A handler that aborts with *error*'s status without reading the request."""
-        failure = status.status_for(error)
+        failure = statuses.status_for(error)
         self._counts[failure.grpc_code.name] += 1
         RECEIVER_REQUESTS.labels(
             signal=signal, transport="grpc", status=failure.grpc_code.name
@@ -174,15 +173,8 @@ class OtlpGrpcReceiver:
     async def _export(
         self, signal: Signal, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            with self._ingest.decoding(len(body)):
-                return await self._respond(signal, body, context)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+        with self._in_flight.request(), self._ingest.decoding(len(body)):
+            return await self._respond(signal, body, context)
 
     async def _respond(
         self, signal: Signal, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
@@ -192,13 +184,14 @@ class OtlpGrpcReceiver:
             # Authenticate before anything else: not even an empty body is answered OK
             # without a token (HTTP answers 401 there too).
             try:
-                tenant = self._auth.authenticate(_authorization(context))
-            except Unauthenticated as exc:
-                outcome = grpc.StatusCode.UNAUTHENTICATED.name
+                caller = await self._auth.identify(_authorization(context))
+            except IngestdError as exc:  # Unauthenticated, or a key that cannot be checked now
+                failure = statuses.status_for(exc)
+                outcome = failure.grpc_code.name
                 RECEIVER_REFUSED_REQUESTS.labels(
-                    signal=signal, transport="grpc", reason="Unauthenticated"
+                    signal=signal, transport="grpc", reason=type(exc).__name__
                 ).inc()
-                await _abort(context, status.status_for(exc))
+                await _abort(context, failure)
             if not self._ingest.accepts(signal):
                 outcome = "UNIMPLEMENTED"
                 RECEIVER_REFUSED_REQUESTS.labels(
@@ -206,14 +199,14 @@ class OtlpGrpcReceiver:
                 ).inc()
                 await _abort(
                     context,
-                    status.Status(
+                    statuses.Status(
                         grpc.StatusCode.UNIMPLEMENTED, 404, None, f"{signal} are not accepted here"
                     ),
                 )
             if not body:
                 outcome = "ok"
                 return self._empty[signal]
-            answer = await self._answer(signal, body, tenant)
+            answer = await self._answer(signal, body, caller)
             if isinstance(answer, tuple):
                 failure, reason = answer
                 outcome = failure.grpc_code.name
@@ -229,22 +222,22 @@ class OtlpGrpcReceiver:
             RECEIVER_REQUESTS.labels(signal=signal, transport="grpc", status=outcome).inc()
 
     async def _answer(
-        self, signal: Signal, body: bytes, tenant: str
-    ) -> ExportResult | tuple[status.Status, str]:
+        self, signal: Signal, body: bytes, caller: Caller
+    ) -> ExportResult | tuple[statuses.Status, str]:
         """Store one request: its result, or the status to abort with and the error's class."""
         try:
             return await self._ingest.export(
                 signal,
                 decode.parse_protobuf(signal, body),
-                key=decode.request_key(signal, tenant, body),
-                ctx=RequestContext(transport="grpc", tenant=tenant),
+                key=decode.request_key(signal, caller.tenant, body),
+                ctx=RequestContext("grpc", caller.tenant, caller.application_id),
                 wire_bytes=len(body),
             )
         except Exception as exc:
             if not isinstance(exc, IngestdError):
                 log.exception("export_failed_unexpectedly", signal=str(signal))
-                return status.status_for(exc), "InternalError"
-            return status.status_for(exc), type(exc).__name__
+                return statuses.status_for(exc), "InternalError"
+            return statuses.status_for(exc), type(exc).__name__
 
 
 if TYPE_CHECKING:
@@ -258,7 +251,7 @@ class _Handlers(_GenericRpcHandler):
 
     def __init__(self, receiver: OtlpGrpcReceiver) -> None:
         self._receiver = receiver
-        self._signals = {f"/{service}/Export": signal for signal, service in SERVICES.items()}
+        self._signals = {method: spec.signal for method, spec in BY_GRPC_METHOD.items()}
         self._handlers = {
             method: grpc.unary_unary_rpc_method_handler(
                 functools.partial(receiver._export, signal),
@@ -294,9 +287,9 @@ def _metadata_value(metadata: Any, name: str) -> str | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: status.Status) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: statuses.Status) -> NoReturn:
     """End the RPC with *failure* (google.rpc.Status details carry RetryInfo when retryable)."""
-    rpc = rpc_status.to_status(status.rpc_status(failure))
+    rpc = rpc_status.to_status(statuses.rpc_status(failure))
     # grpc-stubs lacks abort_with_status on the aio context; grpc.aio has it and it raises.
     await context.abort_with_status(rpc)  # type: ignore[attr-defined]
     raise AssertionError("abort_with_status returned")

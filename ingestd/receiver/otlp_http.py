@@ -34,7 +34,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format
 
-from ingestd.auth import Authenticator
+from ingestd.auth import ANONYMOUS, Authenticator, Caller
 from ingestd.config import AuthConfig, HttpReceiverConfig
 from ingestd.errors import (
     BadRequest,
@@ -45,18 +45,19 @@ from ingestd.errors import (
     Unimplemented,
     UnsupportedMedia,
 )
-from ingestd.ingest import Ingest, RequestContext, Signal, answer_deadline
-from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
-from ingestd.pipeline import remaining
+from ingestd.ingest import Ingest, answer_deadline
+from ingestd.model import RequestContext, Signal
+from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.receiver.cors import Cors
 from ingestd.receiver.decode import parse_protobuf, request_key, response
+from ingestd.receiver.inflight import InFlight
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.receiver.status import retry_after_header, rpc_status, status_for
+from ingestd.signals import BY_HTTP_PATH
 from ingestd.tls import ServerTls, server_context
 
 log = structlog.get_logger("ingestd.receiver.http")
 
-PATHS = {"/v1/traces": Signal.TRACES, "/v1/metrics": Signal.METRICS, "/v1/logs": Signal.LOGS}
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -98,9 +99,7 @@ class OtlpHttpReceiver:
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
         self._closing = False
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = InFlight()
         # Requests by the HTTP status sent, for /status.
         self._counts: collections.Counter[int] = collections.Counter()
         self.port: int | None = None
@@ -145,15 +144,11 @@ class OtlpHttpReceiver:
         self._closing = True
         if self._runner is not None:
             self._ingest.begin_drain(answer_deadline(deadline))
-        if self._in_flight:
-            try:
-                async with asyncio.timeout(remaining(deadline)):
-                    await self._idle.wait()
-            except TimeoutError:
-                log.warning("http_requests_cut_at_shutdown", requests=self._in_flight)
+        if not await self._in_flight.drained(deadline):
+            log.warning("http_requests_cut_at_shutdown", requests=self._in_flight.count)
         if self._site is not None:
             # From here new connections are refused by the kernel: no status can be sent.
-            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
+            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight.count)
             await self._site.stop()
             self._site = None
         if self._tls_watch is not None:
@@ -163,20 +158,20 @@ class OtlpHttpReceiver:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    def stats(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         """For /status: whether it serves, requests in flight, requests by HTTP status."""
         return {
             "port": self.port,
             "listening": self._site is not None,
             "closing": self._closing,
-            "in_flight": self._in_flight,
+            "in_flight": self._in_flight.count,
             "requests": {str(code): n for code, n in sorted(self._counts.items())},
         }
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if not self._cors.enabled:
             return await self._route(request)
-        if request.path in PATHS and Cors.is_preflight(request.method, request.headers):
+        if request.path in BY_HTTP_PATH and Cors.is_preflight(request.method, request.headers):
             # Browsers send no credentials on a preflight: it is answered before auth.
             return web.Response(status=204, headers=self._cors.preflight(request.headers))
         reply = await self._route(request)
@@ -184,21 +179,25 @@ class OtlpHttpReceiver:
         return reply
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
-        signal = PATHS.get(request.path)
-        if signal is None:
-            return _plain(404, f"no OTLP endpoint at {request.path}; use {', '.join(PATHS)}")
+        spec = BY_HTTP_PATH.get(request.path)
+        if spec is None:
+            paths = ", ".join(BY_HTTP_PATH)
+            return _plain(404, f"no OTLP endpoint at {request.path}; use {paths}")
+        signal = spec.signal
         media = request.content_type
         authorization = request.headers.get("Authorization")
+        caller = ANONYMOUS
         try:
             # Before anything else: an unknown caller learns nothing and costs no reading.
-            tenant = self._auth.authenticate(authorization)
-        except Unauthenticated as exc:
+            caller = await self._auth.identify(authorization)
+        except IngestdError as exc:
             reply = self._error(signal, media if media in (PROTOBUF, JSON) else JSON, exc)
-            # RFC 9110 section 11.6.1: a 401 names the scheme; RFC 6750 section 3 adds the
-            # error code only when a token was sent.
-            reply.headers["WWW-Authenticate"] = 'Bearer realm="ingestd"' + (
-                ', error="invalid_token"' if authorization else ""
-            )
+            if isinstance(exc, Unauthenticated):
+                # RFC 9110 section 11.6.1: a 401 names the scheme; RFC 6750 section 3 adds
+                # the error code only when a token was sent.
+                reply.headers["WWW-Authenticate"] = 'Bearer realm="ingestd"' + (
+                    ', error="invalid_token"' if authorization else ""
+                )
             reply.force_close()  # the body is left unread
             return reply
         if request.method != "POST":
@@ -210,17 +209,11 @@ class OtlpHttpReceiver:
                 f"Content-Type {media!r} is not supported; use {PROTOBUF} or {JSON}"
             )
             return self._error(signal, JSON, error)
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            return await self._export(signal, media, request, tenant)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+        with self._in_flight.request():
+            return await self._export(signal, media, request, caller)
 
     async def _export(
-        self, signal: Signal, media: str, request: web.BaseRequest, tenant: str
+        self, signal: Signal, media: str, request: web.BaseRequest, caller: Caller
     ) -> web.Response:
         try:
             self._admit(signal)
@@ -238,8 +231,8 @@ class OtlpHttpReceiver:
                 result = await self._ingest.export(
                     signal,
                     message,
-                    key=request_key(signal, tenant, body),
-                    ctx=RequestContext("http", tenant),
+                    key=request_key(signal, caller.tenant, body),
+                    ctx=RequestContext("http", caller.tenant, caller.application_id),
                     wire_bytes=len(body),
                 )
         except IngestdError as exc:

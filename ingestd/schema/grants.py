@@ -1,7 +1,8 @@
 """The ingest role: exactly what the writers need, granted by `schema apply` from one list.
 
 The daemon's writers (sinks/timescale.py) COPY into the telemetry tables, read and insert
-ledger keys, and upsert the dimension tables; nothing else. `schema apply`, running as the
+ledger keys, and upsert the dimension tables; the application key cache (appkeys.py), on the
+same DSN, reads key hashes; nothing else. `schema apply`, running as the
 schema owner (`sinks.timescale.owner_dsn`), makes `sinks.timescale.ingest_role` hold exactly
 that: it creates the role (NOLOGIN) when it is missing, revokes everything it holds on the
 tables of `public` and `ingestd`, and grants `INGEST_PRIVILEGES` again. So the role never has
@@ -41,6 +42,8 @@ INGEST_PRIVILEGES: dict[str, str] = {
     "public.applications": "SELECT, INSERT, UPDATE",
     "public.metric_descriptions": "SELECT, INSERT, UPDATE",
     "ingestd.ledger": "SELECT, INSERT",
+    # The application key cache (ingestd/appkeys.py) looks up a key's hash: these columns only.
+    "public.application_keys": "SELECT (keyhash, applicationid, revokedat)",
 }
 
 # Tables the writers never touch: the application's own (users hold password hashes) and

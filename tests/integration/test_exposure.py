@@ -20,9 +20,8 @@ import pytest
 import zstandard
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
 from tests.integration.conftest import Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
-from tests.integration.design_tables import create_design_tables
 from tests.samples import bare_spans_request, span_request
 
 pytestmark = [pytest.mark.integration]

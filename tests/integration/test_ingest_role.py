@@ -21,8 +21,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from ingestd import config
 from ingestd.schema.grants import INGEST_PRIVILEGES, OWNER_ONLY
+from tests.harness import IngestdProcess, base_config, deep_merge
 from tests.integration.conftest import Stack, TierDatabase, env
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
 from tests.integration.schema_support import apply, rows
 from tests.samples import metric_request, span_request
 

@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 import redis
 
+from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
 from tests.integration.conftest import Stack, unavailable
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
-from tests.integration.design_tables import create_design_tables
 
 pytestmark = [pytest.mark.integration]
 

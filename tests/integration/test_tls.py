@@ -19,9 +19,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
 from tests.integration.conftest import Stack, unavailable
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
-from tests.integration.design_tables import create_design_tables
 from tests.samples import bare_spans_request
 
 pytestmark = [pytest.mark.integration]
