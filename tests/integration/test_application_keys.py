@@ -30,9 +30,8 @@ from ingestd.pipeline import deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.schema.elasticsearch import apply_templates
+from tests.harness import free_port, query
 from tests.integration.conftest import Stack
-from tests.integration.harness import query
-from tests.integration.logs_support import free_port
 from tests.samples import RESOURCE, metric_request, set_attributes, span_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

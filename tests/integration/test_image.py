@@ -29,10 +29,9 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-from tests.harness import query
+from tests.harness import free_port, query
 from tests.integration.conftest import ES_TEST_NAMESPACE, Stack, unavailable
 from tests.integration.load import Clients, assert_exactly_once
-from tests.integration.logs_support import free_port
 from tests.integration.ops_support import post_http
 from tests.samples import metric_request, span_request
 

@@ -14,9 +14,9 @@ import yaml
 from ingestd import config
 from ingestd.convert.identity import application_id_of
 from ingestd.schema import command
+from tests.harness import config_text, running, stubs
 from tests.integration import prisma_support
 from tests.integration.conftest import TierDatabase
-from tests.integration.harness import config_text, running, stubs
 from tests.samples import RESOURCE, metric_request, span_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,9 +17,8 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-from tests.harness import IngestdProcess, base_config
+from tests.harness import IngestdProcess, base_config, free_port
 from tests.integration.conftest import Stack
-from tests.integration.logs_support import free_port
 from tests.opskit import RULES, dashboard_recording_rules, prometheus_tool
 from tests.samples import span_request
 
