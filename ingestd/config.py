@@ -217,9 +217,10 @@ class TimescaleSinkConfig(Section):
     # The writers' connection. With owner_dsn set, this names a login member of ingest_role
     # (least privilege: COPY into the telemetry tables, ledger and dimension upserts only).
     dsn: str = "postgresql://ingestd@127.0.0.1:5432/deep_eyes"
-    # The schema owner's connection, for `schema apply | status | maintain`, the maintenance
-    # stage (drop_chunks, partitions, run_job) and alert evaluation. Unset: `dsn` does all of
-    # it (one role owns the schema and writes, as before this key existed).
+    # The schema owner's connection, for `schema apply | status | maintain`, `applications`,
+    # the maintenance stage (drop_chunks, partitions, run_job) and alert evaluation; read
+    # through database_url.owner_dsn. Unset: that function's fallback (`dsn`, DATABASE_URL),
+    # i.e. one role owns the schema and writes, as before this key existed.
     owner_dsn: str | None = None
     # The role `schema apply` creates (NOLOGIN) and grants exactly what the writers need,
     # from the one list in ingestd/schema/grants.py (docs/security.md).
