@@ -145,3 +145,26 @@ def test_ingest_works_with_the_ingest_role(
         assert all(status in ("ok", "running") for status, _ in statuses), statuses
     finally:
         proc.terminate()
+
+
+def test_ingest_role_runs_the_key_lookup_and_reads_nothing_else_of_keys(
+    applied: TierDatabase,
+) -> None:
+    """The application key cache's query works as the writers' login; other key columns do not."""
+    from ingestd.appkeys import _QUERY as KEY_LOOKUP
+
+    with psycopg.connect(applied.dsn, autocommit=True) as owner:
+        owner.execute(
+            "INSERT INTO applications (id, name) VALUES ('role-app', 'role-app')"
+            " ON CONFLICT (id) DO NOTHING"
+        )
+        owner.execute(
+            "INSERT INTO application_keys (applicationId, keyHash, prefix, name)"
+            " VALUES ('role-app', repeat('a', 64), 'ik_secretpre', 'ops key')"
+            " ON CONFLICT (keyHash) DO NOTHING"
+        )
+    with psycopg.connect(writer_dsn(applied), autocommit=True) as conn:
+        assert conn.execute(KEY_LOOKUP, (["a" * 64],)).fetchall() == [("a" * 64, "role-app")]
+        for column in ("prefix", "name", "id", "*"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT {column} FROM application_keys")
