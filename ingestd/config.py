@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from ingestd.alerts.config import AlertsConfig
 from ingestd.errors import ConfigError
 from ingestd.redact import mask_secrets
 
@@ -609,6 +610,7 @@ class Config(Section):
     memory: MemoryConfig = MemoryConfig()
     schema: SchemaConfig = SchemaConfig()  # type: ignore[assignment]  # see the note above
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
@@ -654,6 +656,14 @@ def _across_sections(config: Config) -> Iterator[str]:
             f"schema.partitions_ahead_hours: must cover ingest.max_future_skew_s "
             f"({ahead_s:g} s < {config.ingest.max_future_skew_s:g} s)"
         )
+    sinks = config.sinks.timescale
+    if config.alerts.enabled and (not sinks.enabled or sinks.discard):
+        # The alerts table, the rules' state and most of their data are in PostgreSQL.
+        yield "alerts.enabled: needs sinks.timescale (enabled, not discard)"
+    es = config.sinks.elasticsearch
+    for i, rule in enumerate(config.alerts.rules):
+        if config.alerts.enabled and rule.logs is not None and (not es.enabled or es.discard):
+            yield f"alerts.rules[{i}].logs: needs sinks.elasticsearch (enabled, not discard)"
 
 
 def _expand(node: Any, environ: Any, path: tuple[str | int, ...], problems: list[str]) -> Any:

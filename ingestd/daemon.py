@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from ingestd import __version__
+from ingestd.alerts.stage import AlertsJob
 from ingestd.appkeys import ApplicationKeys
 from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter
@@ -103,7 +104,13 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         pipeline.add(Layer.SHARED_STATE, keys)
     # Dedup starts before the batchers and stops after them, so the done marks written while
     # they drain still reach Redis.
-    reloader = ConfigReloader(config_path, config, shared.auth, shared.limits)
+    reloader = ConfigReloader(
+        config_path,
+        config,
+        shared.auth,
+        shared.limits,
+        listeners=[sinks.alerts.reloaded] if sinks.alerts is not None else [],
+    )
     pipeline.add(Layer.SHARED_STATE, shared.dedup, shared.pressure, reloader)
     routes = _routes(config, sinks, memory)
     pipeline.add(Layer.BATCHERS, *(route.batcher for route in routes.values()))
@@ -143,6 +150,7 @@ class _Sinks:
 
     timescale: TimescaleSink | None = None
     elasticsearch: ElasticsearchSink | None = None
+    alerts: AlertsJob | None = None
 
 
 def _sinks(config: Config, pipeline: Pipeline) -> _Sinks:
@@ -157,6 +165,13 @@ def _sinks(config: Config, pipeline: Pipeline) -> _Sinks:
             # DDL and run_job need the owner; the writers' role has neither.
             job = MaintenanceJob(owner_dsn(config.sinks.timescale), config.maintenance)
             pipeline.add(Layer.SINKS, job)
+        if config.alerts.enabled:
+            # Alert rules; one replica evaluates (docs/alerts.md). Rules reload on SIGHUP.
+            es = config.sinks.elasticsearch if config.sinks.elasticsearch.enabled else None
+            # It writes `alerts` and its own ingestd.alert_* tables: the owner's role, not the
+            # writers' least-privilege one.
+            sinks.alerts = AlertsJob(owner_dsn(config.sinks.timescale), config.alerts, es)
+            pipeline.add(Layer.SINKS, sinks.alerts)
     es = config.sinks.elasticsearch
     if es.enabled and not es.discard:
         sinks.elasticsearch = ElasticsearchSink(es)

@@ -95,6 +95,9 @@ cmd_up() {
   local s
   for s in "${SERVERS[@]}"; do server_up "$s"; done
   CURRENT=up   # server_up set it to each server's name
+  # tests/integration/test_alerts.py runs its own Alertmanager from this package's binary;
+  # the package's system service is never used.
+  ensure_pkgs up prometheus-alertmanager
   write_env
   log up "all servers answer; environment written to $ENV_FILE"
   print_versions

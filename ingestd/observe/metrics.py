@@ -334,6 +334,38 @@ TIMESCALEDB_JOBS_RUN = Counter(
     "Full tier: TimescaleDB policy jobs the maintenance job ran itself (CALL run_job)",
 )
 
+# -- alert rules (ingestd.alerts; one replica evaluates) ---------------------------------------
+ALERTS_EVALUATIONS = Counter(
+    "ingestd_alerts_evaluations_total",
+    "Rule evaluations by outcome (ok; error: its data or the database could not be read)",
+    ["outcome"],
+)
+ALERTS_EVALUATION_SECONDS = Histogram(
+    "ingestd_alerts_evaluation_seconds",
+    "Duration of one rule's evaluation (query, state, alerts rows, outbox; one transaction)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ALERTS_EVALUATION_FAILURES = Counter(
+    "ingestd_alerts_evaluation_failures_total",
+    "Failed rule evaluations by the source that failed (postgres, elasticsearch, other)",
+    ["source"],
+)
+ALERTS_TRANSITIONS = Counter(
+    "ingestd_alerts_transitions_total",
+    "Alert transitions written to the alerts table (firing, resolved)",
+    ["transition"],
+)
+ALERTS_FIRING = Gauge(
+    "ingestd_alerts_firing",
+    "Series firing after the last evaluation pass of the evaluating replica",
+    multiprocess_mode="livemax",
+)
+ALERTS_NOTIFICATIONS = Counter(
+    "ingestd_alerts_notifications_total",
+    "Notification deliveries from the outbox by outcome (sent, failed: retried later)",
+    ["outcome"],
+)
+
 # -- shared state (Redis): calls, breaker, dedup, pressure, limits, auth ------------------------
 REDIS_CALLS = Counter(
     "ingestd_redis_calls_total",

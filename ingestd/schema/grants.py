@@ -61,6 +61,9 @@ OWNER_ONLY: frozenset[str] = frozenset(
         "ingestd.rollups",
         "ingestd.metrics_hourly_rollup",
         "ingestd.metrics_daily_rollup",
+        "ingestd.alert_rules",
+        "ingestd.alert_states",
+        "ingestd.alert_outbox",
     }
 )
 
