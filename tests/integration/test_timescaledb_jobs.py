@@ -50,9 +50,14 @@ async def test_failing_policy_jobs_are_reported_and_run(full_db: TierDatabase) -
         "SELECT alter_job(job_id, next_start => now()) FROM timescaledb_information.jobs"
         " WHERE proc_name LIKE 'policy_%%' AND hypertable_name IS NOT NULL",
     )
-    deadline = time.monotonic() + 60
+    # Each database needs one of the server's `timescaledb.max_background_workers` for its
+    # scheduler: a test session that holds many databases open needs a server with enough.
+    deadline = time.monotonic() + 120
     while None in (verdicts := scheduler_verdicts(full_db.dsn)).values():
-        assert time.monotonic() < deadline, f"the scheduler never ran the jobs: {verdicts}"
+        assert time.monotonic() < deadline, (
+            f"the scheduler never ran the jobs: {verdicts} (is timescaledb.max_background_workers"
+            " large enough for every database of this session?)"
+        )
         await asyncio.sleep(0.5)
     failing = {job for job, status in verdicts.items() if status == "Failed"}
     print(f"scheduler: {len(failing)} of {len(verdicts)} policy jobs failed")
