@@ -26,9 +26,9 @@ from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter, StatsSource
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
 from ingestd.convert import metrics, traces
-from ingestd.convert.logs import LogsConverter
+from ingestd.convert.logs import LogsConverter, RoutePolicy
 from ingestd.health import Health, Prober, State
-from ingestd.ingest import Converter, Ingest, Route, Signal, answer_deadline
+from ingestd.ingest import Converter, Ingest, Route, Signal, answer_deadline, request_limits
 from ingestd.memory import MemoryGuard
 from ingestd.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
 from ingestd.pipeline import Pipeline, Stage, StartupError, deadline_in
@@ -91,7 +91,7 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     admin = AdminServer(
         config.admin, health, event="worker_admin_listening" if workers > 1 else "admin_listening"
     )
-    memory = MemoryGuard(config.memory, workers=workers)
+    memory = MemoryGuard(config.memory, workers=workers, health=health)
     admin.add_status("memory", memory.status)
     stages: list[Stage] = [memory]
     # One route per signal whose sink is enabled; a signal without one answers UNIMPLEMENTED.
@@ -198,7 +198,7 @@ def _timescale_routes(
         writer = TimescaleWriter(sink, table=table, columns=columns, signal=kind)
         batcher = _batcher(table, writer, section, config, memory)
         admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
-        routes[kind] = Route(_converter(config, kind), batcher)
+        routes[kind] = Route(_converter(config, kind), batcher, _converter(config, kind))
     return routes
 
 
@@ -213,7 +213,10 @@ def _discard_routes(
         writer = DiscardWriter(name)
         batcher = _batcher(name, writer, section, config, memory)
         admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
-        routes[kind] = Route(_converter(config, kind), batcher)
+        policy = _route_policy(config) if kind is Signal.LOGS else None
+        routes[kind] = Route(
+            _converter(config, kind, policy), batcher, _converter(config, kind, policy)
+        )
     log.warning("sink_discarding", signals=[str(s) for s in signals], data="dropped by design")
     return routes
 
@@ -239,14 +242,17 @@ def _batcher(
     )
 
 
-def _converter(config: Config, kind: Signal) -> Converter:
+def _converter(config: Config, kind: Signal, routes: RoutePolicy | None = None) -> Converter:
     skew = config.ingest.max_future_skew_s
     if kind is Signal.LOGS:
         es = config.sinks.elasticsearch
         return LogsConverter(
-            dataset=es.logs_dataset, namespace=es.logs_namespace, max_future_skew_s=skew
+            dataset=es.logs_dataset,
+            namespace=es.logs_namespace,
+            max_future_skew_s=skew,
+            routes=routes,
         )
-    return _TABLES[kind][2](max_future_skew_s=skew)
+    return _TABLES[kind][2](max_future_skew_s=skew, limits=request_limits(config.ingest))
 
 
 def _merged(*sources: StatsSource) -> StatsSource:
@@ -259,7 +265,22 @@ def _logs_route(
     """Logs: OTLP -> bulk items (convert/logs.py) -> Batcher(logs) -> BulkWriter."""
     batcher = _batcher("logs", sink.bulk_writer(), config.sinks.elasticsearch, config, memory)
     admin.add_status(batcher.name, batcher.stats)
-    return Route(convert=_converter(config, Signal.LOGS), batcher=batcher)
+    routes = _route_policy(config)
+    admin.add_status("logs_routing", routes.status)
+    return Route(
+        _converter(config, Signal.LOGS, routes), batcher, _converter(config, Signal.LOGS, routes)
+    )
+
+
+def _route_policy(config: Config) -> RoutePolicy:
+    """One per process: both logs converters (event loop, thread) share its routes and cap."""
+    routing = config.sinks.elasticsearch.routing
+    return RoutePolicy(
+        from_attributes=routing.from_attributes,
+        allowed_datasets=routing.allowed_datasets,
+        allowed_namespaces=routing.allowed_namespaces,
+        max_routes=routing.max_data_streams,
+    )
 
 
 def _shared_state(config: Config, redis: RedisState | None, health: Health) -> SharedState:

@@ -4,7 +4,9 @@ With authentication on, the bearer token names the tenant and the whole request 
 Without it the tenant is the application, known only once the request is decoded: each
 resource's `service.namespace`, `service.name` and `deployment.environment` name one
 (`shop/checkout@prod`, or just `checkout`), and a request holding several applications charges
-each its own items (and a proportional share of the bytes). Pure code on the decoded request:
+each its own items (and a proportional share of the bytes). Empty structure is charged too: a
+resource costs at least one item, and at least one per scope it holds. Pure code on the decoded
+request:
 one pass over resources and scopes, never over records.
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
+
+import xxhash
 
 
 class Charge(NamedTuple):
@@ -51,12 +55,33 @@ def application_name(resource: Any) -> str:
             environment_new = kv.value.string_value
     environment = environment or environment_new
     qualified = f"{namespace}/{name}" if namespace else name
-    return f"{qualified}@{environment}" if environment else qualified
+    return bounded(f"{qualified}@{environment}" if environment else qualified)
+
+
+# Names come from clients: one longer than this becomes its head plus a hash of the whole, so
+# that the rate limiter's state and its Redis keys stay small (a name of 1 MB would otherwise
+# be a Redis key of 1 MB).
+MAX_NAME_CHARS = 128
+
+
+def bounded(name: str) -> str:
+    """*name* itself when short, else its first 100 characters, `#` and an xxh3_64 of it all."""
+    if len(name) <= MAX_NAME_CHARS:
+        return name
+    return f"{name[:100]}#{xxhash.xxh3_64_hexdigest(name.encode(errors='surrogatepass'))}"
+
+
+def _cost(records: int, scopes: int) -> int:
+    """What one resource costs: its records, but at least one per scope and one for itself,
+    so that a request of empty resources or scopes (cheap to send, dear to parse and walk) is
+    charged too."""
+    return max(records, scopes, 1)
 
 
 def _traces(request: Any) -> Iterable[tuple[Any, int]]:
     for rs in request.resource_spans:
-        yield rs.resource, sum(len(ss.spans) for ss in rs.scope_spans)
+        scopes = rs.scope_spans
+        yield rs.resource, _cost(sum(len(ss.spans) for ss in scopes), len(scopes))
 
 
 def _metrics(request: Any) -> Iterable[tuple[Any, int]]:
@@ -68,12 +93,13 @@ def _metrics(request: Any) -> Iterable[tuple[Any, int]]:
                 kind = metric.WhichOneof("data")
                 if kind is not None:
                     points += len(getattr(metric, kind).data_points)
-        yield rm.resource, points
+        yield rm.resource, _cost(points, len(rm.scope_metrics))
 
 
 def _logs(request: Any) -> Iterable[tuple[Any, int]]:
     for rl in request.resource_logs:
-        yield rl.resource, sum(len(sl.log_records) for sl in rl.scope_logs)
+        scopes = rl.scope_logs
+        yield rl.resource, _cost(sum(len(sl.log_records) for sl in scopes), len(scopes))
 
 
 # Keyed by the signal's value ("traces", ...): ingest.Signal is a StrEnum, so it looks up here.

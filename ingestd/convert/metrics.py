@@ -39,6 +39,7 @@ from ingestd.convert.common import (
     kv_dict,
     time_problem,
 )
+from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
 from ingestd.ingest import Converted, Signal
 
 TABLE = "metrics"
@@ -86,15 +87,23 @@ class MetricConverter:
     """The metrics route's converter: `convert` with the process's attribute cache and clock."""
 
     def __init__(
-        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        *,
+        max_future_skew_s: float,
+        limits: RequestLimits = DEFAULT_LIMITS,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        self.limits = limits
         self._skew_ns = int(max_future_skew_s * 1e9)
         self._clock_ns = clock_ns
         self._attributes = AttributeEncoder()
 
     def __call__(self, request: Any) -> Converted:
         return convert(
-            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
+            request,
+            self._attributes,
+            max_time_unix_nano=self._clock_ns() + self._skew_ns,
+            max_buckets=self.limits.max_buckets_per_point,
         )
 
 
@@ -107,7 +116,16 @@ class _Reject(Exception):
 class _Metric:
     """The per-metric context shared by its points (slots: built once per metric)."""
 
-    __slots__ = ("app_id", "attributes", "max_time", "name", "resource_id", "scope_id", "unit")
+    __slots__ = (
+        "app_id",
+        "attributes",
+        "max_buckets",
+        "max_time",
+        "name",
+        "resource_id",
+        "scope_id",
+        "unit",
+    )
 
     def __init__(
         self,
@@ -118,7 +136,9 @@ class _Metric:
         scope_id: int,
         attributes: AttributeEncoder,
         max_time: int,
+        max_buckets: int,
     ) -> None:
+        self.max_buckets = max_buckets
         self.name = name
         self.unit = unit
         self.app_id = app_id
@@ -128,8 +148,18 @@ class _Metric:
         self.max_time = max_time
 
 
-def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
-    """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`."""
+def convert(
+    request: Any,
+    attributes: AttributeEncoder,
+    *,
+    max_time_unix_nano: int,
+    max_buckets: int = DEFAULT_LIMITS.max_buckets_per_point,
+) -> Converted:
+    """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`.
+
+    A histogram or summary point with more than *max_buckets* bounds, bucket counts (per
+    side) or quantiles is refused alone (`too_many_buckets`).
+    """
     request = wire.as_fast(Signal.METRICS, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
@@ -160,6 +190,7 @@ def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: i
                     scope_id,
                     attributes,
                     max_time_unix_nano,
+                    max_buckets,
                 )
                 _KINDS[kind](getattr(metric, kind), context, out.rows, converted)
     converted.items = len(out.rows)
@@ -284,8 +315,18 @@ def _histogram(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Co
     _points(data.data_points, m, rows, converted, row)
 
 
+def _buckets(m: _Metric, **lists: Sequence[Any]) -> None:
+    for what, values in lists.items():
+        if len(values) > m.max_buckets:
+            raise _Reject(
+                "too_many_buckets",
+                f"{len(values)} {what}, over {m.max_buckets} (ingest.max_buckets_per_point)",
+            )
+
+
 def _histogram_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     t, start = _checked_times(p, m)
+    _buckets(m, explicit_bounds=p.explicit_bounds, bucket_counts=p.bucket_counts)
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "histogram", None, None, m.unit,
@@ -311,6 +352,11 @@ def _exponential(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: 
 def _exponential_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     t, start = _checked_times(p, m)
     positive, negative = p.positive, p.negative
+    _buckets(
+        m,
+        positive_bucket_counts=positive.bucket_counts,
+        negative_bucket_counts=negative.bucket_counts,
+    )
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "exponential_histogram", None, None, m.unit,
@@ -336,6 +382,7 @@ def _summary(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Conv
 def _summary_row(p: Any, m: _Metric) -> tuple[Any, ...]:
     t, start = _checked_times(p, m)
     quantiles = p.quantile_values
+    _buckets(m, quantile_values=quantiles)
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "summary", None, None, m.unit,
@@ -386,7 +433,14 @@ def _exemplars(exemplars: list[Any], attributes: AttributeEncoder) -> bytes | No
 # element as (int32 length, value).
 
 
-@functools.lru_cache(maxsize=256)
+# Packers for arrays up to this long are kept (each a few KiB; SDK histograms have 16 bounds,
+# exponential ones up to 160 buckets); a longer array gets a packer for that call only, so a
+# client sending many distinct lengths pins nothing (a cache per length kept 8 MiB for one
+# length of 131,072).
+_CACHED_ARRAY_LENGTH = 256
+
+
+@functools.cache
 def _array_struct(code: str, n: int) -> struct.Struct:
     return struct.Struct(">iiIii" + ("i" + code) * n)
 
@@ -396,7 +450,12 @@ def _array(code: str, oid: int, values: Sequence[Any]) -> bytes:
     if n == 0:
         return struct.pack(">iiI", 0, 0, oid)
     pairs = itertools.chain.from_iterable(zip(itertools.repeat(8), values))
-    return _array_struct(code, n).pack(1, 0, oid, n, 1, *pairs)
+    packer = (
+        _array_struct(code, n)
+        if n <= _CACHED_ARRAY_LENGTH
+        else struct.Struct(">iiIii" + ("i" + code) * n)
+    )
+    return packer.pack(1, 0, oid, n, 1, *pairs)
 
 
 def float8_array(values: Sequence[float]) -> bytes:

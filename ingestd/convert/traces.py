@@ -30,6 +30,7 @@ from ingestd.convert.common import (
     jsonb,
     time_problem,
 )
+from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
 from ingestd.ingest import Converted, Signal
 
 TABLE = "traces"
@@ -69,8 +70,14 @@ class TraceConverter:
     """The traces route's converter: `convert` with the process's attribute cache and clock."""
 
     def __init__(
-        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        *,
+        max_future_skew_s: float,
+        limits: RequestLimits = DEFAULT_LIMITS,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        # Spans have no per-record caps; resources, scopes and spans are checked on the wire.
+        self.limits = limits
         self._skew_ns = int(max_future_skew_s * 1e9)
         self._clock_ns = clock_ns
         self._attributes = AttributeEncoder()
