@@ -177,6 +177,51 @@ def cut(server: str) -> Step:
     return inject
 
 
+def rollover_between_attempts(cycles: int) -> Step:
+    async def inject(run: FaultRun) -> None:
+        """Bulks held in the proxy, the logs data streams rolled over, the held answers cut:
+        each retry comes after a rollover, so only a lookup in the old backing index keeps it
+        from storing the records a second time."""
+        proxy = _proxy(run, "elasticsearch")
+        es_url = run.env.stack.es_url
+        # Each chunk waits this long each way: a bulk is indexed while its answer is held.
+        proxy.latency_s = 0.4
+        rollovers = cuts = 0
+        try:
+            for _ in range(cycles):
+                await asyncio.sleep(run.duration_s / (cycles + 1))
+                for stream in await asyncio.to_thread(_logs_streams, es_url):
+                    await asyncio.to_thread(_es_post, es_url, f"/{stream}/_rollover")
+                    rollovers += 1
+                cuts += await proxy.cut_all()
+        finally:
+            proxy.latency_s = 0.0
+        run.notes["rollovers"] = rollovers
+        run.notes["connections_cut"] = cuts
+
+    return inject
+
+
+def _logs_streams(es_url: str) -> list[str]:
+    """The data stream the load writes to (no routing attributes: the default dataset)."""
+    import json
+    import urllib.request
+
+    from tests.chaos.environment import ES_NAMESPACE
+
+    stream = f"logs-generic.otel-{ES_NAMESPACE}"
+    with urllib.request.urlopen(f"{es_url}/_resolve/index/{stream}", timeout=10) as reply:
+        return [d["name"] for d in json.loads(reply.read())["data_streams"]]
+
+
+def _es_post(es_url: str, path: str) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(f"{es_url}{path}", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        reply.read()
+
+
 # -- PostgreSQL: full disk, read-only -----------------------------------------------------------
 
 
@@ -373,6 +418,11 @@ FAULTS: tuple[Fault, ...] = (
         short=True,
     ),
     Fault("redis-cut", "Redis connections reset at random", cut("redis")),
+    Fault(
+        "elasticsearch-rollover",
+        "logs data streams rolled over while bulk answers are held, then the answers cut",
+        rollover_between_attempts(4),
+    ),
     Fault(
         "postgres-disk-full",
         "the tablespace's filesystem full (tmpfs), then grown",
