@@ -198,7 +198,9 @@ def _timescale_routes(
         writer = TimescaleWriter(sink, table=table, columns=columns, signal=kind)
         batcher = _batcher(table, writer, section, config, memory)
         admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
-        routes[kind] = Route(_converter(config, kind), batcher, _converter(config, kind))
+        routes[kind] = Route(
+            _converter(config, kind), batcher, _converter(config, kind, large=True)
+        )
     return routes
 
 
@@ -215,7 +217,9 @@ def _discard_routes(
         admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
         policy = _route_policy(config) if kind is Signal.LOGS else None
         routes[kind] = Route(
-            _converter(config, kind, policy), batcher, _converter(config, kind, policy)
+            _converter(config, kind, policy),
+            batcher,
+            _converter(config, kind, policy, large=True),
         )
     log.warning("sink_discarding", signals=[str(s) for s in signals], data="dropped by design")
     return routes
@@ -242,7 +246,14 @@ def _batcher(
     )
 
 
-def _converter(config: Config, kind: Signal, routes: RoutePolicy | None = None) -> Converter:
+# The thread's converters (large requests) keep a smaller attribute cache than the event
+# loop's (48 MiB), so that the second instance adds at most this much per signal.
+_LARGE_CACHE_BYTES = 16 * 1024 * 1024
+
+
+def _converter(
+    config: Config, kind: Signal, routes: RoutePolicy | None = None, *, large: bool = False
+) -> Converter:
     skew = config.ingest.max_future_skew_s
     if kind is Signal.LOGS:
         es = config.sinks.elasticsearch
@@ -252,7 +263,11 @@ def _converter(config: Config, kind: Signal, routes: RoutePolicy | None = None) 
             max_future_skew_s=skew,
             routes=routes,
         )
-    return _TABLES[kind][2](max_future_skew_s=skew, limits=request_limits(config.ingest))
+    return _TABLES[kind][2](
+        max_future_skew_s=skew,
+        limits=request_limits(config.ingest),
+        **({"cache_bytes": _LARGE_CACHE_BYTES} if large else {}),
+    )
 
 
 def _merged(*sources: StatsSource) -> StatsSource:
@@ -268,7 +283,9 @@ def _logs_route(
     routes = _route_policy(config)
     admin.add_status("logs_routing", routes.status)
     return Route(
-        _converter(config, Signal.LOGS, routes), batcher, _converter(config, Signal.LOGS, routes)
+        _converter(config, Signal.LOGS, routes),
+        batcher,
+        _converter(config, Signal.LOGS, routes, large=True),
     )
 
 

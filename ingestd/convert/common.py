@@ -144,6 +144,10 @@ def jsonb(value: Any) -> tuple[bytes, int]:
     return JSONB_VERSION + text, nul
 
 
+# Bytes of attribute JSON one converter keeps memoised (see AttributeEncoder).
+ATTRIBUTE_CACHE_BYTES = 48 * 1024 * 1024
+
+
 class AttributeEncoder:
     """Raw KeyValue bytes (see `convert.wire`) -> JSON, memoised by those bytes.
 
@@ -157,7 +161,7 @@ class AttributeEncoder:
     Not thread-safe: one per event loop.
     """
 
-    def __init__(self, max_bytes: int = 48 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = ATTRIBUTE_CACHE_BYTES) -> None:
         self._members: dict[bytes, bytes] = {}
         self._pairs: dict[bytes, tuple[str, Any]] = {}
         self._lists: dict[tuple[bytes, ...], bytes] = {}

@@ -22,6 +22,7 @@ from typing import Any
 
 from ingestd.convert import wire
 from ingestd.convert.common import (
+    ATTRIBUTE_CACHE_BYTES,
     INT16_MAX,
     INT16_MIN,
     INT32_MAX,
@@ -92,11 +93,12 @@ class MetricConverter:
         max_future_skew_s: float,
         limits: RequestLimits = DEFAULT_LIMITS,
         clock_ns: Callable[[], int] = time.time_ns,
+        cache_bytes: int = ATTRIBUTE_CACHE_BYTES,
     ) -> None:
         self.limits = limits
         self._skew_ns = int(max_future_skew_s * 1e9)
         self._clock_ns = clock_ns
-        self._attributes = AttributeEncoder()
+        self._attributes = AttributeEncoder(cache_bytes)
 
     def __call__(self, request: Any) -> Converted:
         return convert(
