@@ -202,16 +202,41 @@ def rollover_between_attempts(cycles: int) -> Step:
     return inject
 
 
-def _logs_streams(es_url: str) -> list[str]:
-    """The data stream the load writes to (no routing attributes: the default dataset)."""
+# The rollover fault's logs go to a data stream of their own: rolling over the shared test
+# stream would make tests that post fixed documents find them twice.
+ROLLOVER_DATASET = "chaosrollover"
+
+
+def _backing_indices(es_url: str, stream: str) -> list[str]:
     import json
+    import urllib.error
     import urllib.request
 
+    try:
+        with urllib.request.urlopen(f"{es_url}/_resolve/index/{stream}", timeout=10) as reply:
+            streams = json.loads(reply.read())["data_streams"]
+    except urllib.error.HTTPError:
+        return []
+    return [name for d in streams for name in d["backing_indices"]]
+
+
+def _logs_streams(es_url: str) -> list[str]:
+    """The data stream the load writes to in this fault (created by its first bulk)."""
     from tests.chaos.environment import ES_NAMESPACE
 
-    stream = f"logs-generic.otel-{ES_NAMESPACE}"
-    with urllib.request.urlopen(f"{es_url}/_resolve/index/{stream}", timeout=10) as reply:
-        return [d["name"] for d in json.loads(reply.read())["data_streams"]]
+    stream = f"logs-{ROLLOVER_DATASET}.otel-{ES_NAMESPACE}"
+    return [stream] if _backing_indices(es_url, stream) else []
+
+
+async def cleanup_rollover(run: FaultRun) -> None:
+    """Delete the backing indices the fault rolled away from (the write index stays)."""
+    import urllib.request
+
+    es_url = run.env.stack.es_url
+    for stream in await asyncio.to_thread(_logs_streams, es_url):
+        for index in (await asyncio.to_thread(_backing_indices, es_url, stream))[:-1]:
+            request = urllib.request.Request(f"{es_url}/{index}", method="DELETE")
+            await asyncio.to_thread(urllib.request.urlopen, request, None, 30)
 
 
 def _es_post(es_url: str, path: str) -> None:
@@ -420,8 +445,10 @@ FAULTS: tuple[Fault, ...] = (
     Fault("redis-cut", "Redis connections reset at random", cut("redis")),
     Fault(
         "elasticsearch-rollover",
-        "logs data streams rolled over while bulk answers are held, then the answers cut",
+        "logs data stream rolled over while bulk answers are held, then the answers cut",
         rollover_between_attempts(4),
+        cleanup=cleanup_rollover,
+        config={"sinks": {"elasticsearch": {"logs_dataset": ROLLOVER_DATASET}}},
     ),
     Fault(
         "postgres-disk-full",
