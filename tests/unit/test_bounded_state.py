@@ -48,3 +48,20 @@ def test_description_cache_holds_digests_not_client_strings() -> None:
     assert not dims.pending([rows], now=2.0).descriptions
     held = sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in dims._descriptions.items())
     assert held < 200
+
+
+def test_empty_structure_is_charged_to_the_rate_limit() -> None:
+    """Resources and scopes without records still cost items: one each, at least."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from ingestd.tenants import Charge, charges
+
+    request = ExportTraceServiceRequest()
+    for _ in range(1001):
+        request.resource_spans.add()
+    with_scopes = request.resource_spans.add()
+    for _ in range(5):
+        with_scopes.scope_spans.add()
+    assert charges("traces", request, "acme", 100) == [Charge("acme", 1000 + 1 + 5, 100)]
