@@ -165,12 +165,13 @@ class Ingest:
         return check_structure(signal, body, self.request_limits)
 
     @contextlib.contextmanager
-    def decoding(self, nbytes: int) -> Iterator[None]:
-        """Count a request body against the memory cap while it is decoded and stored."""
+    def decoding(self, nbytes: int, *, extra: int = 0) -> Iterator[None]:
+        """Count a request body (and *extra* bytes: a reservation before the body is read, the
+        messages parsing allocates) against the memory cap while it is decoded and stored."""
         if self.memory is None:
             yield
             return
-        with self.memory.budget.decoding_body(nbytes):
+        with self.memory.budget.decoding_body(nbytes, extra):
             yield
 
     def begin_drain(self, answer_by: float) -> None:

@@ -114,15 +114,19 @@ class MemoryBudget:
             wake()
 
     @contextlib.contextmanager
-    def decoding_body(self, nbytes: int) -> Iterator[None]:
-        """Count a request body from when it is read until the request is answered."""
-        self.decoding += nbytes
-        self.typical_body += (nbytes - self.typical_body) * _TYPICAL_WEIGHT
+    def decoding_body(self, nbytes: int, extra: int = 0) -> Iterator[None]:
+        """Count a request body of *nbytes* (and *extra* bytes beside it: a reservation, the
+        parsed messages) from when it is read until the request is answered. Only bodies
+        move the typical body size."""
+        held = nbytes + extra
+        self.decoding += held
+        if nbytes:
+            self.typical_body += (nbytes - self.typical_body) * _TYPICAL_WEIGHT
         MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
         try:
             yield
         finally:
-            self.decoding -= nbytes
+            self.decoding -= held
             MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
 
 
@@ -300,7 +304,8 @@ class MemoryGuard:
                 f"{self.budget.max_bytes}",
                 retry_after_s=_RETRY_AFTER_S,
             )
-        budget.since_sample += budget.typical_body if reserved is None else reserved
+        # A declared body counts in full; a compressed one inflates, so never less than typical.
+        budget.since_sample += max(reserved or 0, budget.typical_body)
         return None
 
     def status(self) -> dict[str, object]:

@@ -257,7 +257,7 @@ class OtlpGrpcReceiver:
             # Authenticate before decoding: an unknown caller costs no parsing.
             tenant = self._auth.authenticate(authorization)
             shape = self._ingest.structure(signal, body)
-            with self._ingest.decoding(MESSAGE_BYTES * shape.messages):
+            with self._ingest.decoding(0, extra=MESSAGE_BYTES * shape.messages):
                 return await self._ingest.export(
                     signal,
                     decode.parse_protobuf(signal, body),

@@ -218,14 +218,14 @@ class OtlpHttpReceiver:
         try:
             # Authenticate before reading the body: an unknown caller costs no inflating.
             tenant = self._auth.authenticate(request.headers.get("Authorization"))
-            with self._ingest.decoding(reserved):
+            with self._ingest.decoding(0, extra=reserved):
                 body = await self._body(request)
             if media == PROTOBUF:
                 shape = self._ingest.structure(signal, body)
             else:
                 # JSON costs more per message than protobuf; its caps are checked once parsed.
                 shape = Shape(items=len(body) // _JSON_BYTES_PER_MESSAGE)
-            with self._ingest.decoding(len(body) + MESSAGE_BYTES * shape.messages):
+            with self._ingest.decoding(len(body), extra=MESSAGE_BYTES * shape.messages):
                 if media == PROTOBUF:
                     message = parse_protobuf(signal, body)
                 else:
