@@ -165,8 +165,9 @@ class IngestConfig(Section):
     # 512 records; the Collector's batcher 8192 records. Past a cap: 413 / RESOURCE_EXHAUSTED.
     max_resources_per_request: PositiveInt = 16_384
     max_scopes_per_request: PositiveInt = 65_536
-    # Spans, log records or metric data points.
-    max_items_per_request: PositiveInt = 1_048_576
+    # Spans, log records or metric data points. As many as a sink buffer holds
+    # (sinks.*.buffer.max_items): a larger request could not be stored anyway.
+    max_items_per_request: PositiveInt = 262_144
     # Explicit bounds, bucket counts or quantiles of one histogram / summary point; a point
     # over it is refused alone (partial success). SDKs default to 16 bounds and 160
     # exponential buckets.

@@ -43,7 +43,7 @@ class RequestLimits:
     # ScopeSpans / ScopeMetrics / ScopeLogs entries, over all resources.
     max_scopes: int = 65_536
     # Spans, log records or metric data points, over all scopes.
-    max_items: int = 1_048_576
+    max_items: int = 262_144
     # Per histogram data point: explicit bounds, bucket counts, each exponential histogram
     # side's bucket counts, summary quantiles.
     max_buckets_per_point: int = 16_384
@@ -106,23 +106,31 @@ class _Malformed(Exception):
     """The walk cannot follow the bytes; the parser will say why."""
 
 
-def check_structure(signal: str, body: bytes, limits: RequestLimits) -> Shape:
+def check_structure(
+    signal: str, body: bytes, limits: RequestLimits, *, count_records: bool | None = None
+) -> Shape:
     """Count *body*'s resources, scopes and records; PayloadTooLarge past a cap.
 
-    *signal* is "traces", "metrics" or "logs". Cost: a few hundred ns per element counted,
-    never more elements than the caps allow.
+    *signal* is "traces", "metrics" or "logs". Records are counted only when the body could
+    hold more than `max_items` of them (a record takes at least 2 bytes), unless
+    *count_records* says otherwise; uncounted, `Shape.items` is 0. So an SDK-sized request
+    costs the walk of its resources and scopes (microseconds), and a large one a few hundred
+    ns per record, never more records than the cap.
     """
-    counter = _Counter(signal, limits)
+    if count_records is None:
+        count_records = len(body) > 2 * limits.max_items
+    counter = _Counter(signal, limits, count_records)
     with contextlib.suppress(_Malformed):
         counter.request(body)
     return Shape(counter.resources, counter.scopes, counter.items)
 
 
 class _Counter:
-    __slots__ = ("items", "limits", "metrics", "resources", "scopes")
+    __slots__ = ("count_records", "items", "limits", "metrics", "resources", "scopes")
 
-    def __init__(self, signal: str, limits: RequestLimits) -> None:
+    def __init__(self, signal: str, limits: RequestLimits, count_records: bool) -> None:
         self.limits = limits
+        self.count_records = count_records
         self.metrics = signal == "metrics"
         self.resources = 0
         self.scopes = 0
@@ -144,7 +152,8 @@ class _Counter:
                 self.scopes += 1
                 if self.scopes > limit:
                     raise _too_many(limit, "scopes", "max_scopes_per_request")
-                self.scope(data, s, e)
+                if self.count_records:
+                    self.scope(data, s, e)
 
     def scope(self, data: bytes, start: int, end: int) -> None:
         # ScopeSpans.spans, ScopeLogs.log_records and ScopeMetrics.metrics are all field 2.

@@ -286,7 +286,7 @@ def test_16_mib_of_empty_resources_over_grpc_is_refused_at_once(daemon: Daemon) 
 
 
 def test_8_million_empty_log_records_over_grpc_are_refused_at_once(daemon: Daemon) -> None:
-    """16 MiB of empty log records in one scope stop at max_items_per_request (1,048,576)."""
+    """16 MiB of empty log records in one scope stop at max_items_per_request (262,144)."""
     records = b"\x12\x00" * (8 * MiB - 16)
     body = _field(1, _field(2, records))
     (code, detail, _), took, cpu, grown = _measured(daemon, lambda: daemon.grpc(LOGS, body))

@@ -54,10 +54,14 @@ def test_counts_match_the_parsed_request_for_every_signal() -> None:
     hist.data_points.add(count=2)
     sm.metrics.add(name="empty")
     for signal, request in (("traces", traces), ("logs", logs), ("metrics", points)):
-        wire = check_structure(signal, request.SerializeToString(), RequestLimits())
+        body = request.SerializeToString()
+        wire = check_structure(signal, body, RequestLimits(), count_records=True)
         assert wire == shape_of(signal, request)
-    assert check_structure("traces", traces.SerializeToString(), RequestLimits()) == Shape(2, 4, 12)
-    assert check_structure("metrics", points.SerializeToString(), RequestLimits()) == Shape(1, 1, 3)
+    body = traces.SerializeToString()
+    assert check_structure("traces", body, RequestLimits(), count_records=True) == Shape(2, 4, 12)
+    assert check_structure("traces", body, RequestLimits()) == Shape(2, 4, 0), "too small"
+    body = points.SerializeToString()
+    assert check_structure("metrics", body, RequestLimits(), count_records=True) == Shape(1, 1, 3)
 
 
 @pytest.mark.parametrize(
