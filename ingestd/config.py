@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from ingestd.alerts.config import AlertsConfig
 from ingestd.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -185,8 +186,9 @@ class BatchConfig(Section):
     flush_interval_s: PositiveFloat = 0.2
     # Cut a batch at once when a writer is idle: light load is written without waiting for
     # flush_interval_s, heavy load still forms big batches because the writers are busy.
-    # Measured (README, "Performance"): committed-ack p50 at half load 321 -> 47 ms. An SDK
-    # exports at most 512 items per ack latency, so this caps what one client can send.
+    # Measured (docs/reports/benchmarks-2026-11-26.md, "Fixed after profiling"): committed-ack
+    # p50 at half load 321 -> 47 ms. An SDK exports at most 512 items per ack latency, so this
+    # caps what one client can send.
     # Off: a batch waits for size, bytes or age (flush_interval_s).
     flush_when_idle: bool = True
 
@@ -254,7 +256,8 @@ class LogsTemplateConfig(Section):
     # Mapped fields per backing index; attributes beyond it are kept in _source, not indexed.
     total_fields_limit: PositiveInt = 5000
     # Data stream lifecycle retention; enforced by ingestd's maintenance where Elasticsearch
-    # has no lifecycle service (see README, "Logs in Elasticsearch").
+    # has no lifecycle service (docs/elasticsearch.md, "Retention, and the degraded mode of
+    # the dev stack").
     retention_days: PositiveInt = 30
     # The maintenance fallback rolls a data stream over when its write index is this old or
     # its primary shard this big, so that retention can delete whole backing indices.
@@ -290,7 +293,8 @@ class ElasticsearchSinkConfig(Section):
     # gzip (level 1, off the event loop) shrinks a bulk ~10x; worth it when Elasticsearch is
     # across a network, a waste of CPU on the same host.
     gzip: bool = False
-    # Bulk bodies are cut by their NDJSON size; 8 MiB measured best here (README).
+    # Bulk bodies are cut by their NDJSON size; 8 MiB measured best here
+    # (docs/elasticsearch.md, "Measured").
     batch: BatchConfig = BatchConfig(max_rows=50_000, max_bytes=ByteSize(8 * MiB))
     buffer: BufferConfig = BufferConfig()
     retry: RetryConfig = RetryConfig()
@@ -325,7 +329,8 @@ class RedisConfig(Section):
     url: str = "redis://127.0.0.1:6379/0"
     # Every Redis call is bounded by this; ingest never waits longer on one call. Loopback
     # round trips measure 0.2 ms p50 and 3 ms p99.9 idle, 11 ms p99 with 64 calls in flight on
-    # 2 cores; a busy event loop also counts against it (see README, "Shared state").
+    # 2 cores; a busy event loop also counts against it (docs/shared-state.md, "When Redis is
+    # down or slow").
     timeout_ms: PositiveInt = 25
     # Every key ingestd writes starts with this: several deployments (or tests) share a Redis.
     key_prefix: str = "ingestd:"
@@ -386,6 +391,32 @@ class TokenConfig(Section):
         return self
 
 
+class ApplicationKeysConfig(Section):
+    """Ingest keys of registered applications (table application_keys; docs/deep-eyes.md).
+
+    A bearer token that is no configured token is looked up as an application key: the
+    request is then stored under that application's id. Lookups are cached (Redis shared by
+    the replicas, the database the truth); ingest never waits on the database for a key it
+    checked within `max_stale_s`.
+    """
+
+    enabled: bool = False
+    # How often the keys this process knows are re-checked (Redis, else the database):
+    # `ingestd applications revoke` is seen by every replica within about this long.
+    refresh_s: PositiveFloat = 1.0
+    # How long a Redis entry stands for the database: a key revoked in the database alone
+    # (by Deep Eyes) stops working within refresh_s + redis_ttl_s.
+    redis_ttl_s: PositiveFloat = 5.0
+    # An unknown key stays unknown this long (locally and in Redis): random keys cost no
+    # database round trip each.
+    unknown_ttl_s: PositiveFloat = 10.0
+    # A known key that could not be re-checked for this long (Redis and the database down)
+    # is refused with a retryable status: authentication never fails open.
+    max_stale_s: PositiveFloat = 30.0
+    # Keys (known and unknown) kept in memory; the least recently checked go first.
+    max_entries: PositiveInt = 100_000
+
+
 class AuthConfig(Section):
     """Optional bearer-token authentication on both receivers; a token names its tenant."""
 
@@ -393,11 +424,19 @@ class AuthConfig(Section):
     tokens: list[TokenConfig] = Field(default_factory=list)
     # A YAML file holding more tokens (`tokens: [...]`, same form); re-read on reload.
     tokens_file: Path | None = None
+    application_keys: ApplicationKeysConfig = ApplicationKeysConfig()
 
     @model_validator(mode="after")
     def _some_tokens(self) -> AuthConfig:
-        if self.enabled and not self.tokens and self.tokens_file is None:
-            raise ValueError("enabled without tokens or tokens_file: every request would fail")
+        if (
+            self.enabled
+            and not self.tokens
+            and self.tokens_file is None
+            and not self.application_keys.enabled
+        ):
+            raise ValueError(
+                "enabled without tokens, tokens_file or application_keys: every request would fail"
+            )
         return self
 
 
@@ -448,8 +487,8 @@ class ShutdownConfig(Section):
 class MemoryConfig(Section):
     """Load shedding on memory: new data is refused before it is read or decoded.
 
-    (The issue's `limits.max_buffered_bytes`: `limits` is the per-tenant rate-limit section,
-    re-read on reload; these bounds are the process's and need a restart.)
+    (Not under `limits`: `limits` is the per-tenant rate-limit section, re-read on reload;
+    these bounds are the process's and need a restart. docs/operations.md, "Memory".)
     """
 
     # All batchers of the process together (each also has its own sinks.*.buffer.max_bytes,
@@ -517,7 +556,7 @@ class SchemaConfig(Section):
     # auto: full when TimescaleDB runs with timescaledb.license = 'timescale', apache when the
     # extension is there without it, postgres (native partitioning) when it is not installable.
     tier: Literal["auto", "full", "apache", "postgres"] = "auto"
-    # Where the numbered SQL files are; empty: those shipped in ingestd/schema/postgres.
+    # Where the numbered SQL files are; empty: those shipped with ingestd (schema/postgres/).
     migrations_dir: Path | None = None
     metrics: MetricsTableConfig = MetricsTableConfig()
     traces: TracesTableConfig = TracesTableConfig()
@@ -575,6 +614,7 @@ class Config(Section):
     memory: MemoryConfig = MemoryConfig()
     schema: SchemaConfig = SchemaConfig()  # type: ignore[assignment]  # see the note above
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
@@ -620,6 +660,14 @@ def _across_sections(config: Config) -> Iterator[str]:
             f"schema.partitions_ahead_hours: must cover ingest.max_future_skew_s "
             f"({ahead_s:g} s < {config.ingest.max_future_skew_s:g} s)"
         )
+    sinks = config.sinks.timescale
+    if config.alerts.enabled and (not sinks.enabled or sinks.discard):
+        # The alerts table, the rules' state and most of their data are in PostgreSQL.
+        yield "alerts.enabled: needs sinks.timescale (enabled, not discard)"
+    es = config.sinks.elasticsearch
+    for i, rule in enumerate(config.alerts.rules):
+        if config.alerts.enabled and rule.logs is not None and (not es.enabled or es.discard):
+            yield f"alerts.rules[{i}].logs: needs sinks.elasticsearch (enabled, not discard)"
 
 
 def _expand(node: Any, environ: Any, path: tuple[str | int, ...], problems: list[str]) -> Any:

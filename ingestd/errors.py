@@ -15,6 +15,8 @@ IngestdError
 |   +-- RateLimited        the tenant is over its ingest limit                 retryable
 |   +-- InFlightElsewhere  the same request is being stored by another replica retryable
 |   +-- MemoryPressure     memory over memory.* limits: refused before decoding retryable
+|   +-- KeyCheckUnavailable an application key cannot be checked now (never   retryable
+|                          failed open: Redis and the database both down)
 +-- StateUnavailable       Redis did not answer; callers fail open, never sent to a client
 +-- DeliveryError          a downstream write failed
     +-- SinkUnavailable    connection, 429/503, serialization failure          retryable
@@ -96,6 +98,11 @@ class InFlightElsewhere(Overloaded):
 
 class MemoryPressure(Overloaded):
     """The process holds too much memory (RSS or buffered bytes); refused before decoding."""
+
+
+class KeyCheckUnavailable(Overloaded):
+    """An application key not checked recently cannot be checked now (Redis and the database
+    do not answer): refused, never let through unchecked."""
 
 
 class StateUnavailable(IngestdError):

@@ -21,21 +21,28 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import enum
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from ingestd.batching import Batcher, Part, PartResult
+from ingestd.batching import Batcher
 from ingestd.config import DedupConfig, IngestConfig, LimitsConfig, PressureConfig
-from ingestd.convert.limits import RequestLimits, Shape, check_structure
+from ingestd.convert.limits import Shape, check_structure, request_limits
 from ingestd.errors import IngestdError, SinkUnavailable, StageClosed
 from ingestd.memory import MemoryGuard
-from ingestd.metrics import (
+from ingestd.model import (
+    Converted,
+    Converter,
+    ExportResult,
+    Part,
+    PartResult,
+    RequestContext,
+    Signal,
+)
+from ingestd.observe.metrics import (
     ACK_SECONDS,
     CONVERT_NUL_REPLACED,
     DEDUP_REQUESTS,
@@ -44,71 +51,12 @@ from ingestd.metrics import (
     RECEIVER_REJECTED_ITEMS,
 )
 from ingestd.pipeline import remaining
+from ingestd.signals import SIGNALS
 from ingestd.state.dedup import NO_CLAIM, Claim, Outcome, RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
 
 log = structlog.get_logger("ingestd.ingest")
-
-
-class Signal(enum.StrEnum):
-    TRACES = "traces"
-    METRICS = "metrics"
-    LOGS = "logs"
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """Who sent a request and how."""
-
-    transport: str  # "grpc" or "http"
-    tenant: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ExportResult:
-    """What the client hears on success: how many records were refused for good, and why."""
-
-    rejected: int = 0
-    message: str = ""
-
-
-@dataclass(slots=True)
-class Converted:
-    """A converter's output for one request: the sink payload plus what it refused."""
-
-    payload: Any
-    items: int
-    nbytes: int
-    rejected: int = 0
-    # reason -> count, for metrics; plus one example message for the client.
-    reject_reasons: Counter[str] = field(default_factory=Counter)
-    reject_example: str = ""
-    # NUL characters replaced by U+FFFD (PostgreSQL cannot store them in text or jsonb).
-    nul_replaced: int = 0
-
-    def reject(self, reason: str, example: str) -> None:
-        self.rejected += 1
-        self.reject_reasons[reason] += 1
-        if not self.reject_example:
-            self.reject_example = example
-
-
-Converter = Callable[[Any], Converted]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where one signal goes: its converter and its sink's batcher.
-
-    *convert_large*, a second converter with caches of its own, converts the requests of at
-    least `ingest.convert_in_thread_bytes` in Ingest's one worker thread (so the two never share
-    a cache); without it every request is converted on the event loop.
-    """
-
-    convert: Converter
-    batcher: Batcher
-    convert_large: Converter | None = None
 
 
 class Ingest:
@@ -123,13 +71,20 @@ class Ingest:
         pressure: ClusterPressure | None = None,
         limits: RateLimiter | None = None,
         memory: MemoryGuard | None = None,
+        count_application: Callable[[str, str, int], None] | None = None,
     ) -> None:
+        """*count_application(application_id, signal, items)* is told the items accepted per
+        request (ingestd.appkeys: the per-application counts of /status, metrics and logs)."""
         self.config = config
+        self.count_application = count_application
         self.routes = routes
         # Without them (tests, no Redis configured) each step is a no-op that admits all.
         self.dedup = dedup or RedisDedup(DedupConfig(enabled=False), None, in_flight_ttl_s=0)
         self.pressure = pressure or ClusterPressure(PressureConfig(enabled=False), None)
         self.limits = limits or RateLimiter(LimitsConfig(), None)
+        # Each signal is admitted while its batcher has room and its sink answers.
+        for signal, route in routes.items():
+            self.pressure.watch(signal, route.batcher, SIGNALS[signal].sink)
         self.memory = memory
         # Requests being stored right now, by key: an identical retry joins the first one
         # instead of buffering the same rows twice.
@@ -245,13 +200,15 @@ class Ingest:
         claim: Claim,
     ) -> ExportResult:
         route = self.routes[signal]
+        # An application id the caller's key names overrides the one the resources give.
+        args = (request, ctx.application_id) if ctx.application_id else (request,)
         if route.convert_large is not None and wire_bytes >= self.config.convert_in_thread_bytes:
             # A large request's conversion takes 100s of ms: in a thread, the event loop gets
             # the GIL back every switch interval (5 ms) and keeps answering.
             loop = asyncio.get_running_loop()
-            converted = await loop.run_in_executor(self._converting, route.convert_large, request)
+            converted = await loop.run_in_executor(self._converting, route.convert_large, *args)
         else:
-            converted = route.convert(request)
+            converted = route.convert(*args)
         self._count_rejects(signal, converted)
         if converted.items == 0:
             self.dedup.finish(claim, Outcome(converted.rejected, converted.reject_example))
@@ -275,18 +232,19 @@ class Ingest:
         self.dedup.follow(claim, part.done, lambda stored: _outcome(converted, stored))
 
         if self.config.ack == "accepted":
-            RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(
-                converted.items
-            )
+            self._accepted(signal, ctx, converted.items)
             return ExportResult(converted.rejected, converted.reject_example)
 
         stored = await self._wait_committed(signal, ctx, part, converted.items)
-        RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(
-            converted.items - stored.rejected
-        )
+        self._accepted(signal, ctx, converted.items - stored.rejected)
         if stored.rejected:
             RECEIVER_REJECTED_ITEMS.labels(signal=signal, reason="sink").inc(stored.rejected)
         return ExportResult(*_outcome(converted, stored))
+
+    def _accepted(self, signal: Signal, ctx: RequestContext, items: int) -> None:
+        RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(items)
+        if self.count_application is not None:
+            self.count_application(ctx.application_id, signal, items)
 
     async def _wait_committed(
         self, signal: Signal, ctx: RequestContext, part: Part, items: int
@@ -348,14 +306,18 @@ class Ingest:
 MESSAGE_BYTES = 32
 
 
-def request_limits(config: IngestConfig) -> RequestLimits:
-    """The structural caps of `ingest`, as the object both codecs receive."""
-    return RequestLimits(
-        max_resources=config.max_resources_per_request,
-        max_scopes=config.max_scopes_per_request,
-        max_items=config.max_items_per_request,
-        max_buckets_per_point=config.max_buckets_per_point,
-    )
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one signal goes: its converter and its sink's batcher.
+
+    *convert_large*, a second converter with caches of its own, converts the requests of at
+    least `ingest.convert_in_thread_bytes` in Ingest's one worker thread (so the two never share
+    a cache); without it every request is converted on the event loop.
+    """
+
+    convert: Converter
+    batcher: Batcher
+    convert_large: Converter | None = None
 
 
 def answer_deadline(deadline: float) -> float:

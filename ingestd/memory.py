@@ -26,11 +26,10 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
-from ingestd import cgroup
 from ingestd.config import MemoryConfig
 from ingestd.errors import MemoryPressure
-from ingestd.health import Health, State
-from ingestd.metrics import (
+from ingestd.observe.health import Health, State
+from ingestd.observe.metrics import (
     MEMORY_HELD_BYTES,
     MEMORY_HELD_LIMIT_BYTES,
     MEMORY_REFUSED_REQUESTS,
@@ -40,6 +39,7 @@ from ingestd.metrics import (
 )
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
+from ingestd.workers import cgroup
 
 log = structlog.get_logger("ingestd.memory")
 

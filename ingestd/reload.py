@@ -1,15 +1,18 @@
-"""Reload of auth tokens and tenant limits without a restart: on SIGHUP or a file change.
+"""Reload of auth tokens, tenant limits and alert rules without a restart: on SIGHUP or a
+file change.
 
-The whole config file is re-read and validated, with `auth.tokens_file`; only the `auth` and
-`limits` sections take effect (other changed sections are named in the log as needing a
-restart). A file that does not validate changes nothing: the old tokens and limits stay, and
-the problems are logged. Files are checked every `reload.poll_interval_s` (mtime, size, inode).
+The whole config file is re-read and validated, with `auth.tokens_file`; only the `auth`,
+`limits` and `alerts` sections take effect (other changed sections are named in the log as
+needing a restart; `alerts.enabled` too: the stage exists only when enabled at start). A file
+that does not validate changes nothing: the old tokens, limits and rules stay, and the
+problems are logged. Files are checked every `reload.poll_interval_s` (mtime, size, inode).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -18,14 +21,14 @@ from ingestd import config as config_module
 from ingestd.auth import Authenticator, load_table
 from ingestd.config import Config, LimitsConfig
 from ingestd.errors import ConfigError
-from ingestd.metrics import CONFIG_RELOADS
+from ingestd.observe.metrics import CONFIG_RELOADS
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.ratelimit import RateLimiter
 
 log = structlog.get_logger("ingestd.reload")
 
-_RELOADABLE = ("auth", "limits")
+_RELOADABLE = ("auth", "limits", "alerts")
 Fingerprint = tuple[int, int, int] | None
 
 
@@ -42,8 +45,11 @@ class ConfigReloader:
         limits: RateLimiter,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        listeners: Sequence[Callable[[Config], list[str]]] = (),
     ) -> None:
         self._path = path
+        # Other reloadable sections (alerts): each takes the new config, returns its changes.
+        self._listeners = listeners
         self._current = current
         self._auth = auth
         self._limits = limits
@@ -82,6 +88,8 @@ class ConfigReloader:
         changes = self._auth.update(new.auth, table)
         changes += limit_changes(self._current.limits, new.limits)
         self._limits.update(new.limits)
+        for listener in self._listeners:
+            changes += listener(new)
         restart = [
             name
             for name in type(new).model_fields

@@ -6,16 +6,18 @@ resource's `service.namespace`, `service.name` and `deployment.environment` name
 (`shop/checkout@prod`, or just `checkout`), and a request holding several applications charges
 each its own items (and a proportional share of the bytes). Empty structure is charged too: a
 resource costs at least one item, and at least one per scope it holds. Pure code on the decoded
-request:
-one pass over resources and scopes, never over records.
+request: one pass over resources and scopes, never over records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import xxhash
+
+from ingestd.convert.identity import service_identity
+from ingestd.model import Signal
+from ingestd.signals import SIGNALS
 
 
 class Charge(NamedTuple):
@@ -24,9 +26,14 @@ class Charge(NamedTuple):
     nbytes: int
 
 
-def charges(signal: str, request: Any, tenant: str, wire_bytes: int) -> list[Charge]:
+def charges(signal: Signal, request: Any, tenant: str, wire_bytes: int) -> list[Charge]:
     """What *request* costs whom; *tenant* is the authenticated one, or "" without auth."""
-    counted = list(_COUNTERS[signal](request))
+    counted = [
+        (resource, _cost(items, _scopes(signal, resource_message)))
+        for (resource, items), resource_message in zip(
+            SIGNALS[signal].count_items(request), _resources(signal, request), strict=True
+        )
+    ]
     total = sum(items for _, items in counted)
     if not total:
         return []
@@ -41,21 +48,9 @@ def charges(signal: str, request: Any, tenant: str, wire_bytes: int) -> list[Cha
 
 
 def application_name(resource: Any) -> str:
-    """`namespace/name@environment`, parts left out when unset; the SDKs' default name."""
-    name, namespace, environment, environment_new = "unknown_service", "", "", ""
-    for kv in resource.attributes:
-        key = kv.key
-        if key == "service.name":
-            name = kv.value.string_value or name
-        elif key == "service.namespace":
-            namespace = kv.value.string_value
-        elif key == "deployment.environment":
-            environment = kv.value.string_value
-        elif key == "deployment.environment.name":
-            environment_new = kv.value.string_value
-    environment = environment or environment_new
-    qualified = f"{namespace}/{name}" if namespace else name
-    return bounded(f"{qualified}@{environment}" if environment else qualified)
+    """`namespace/name@environment` of *resource* (`ingestd.convert.identity`), parts left out
+    when unset; the SDKs' default name when it has none."""
+    return bounded(service_identity(resource.attributes).readable)
 
 
 # Names come from clients: one longer than this becomes its head plus a hash of the whole, so
@@ -78,33 +73,16 @@ def _cost(records: int, scopes: int) -> int:
     return max(records, scopes, 1)
 
 
-def _traces(request: Any) -> Iterable[tuple[Any, int]]:
-    for rs in request.resource_spans:
-        scopes = rs.scope_spans
-        yield rs.resource, _cost(sum(len(ss.spans) for ss in scopes), len(scopes))
-
-
-def _metrics(request: Any) -> Iterable[tuple[Any, int]]:
-    # Items are data points (one row each), as the batcher and the limits count them.
-    for rm in request.resource_metrics:
-        points = 0
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is not None:
-                    points += len(getattr(metric, kind).data_points)
-        yield rm.resource, _cost(points, len(rm.scope_metrics))
-
-
-def _logs(request: Any) -> Iterable[tuple[Any, int]]:
-    for rl in request.resource_logs:
-        scopes = rl.scope_logs
-        yield rl.resource, _cost(sum(len(sl.log_records) for sl in scopes), len(scopes))
-
-
-# Keyed by the signal's value ("traces", ...): ingest.Signal is a StrEnum, so it looks up here.
-_COUNTERS: dict[str, Callable[[Any], Iterable[tuple[Any, int]]]] = {
-    "traces": _traces,
-    "metrics": _metrics,
-    "logs": _logs,
+_RESOURCE_LISTS = {
+    Signal.TRACES: ("resource_spans", "scope_spans"),
+    Signal.METRICS: ("resource_metrics", "scope_metrics"),
+    Signal.LOGS: ("resource_logs", "scope_logs"),
 }
+
+
+def _resources(signal: Signal, request: Any) -> Any:
+    return getattr(request, _RESOURCE_LISTS[Signal(signal)][0])
+
+
+def _scopes(signal: Signal, resource_message: Any) -> int:
+    return len(getattr(resource_message, _RESOURCE_LISTS[Signal(signal)][1]))

@@ -14,6 +14,8 @@ set -Eeuo pipefail
 STACK_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=deploy/stack/lib.sh
 . "$STACK_HOME/lib.sh"
+# shellcheck source=deploy/apt_mirror.sh
+. "$STACK_HOME/../apt_mirror.sh"
 # shellcheck source=deploy/stack/timescaledb.sh
 . "$STACK_HOME/timescaledb.sh"
 # shellcheck source=deploy/stack/postgres.sh
@@ -91,6 +93,9 @@ cmd_up() {
   local s
   for s in "${SERVERS[@]}"; do server_up "$s"; done
   CURRENT=up   # server_up set it to each server's name
+  # tests/integration/test_alerts.py runs its own Alertmanager from this package's binary;
+  # the package's system service is never used.
+  ensure_pkgs up prometheus-alertmanager
   write_env
   log up "all servers answer; environment written to $ENV_FILE"
   print_versions

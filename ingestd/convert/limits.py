@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingestd.errors import PayloadTooLarge
+
+if TYPE_CHECKING:
+    from ingestd.config import IngestConfig
 
 # Wire types (protobuf encoding): 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -50,6 +53,16 @@ class RequestLimits:
 
 
 DEFAULT_LIMITS = RequestLimits()
+
+
+def request_limits(ingest: IngestConfig) -> RequestLimits:
+    """The structural caps of the `ingest` section, as the object both codecs receive."""
+    return RequestLimits(
+        max_resources=ingest.max_resources_per_request,
+        max_scopes=ingest.max_scopes_per_request,
+        max_items=ingest.max_items_per_request,
+        max_buckets_per_point=ingest.max_buckets_per_point,
+    )
 
 
 @dataclass(frozen=True, slots=True)

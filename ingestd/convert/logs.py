@@ -25,13 +25,16 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import xxhash
 
 from ingestd.convert.identity import application_id
-from ingestd.ingest import Converted
+from ingestd.model import Converted
+
+if TYPE_CHECKING:
+    from ingestd.config import LogsRoutingConfig
 
 DATASET_ATTR = "data_stream.dataset"
 NAMESPACE_ATTR = "data_stream.namespace"
@@ -77,7 +80,11 @@ class LogsConverter:
         self._max_future_skew_ns = int(max_future_skew_s * 1e9)
         self._now_ns = now_ns
 
-    def __call__(self, request: Any) -> Converted:
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        """*application_id*: a registered application's (its ingest key authenticated the
+        request). Every document then carries it, and goes to the namespace of that
+        application (`application_namespace`): `data_stream.namespace` attributes are ignored,
+        so a key cannot write into another application's data streams."""
         items: BulkItems = []
         out = Converted(payload=items, items=0, nbytes=0)
         now = self._now_ns()
@@ -86,7 +93,11 @@ class LogsConverter:
         for resource_logs in request.resource_logs:
             try:
                 resource = _Resource(
-                    resource_logs, self._dataset, self._namespace, self.routes.from_attributes
+                    resource_logs,
+                    self._dataset,
+                    self._namespace,
+                    self.routes.from_attributes,
+                    application_id,
                 )
             except orjson.JSONEncodeError as exc:
                 for scope_logs in resource_logs.scope_logs:
@@ -126,16 +137,22 @@ class _Refused(Exception):
 class _Resource:
     """What every record of one ResourceLogs shares, converted once."""
 
-    __slots__ = ("app_id", "dataset", "encoded", "namespace", "routed", "serialized")
+    __slots__ = ("app_id", "dataset", "encoded", "locked", "namespace", "routed", "serialized")
 
-    def __init__(self, resource_logs: Any, dataset: str, namespace: str, routed: bool) -> None:
+    def __init__(
+        self, resource_logs: Any, dataset: str, namespace: str, routed: bool, registered: str = ""
+    ) -> None:
         resource = resource_logs.resource
         attributes, dropped = _attributes(resource.attributes)
         self.routed = routed
         if routed:
             dataset, namespace = _route(attributes, dataset, namespace)
         self.dataset, self.namespace = dataset, namespace
-        self.app_id = application_id(resource.attributes)
+        self.app_id = registered or application_id(resource.attributes)
+        # A registered application's documents stay in its own namespace.
+        self.locked = bool(registered)
+        if registered:
+            self.namespace = application_namespace(registered)
         fields: dict[str, Any] = {}
         if attributes:
             fields["attributes"] = attributes
@@ -152,16 +169,28 @@ class _Resource:
 class _Scope:
     """What every record of one ScopeLogs shares: the encoded tail of each document."""
 
-    __slots__ = ("_policy", "_routes", "_shared", "dataset", "namespace", "routed", "seed")
+    __slots__ = (
+        "_policy",
+        "_routes",
+        "_shared",
+        "dataset",
+        "locked",
+        "namespace",
+        "routed",
+        "seed",
+    )
 
     def __init__(self, resource: _Resource, scope_logs: Any, policy: RoutePolicy) -> None:
         scope = scope_logs.scope
         attributes, dropped = _attributes(scope.attributes)
         self._policy = policy
         self.routed = resource.routed
+        self.locked = resource.locked
         self.dataset, self.namespace = resource.dataset, resource.namespace
         if self.routed:
             self.dataset, self.namespace = _route(attributes, self.dataset, self.namespace)
+        if self.locked:
+            self.namespace = resource.namespace
         fields: dict[str, Any] = {}
         if scope.name:
             fields["name"] = scope.name
@@ -226,7 +255,9 @@ class _Scope:
                 or NAMESPACE_ATTR in attributes
                 or TYPE_ATTR in attributes
             ):
-                dataset, namespace = _route(attributes, dataset, namespace)
+                dataset, routed = _route(attributes, dataset, namespace)
+                if not self.locked:
+                    namespace = routed
             if attributes:
                 doc["attributes"] = attributes
             if not event_name:
@@ -264,7 +295,11 @@ class _Scope:
         key = (dataset, namespace)
         cached = self._routes.get(key)
         if cached is None:
-            dataset, namespace = self._policy.admit(dataset, namespace)
+            if self.locked:
+                # A registered application keeps its namespace; only the dataset is bounded.
+                dataset = self._policy.admit(dataset, namespace)[0]
+            else:
+                dataset, namespace = self._policy.admit(dataset, namespace)
             index = f"logs-{dataset}-{namespace}"
             action = b'{"create":{"_index":"' + index.encode() + b'","_id":"'
             data_stream = orjson.dumps({"type": "logs", "dataset": dataset, "namespace": namespace})
@@ -321,6 +356,16 @@ class RoutePolicy:
         return {"routes": len(self._known), "max_routes": self.max_routes, "refused": self.refused}
 
 
+def route_policy(routing: LogsRoutingConfig) -> RoutePolicy:
+    """The policy of `sinks.elasticsearch.routing`; one per process."""
+    return RoutePolicy(
+        from_attributes=routing.from_attributes,
+        allowed_datasets=routing.allowed_datasets,
+        allowed_namespaces=routing.allowed_namespaces,
+        max_routes=routing.max_data_streams,
+    )
+
+
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -335,6 +380,16 @@ def _route(attributes: dict[str, Any], dataset: str, namespace: str) -> tuple[st
         namespace = name
     attributes.pop(TYPE_ATTR, None)
     return dataset, namespace
+
+
+def application_namespace(application_id: str) -> str:
+    """The data stream namespace of a registered application: its id made a valid namespace,
+    with 8 hex digits of its hash when that changed it (so `app-1` and `app_1` stay apart)."""
+    name = sanitize_namespace(application_id)
+    if name == application_id:
+        return name
+    suffix = xxhash.xxh3_64_hexdigest(application_id.encode())[:8]
+    return f"{name[: _NAME_MAX - 9]}.{suffix}" if name else f"app.{suffix}"
 
 
 _sanitized: dict[tuple[str, bool], str] = {}

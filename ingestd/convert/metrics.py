@@ -16,13 +16,12 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ingestd.convert import wire
 from ingestd.convert.common import (
-    ATTRIBUTE_CACHE_BYTES,
     INT16_MAX,
     INT16_MIN,
     INT32_MAX,
@@ -31,17 +30,17 @@ from ingestd.convert.common import (
     AttributeEncoder,
     BadAttribute,
     Rows,
+    RowsConverter,
     add_resource,
     add_scope,
     clean_text,
-    double_value,
     int4_bits,
     jsonb,
-    kv_dict,
     time_problem,
 )
 from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
-from ingestd.ingest import Converted, Signal
+from ingestd.convert.values import double_value, kv_dict
+from ingestd.model import Converted
 
 TABLE = "metrics"
 
@@ -84,70 +83,24 @@ _FLOAT8_OID = 701
 _INT8_OID = 20
 
 
-class MetricConverter:
-    """The metrics route's converter: `convert` with the process's attribute cache and clock."""
-
-    def __init__(
-        self,
-        *,
-        max_future_skew_s: float,
-        limits: RequestLimits = DEFAULT_LIMITS,
-        clock_ns: Callable[[], int] = time.time_ns,
-        cache_bytes: int = ATTRIBUTE_CACHE_BYTES,
-    ) -> None:
-        self.limits = limits
-        self._skew_ns = int(max_future_skew_s * 1e9)
-        self._clock_ns = clock_ns
-        self._attributes = AttributeEncoder(cache_bytes)
-
-    def __call__(self, request: Any) -> Converted:
-        return convert(
-            request,
-            self._attributes,
-            max_time_unix_nano=self._clock_ns() + self._skew_ns,
-            max_buckets=self.limits.max_buckets_per_point,
-        )
-
-
 class _Reject(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
         self.detail = detail
 
 
+@dataclass(slots=True)
 class _Metric:
     """The per-metric context shared by its points (slots: built once per metric)."""
 
-    __slots__ = (
-        "app_id",
-        "attributes",
-        "max_buckets",
-        "max_time",
-        "name",
-        "resource_id",
-        "scope_id",
-        "unit",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        unit: str,
-        app_id: str,
-        resource_id: int,
-        scope_id: int,
-        attributes: AttributeEncoder,
-        max_time: int,
-        max_buckets: int,
-    ) -> None:
-        self.max_buckets = max_buckets
-        self.name = name
-        self.unit = unit
-        self.app_id = app_id
-        self.resource_id = resource_id
-        self.scope_id = scope_id
-        self.attributes = attributes
-        self.max_time = max_time
+    name: str
+    unit: str
+    app_id: str
+    resource_id: int
+    scope_id: int
+    attributes: AttributeEncoder
+    max_time: int
+    max_buckets: int
 
 
 def convert(
@@ -155,20 +108,23 @@ def convert(
     attributes: AttributeEncoder,
     *,
     max_time_unix_nano: int,
-    max_buckets: int = DEFAULT_LIMITS.max_buckets_per_point,
+    application_id: str = "",
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> Converted:
     """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`.
 
-    A histogram or summary point with more than *max_buckets* bounds, bucket counts (per
-    side) or quantiles is refused alone (`too_many_buckets`).
+    A histogram or summary point with more than `limits.max_buckets_per_point` bounds, bucket
+    counts (per side) or quantiles is refused alone (`too_many_buckets`).
     """
-    request = wire.as_fast(Signal.METRICS, request)
+    request = wire.as_fast(wire.METRICS_REQUEST, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_metrics in request.resource_metrics:
-        resource, n = add_resource(out, resource_metrics.resource, resource_metrics.schema_url)
+        resource, n = add_resource(
+            out, resource_metrics.resource, resource_metrics.schema_url, override=application_id
+        )
         nul += n
         for scope_metrics in resource_metrics.scope_metrics:
             scope_id, n = add_scope(out, scope_metrics.scope, scope_metrics.schema_url)
@@ -192,7 +148,7 @@ def convert(
                     scope_id,
                     attributes,
                     max_time_unix_nano,
-                    max_buckets,
+                    limits.max_buckets_per_point,
                 )
                 _KINDS[kind](getattr(metric, kind), context, out.rows, converted)
     converted.items = len(out.rows)
@@ -468,3 +424,9 @@ def float8_array(values: Sequence[float]) -> bytes:
 def int8_array(values: Sequence[int]) -> bytes:
     """The binary form of a `bigint[]` (values must fit in int64)."""
     return _array("q", _INT8_OID, values)
+
+
+class MetricConverter(RowsConverter):
+    """The metrics route's converter: `convert` with the process's attribute cache and clock."""
+
+    convert_request = staticmethod(convert)

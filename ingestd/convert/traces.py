@@ -8,13 +8,10 @@ client's partial-success answer.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from ingestd.convert import wire
 from ingestd.convert.common import (
-    ATTRIBUTE_CACHE_BYTES,
     INT16_MAX,
     INT16_MIN,
     INT32_MAX,
@@ -23,6 +20,7 @@ from ingestd.convert.common import (
     AttributeEncoder,
     BadAttribute,
     Rows,
+    RowsConverter,
     add_resource,
     add_scope,
     clean_text,
@@ -32,7 +30,7 @@ from ingestd.convert.common import (
     time_problem,
 )
 from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
-from ingestd.ingest import Converted, Signal
+from ingestd.model import Converted
 
 TABLE = "traces"
 
@@ -67,38 +65,24 @@ _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
 
 
-class TraceConverter:
-    """The traces route's converter: `convert` with the process's attribute cache and clock."""
-
-    def __init__(
-        self,
-        *,
-        max_future_skew_s: float,
-        limits: RequestLimits = DEFAULT_LIMITS,
-        clock_ns: Callable[[], int] = time.time_ns,
-        cache_bytes: int = ATTRIBUTE_CACHE_BYTES,
-    ) -> None:
-        # Spans have no per-record caps; resources, scopes and spans are checked on the wire.
-        self.limits = limits
-        self._skew_ns = int(max_future_skew_s * 1e9)
-        self._clock_ns = clock_ns
-        self._attributes = AttributeEncoder(cache_bytes)
-
-    def __call__(self, request: Any) -> Converted:
-        return convert(
-            request, self._attributes, max_time_unix_nano=self._clock_ns() + self._skew_ns
-        )
-
-
-def convert(request: Any, attributes: AttributeEncoder, *, max_time_unix_nano: int) -> Converted:
+def convert(
+    request: Any,
+    attributes: AttributeEncoder,
+    *,
+    max_time_unix_nano: int,
+    application_id: str = "",
+    limits: RequestLimits = DEFAULT_LIMITS,
+) -> Converted:
     """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`."""
-    request = wire.as_fast(Signal.TRACES, request)
+    request = wire.as_fast(wire.TRACES_REQUEST, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_spans in request.resource_spans:
-        resource, n = add_resource(out, resource_spans.resource, resource_spans.schema_url)
+        resource, n = add_resource(
+            out, resource_spans.resource, resource_spans.schema_url, override=application_id
+        )
         nul += n
         for scope_spans in resource_spans.scope_spans:
             scope_id, n = add_scope(out, scope_spans.scope, scope_spans.schema_url)
@@ -259,3 +243,9 @@ def _jsonb(value: Any, attributes: AttributeEncoder) -> bytes:
     data, nul = jsonb(value)
     attributes.nul_replaced += nul
     return data
+
+
+class TraceConverter(RowsConverter):
+    """The traces route's converter: `convert` with the process's attribute cache and clock."""
+
+    convert_request = staticmethod(convert)

@@ -27,25 +27,16 @@ from grpc_status import rpc_status
 from ingestd.auth import Authenticator
 from ingestd.config import AuthConfig, GrpcReceiverConfig, TlsConfig
 from ingestd.errors import IngestdError, Overloaded, StageClosed
-from ingestd.ingest import (
-    MESSAGE_BYTES,
-    ExportResult,
-    Ingest,
-    RequestContext,
-    Signal,
-    answer_deadline,
-)
-from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
+from ingestd.ingest import MESSAGE_BYTES, Ingest, answer_deadline
+from ingestd.model import ExportResult, RequestContext, Signal
+from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
-from ingestd.receiver import decode, status
+from ingestd.receiver import decode
+from ingestd.receiver import status as statuses
+from ingestd.receiver.inflight import InFlight
+from ingestd.signals import BY_GRPC_METHOD, SIGNALS
 
 log = structlog.get_logger("ingestd.receiver.grpc")
-
-SERVICES: dict[Signal, str] = {
-    Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
-    Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
-    Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
-}
 
 MiB = 1024 * 1024
 _BUSY_RETRY_AFTER_S = 1.0
@@ -97,12 +88,10 @@ class OtlpGrpcReceiver:
         self._auth = auth or Authenticator(AuthConfig())
         self._server: grpc.aio.Server | None = None
         self._empty: dict[Signal, bytes] = {
-            signal: decode.RESPONSE_TYPES[signal]().SerializeToString() for signal in SERVICES
+            signal: spec.response_type().SerializeToString() for signal, spec in SIGNALS.items()
         }
         self._closing = False
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = InFlight()
         # Requests by the status sent, for /status (Prometheus has them by signal too).
         self._counts: collections.Counter[str] = collections.Counter()
         self.port: int | None = None
@@ -138,24 +127,20 @@ class OtlpGrpcReceiver:
             return
         self._closing = True
         self._ingest.begin_drain(answer_deadline(deadline))
-        if self._in_flight:
-            try:
-                async with asyncio.timeout(remaining(deadline)):
-                    await self._idle.wait()
-            except TimeoutError:
-                log.warning("grpc_requests_cut_at_shutdown", requests=self._in_flight)
+        if not await self._in_flight.drained(deadline):
+            log.warning("grpc_requests_cut_at_shutdown", requests=self._in_flight.count)
         server, self._server = self._server, None
         # From here new connections are refused by the kernel: no status can be sent.
-        log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
+        log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight.count)
         await server.stop(grace=min(1.0, remaining(deadline)))
 
-    def stats(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         """For /status: whether it serves, RPCs in flight, RPCs by the status they got."""
         return {
             "port": self.port,
             "listening": self._server is not None,
             "closing": self._closing,
-            "in_flight": self._in_flight,
+            "in_flight": self._in_flight.count,
             "requests": dict(self._counts),
         }
 
@@ -176,9 +161,9 @@ class OtlpGrpcReceiver:
             abort, request_deserializer=None, response_serializer=None
         )
 
-    def _refused(self, signal: Signal, error: IngestdError) -> status.Status:
+    def _refused(self, signal: Signal, error: IngestdError) -> statuses.Status:
         """Count an RPC refused with *error*; the status to abort it with."""
-        failure = status.status_for(error)
+        failure = statuses.status_for(error)
         self._counts[failure.grpc_code.name] += 1
         RECEIVER_REQUESTS.labels(
             signal=signal, transport="grpc", status=failure.grpc_code.name
@@ -190,10 +175,10 @@ class OtlpGrpcReceiver:
 
     def busy(self) -> Overloaded | None:
         """Overloaded when `max_concurrent_requests` RPCs are being served, else None."""
-        if self._in_flight < self.config.max_concurrent_requests:
+        if self._in_flight.count < self.config.max_concurrent_requests:
             return None
         return Overloaded(
-            f"{self._in_flight} requests in flight, the most this receiver serves at once "
+            f"{self._in_flight.count} requests in flight, the most this receiver serves at once "
             "(receivers.grpc.max_concurrent_requests)",
             retry_after_s=_BUSY_RETRY_AFTER_S,
         )
@@ -205,15 +190,8 @@ class OtlpGrpcReceiver:
         if busy is not None:
             # Admitted by `service` together with others whose messages arrived at once.
             await _abort(context, self._refused(signal, busy))
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            with self._ingest.decoding(len(body)):
-                return await self._respond(signal, body, context)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+        with self._in_flight.request(), self._ingest.decoding(len(body)):
+            return await self._respond(signal, body, context)
 
     async def _respond(
         self, signal: Signal, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
@@ -227,7 +205,7 @@ class OtlpGrpcReceiver:
                 ).inc()
                 await _abort(
                     context,
-                    status.Status(
+                    statuses.Status(
                         grpc.StatusCode.UNIMPLEMENTED, 404, None, f"{signal} are not accepted here"
                     ),
                 )
@@ -251,25 +229,25 @@ class OtlpGrpcReceiver:
 
     async def _answer(
         self, signal: Signal, body: bytes, authorization: str | None
-    ) -> ExportResult | tuple[status.Status, str]:
+    ) -> ExportResult | tuple[statuses.Status, str]:
         """Store one request: its result, or the status to abort with and the error's class."""
         try:
             # Authenticate before decoding: an unknown caller costs no parsing.
-            tenant = self._auth.authenticate(authorization)
+            caller = await self._auth.identify(authorization)
             shape = self._ingest.structure(signal, body)
             with self._ingest.decoding(0, extra=MESSAGE_BYTES * shape.messages):
                 return await self._ingest.export(
                     signal,
                     decode.parse_protobuf(signal, body),
-                    key=decode.request_key(signal, tenant, body),
-                    ctx=RequestContext(transport="grpc", tenant=tenant),
+                    key=decode.request_key(signal, caller.tenant, body),
+                    ctx=RequestContext("grpc", caller.tenant, caller.application_id),
                     wire_bytes=len(body),
                 )
         except Exception as exc:
             if not isinstance(exc, IngestdError):
                 log.exception("export_failed_unexpectedly", signal=str(signal))
-                return status.status_for(exc), "InternalError"
-            return status.status_for(exc), type(exc).__name__
+                return statuses.status_for(exc), "InternalError"
+            return statuses.status_for(exc), type(exc).__name__
 
 
 if TYPE_CHECKING:
@@ -283,7 +261,7 @@ class _Handlers(_GenericRpcHandler):
 
     def __init__(self, receiver: OtlpGrpcReceiver) -> None:
         self._receiver = receiver
-        self._signals = {f"/{service}/Export": signal for signal, service in SERVICES.items()}
+        self._signals = {method: spec.signal for method, spec in BY_GRPC_METHOD.items()}
         self._handlers = {
             method: grpc.unary_unary_rpc_method_handler(
                 functools.partial(receiver._export, signal),
@@ -310,9 +288,9 @@ def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: status.Status) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: statuses.Status) -> NoReturn:
     """End the RPC with *failure* (google.rpc.Status details carry RetryInfo when retryable)."""
-    rpc = rpc_status.to_status(status.rpc_status(failure))
+    rpc = rpc_status.to_status(statuses.rpc_status(failure))
     # grpc-stubs lacks abort_with_status on the aio context; grpc.aio has it and it raises.
     await context.abort_with_status(rpc)  # type: ignore[attr-defined]
     raise AssertionError("abort_with_status returned")

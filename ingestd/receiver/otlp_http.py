@@ -46,16 +46,17 @@ from ingestd.errors import (
     Unimplemented,
     UnsupportedMedia,
 )
-from ingestd.ingest import MESSAGE_BYTES, Ingest, RequestContext, Signal, answer_deadline
-from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
-from ingestd.pipeline import remaining
+from ingestd.ingest import MESSAGE_BYTES, Ingest, answer_deadline
+from ingestd.model import RequestContext, Signal
+from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.receiver.decode import parse_protobuf, request_key, response
+from ingestd.receiver.inflight import InFlight
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.receiver.status import retry_after_header, rpc_status, status_for
+from ingestd.signals import BY_HTTP_PATH
 
 log = structlog.get_logger("ingestd.receiver.http")
 
-PATHS = {"/v1/traces": Signal.TRACES, "/v1/metrics": Signal.METRICS, "/v1/logs": Signal.LOGS}
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -98,9 +99,7 @@ class OtlpHttpReceiver:
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
         self._closing = False
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = InFlight()
         # Requests by the HTTP status sent, for /status.
         self._counts: collections.Counter[int] = collections.Counter()
         self.port: int | None = None
@@ -142,35 +141,33 @@ class OtlpHttpReceiver:
         self._closing = True
         if self._runner is not None:
             self._ingest.begin_drain(answer_deadline(deadline))
-        if self._in_flight:
-            try:
-                async with asyncio.timeout(remaining(deadline)):
-                    await self._idle.wait()
-            except TimeoutError:
-                log.warning("http_requests_cut_at_shutdown", requests=self._in_flight)
+        if not await self._in_flight.drained(deadline):
+            log.warning("http_requests_cut_at_shutdown", requests=self._in_flight.count)
         if self._site is not None:
             # From here new connections are refused by the kernel: no status can be sent.
-            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
+            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight.count)
             await self._site.stop()
             self._site = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    def stats(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         """For /status: whether it serves, requests in flight, requests by HTTP status."""
         return {
             "port": self.port,
             "listening": self._site is not None,
             "closing": self._closing,
-            "in_flight": self._in_flight,
+            "in_flight": self._in_flight.count,
             "requests": {str(code): n for code, n in sorted(self._counts.items())},
         }
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        signal = PATHS.get(request.path)
-        if signal is None:
-            return _plain(404, f"no OTLP endpoint at {request.path}; use {', '.join(PATHS)}")
+        spec = BY_HTTP_PATH.get(request.path)
+        if spec is None:
+            paths = ", ".join(BY_HTTP_PATH)
+            return _plain(404, f"no OTLP endpoint at {request.path}; use {paths}")
+        signal = spec.signal
         if request.method != "POST":
             reply = _plain(405, f"{request.method} is not allowed; OTLP/HTTP uses POST")
             reply.headers["Allow"] = "POST"
@@ -181,26 +178,20 @@ class OtlpHttpReceiver:
                 f"Content-Type {media!r} is not supported; use {PROTOBUF} or {JSON}"
             )
             return self._error(signal, JSON, error)
-        if self._in_flight >= self.config.max_concurrent_requests:
+        if self._in_flight.count >= self.config.max_concurrent_requests:
             reply = self._error(
                 signal,
                 media,
                 Overloaded(
-                    f"{self._in_flight} requests in flight, the most this receiver serves "
+                    f"{self._in_flight.count} requests in flight, the most this receiver serves "
                     "at once (receivers.http.max_concurrent_requests)",
                     retry_after_s=_BUSY_RETRY_AFTER_S,
                 ),
             )
             reply.force_close()
             return reply
-        self._in_flight += 1
-        self._idle.clear()
-        try:
+        with self._in_flight.request():
             return await self._export(signal, media, request)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
 
     async def _export(self, signal: Signal, media: str, request: web.BaseRequest) -> web.Response:
         # The declared body is counted against memory from admission on (the body limit when
@@ -217,7 +208,7 @@ class OtlpHttpReceiver:
             return reply
         try:
             # Authenticate before reading the body: an unknown caller costs no inflating.
-            tenant = self._auth.authenticate(request.headers.get("Authorization"))
+            caller = await self._auth.identify(request.headers.get("Authorization"))
             with self._ingest.decoding(0, extra=reserved):
                 body = await self._body(request)
             if media == PROTOBUF:
@@ -234,8 +225,8 @@ class OtlpHttpReceiver:
                 result = await self._ingest.export(
                     signal,
                     message,
-                    key=request_key(signal, tenant, body),
-                    ctx=RequestContext("http", tenant),
+                    key=request_key(signal, caller.tenant, body),
+                    ctx=RequestContext("http", caller.tenant, caller.application_id),
                     wire_bytes=len(body),
                 )
         except IngestdError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg import sql
 
+from ingestd.schema import timescaledb_jobs
 from ingestd.schema.db import Connection, human
 from ingestd.schema.tiers import Tier, describe, read_facts, recorded_tier
 
@@ -94,6 +95,7 @@ async def gather(conn: Connection) -> Status:
     jobs = await _maintenance_jobs(conn)
     if tier is Tier.FULL:
         jobs += await _timescaledb_jobs(conn)
+        header.append(("timescaledb jobs", await _failing_jobs(conn)))
     return Status(header, relations, jobs)
 
 
@@ -307,6 +309,30 @@ async def _timescaledb_jobs(conn: Connection) -> list[tuple[str, ...]]:
         )
         for job, proc, rel, every, last, status, upcoming in await cur.fetchall()
     ]
+
+
+async def _failing_jobs(conn: Connection) -> str:
+    """'all ok', or the policy jobs TimescaleDB's scheduler fails and what ingestd does."""
+    health = timescaledb_jobs.assess(
+        await timescaledb_jobs.read_jobs(conn),
+        await _now(conn),
+        await timescaledb_jobs.read_ran_by_ingestd(conn),
+    )
+    failing = [h for h in health if h.state != "ok"]
+    if not failing:
+        return f"{len(health)} policy jobs, none failing"
+    names = ", ".join(f"{h.name} ({h.state})" for h in failing)
+    return (
+        f"{len(failing)} of {len(health)} failing in TimescaleDB's scheduler: {names}; "
+        f"ingestd's maintenance job runs them (CALL run_job) when due"
+    )
+
+
+async def _now(conn: Connection) -> datetime:
+    cur = await conn.execute("SELECT now()")
+    (now,) = await _one(cur)
+    value: datetime = now
+    return value
 
 
 async def _one(cur: Any) -> Any:

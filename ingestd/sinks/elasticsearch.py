@@ -28,10 +28,11 @@ import structlog
 from elasticsearch import ApiError, AsyncElasticsearch, SerializationError, TransportError
 from elasticsearch.serializer import OrjsonSerializer
 
-from ingestd.batching import Batch, PartResult
+from ingestd.batching import Batch
 from ingestd.config import ElasticsearchSinkConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.metrics import (
+from ingestd.model import PartResult
+from ingestd.observe.metrics import (
     ES_BULK_BYTES,
     ES_BULK_REQUESTS,
     ES_BULK_SECONDS,

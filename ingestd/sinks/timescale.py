@@ -53,11 +53,12 @@ from psycopg import AsyncConnection, AsyncCursor, errors, sql
 from psycopg.adapt import PyFormat
 from psycopg_pool import AsyncConnectionPool
 
-from ingestd.batching import Batch, Part, PartResult
+from ingestd.batching import Batch
 from ingestd.config import TimescaleSinkConfig
 from ingestd.convert.common import Rows
 from ingestd.errors import Rejected, SinkUnavailable
-from ingestd.metrics import SINK_DUPLICATE_ITEMS, SINK_REJECTED_ITEMS
+from ingestd.model import Part, PartResult
+from ingestd.observe.metrics import SINK_DUPLICATE_ITEMS, SINK_REJECTED_ITEMS
 from ingestd.pipeline import remaining
 
 log = structlog.get_logger("ingestd.sinks.timescale")
@@ -255,7 +256,7 @@ _UPSERT_APPLICATIONS = sql.SQL("""
         AS u(id, name, namespace, environment)
     ORDER BY u.id
     ON CONFLICT (id) DO UPDATE SET lastseenat = excluded.lastseenat
-    WHERE applications.lastseenat < excluded.lastseenat
+    WHERE applications.lastseenat < excluded.lastseenat AND applications.registeredat IS NULL
 """)
 _UPSERT_DESCRIPTIONS = sql.SQL("""
     INSERT INTO metric_descriptions (applicationid, name, type, unit, description, updatedat)
@@ -559,7 +560,7 @@ class TimescaleWriter:
         )
         return out
 
-    def stats(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """Counters for /status."""
         return dict(self._counts)
 

@@ -20,7 +20,8 @@ import structlog
 
 from ingestd.config import LimitsConfig, TenantLimitConfig
 from ingestd.errors import RateLimited, StateUnavailable
-from ingestd.metrics import RATELIMIT_LIMITED_ITEMS, RATELIMIT_REQUESTS
+from ingestd.model import Signal
+from ingestd.observe.metrics import RATELIMIT_LIMITED_ITEMS, RATELIMIT_REQUESTS
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script
 from ingestd.tenants import Charge, charges
@@ -153,7 +154,7 @@ class RateLimiter:
         self._local.clear()
 
     async def charge(
-        self, signal: str, request: Any, tenant: str, wire_bytes: int, *, shared: bool = True
+        self, signal: Signal, request: Any, tenant: str, wire_bytes: int, *, shared: bool = True
     ) -> None:
         """Take *request*'s items and bytes from its tenants' buckets, or raise RateLimited.
 

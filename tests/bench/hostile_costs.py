@@ -33,8 +33,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
-from tests.integration.design_tables import create_design_tables
+from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
 
 MiB = 1024 * 1024
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

@@ -29,18 +29,12 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from ingestd.config import Config
 from ingestd.convert.identity import application_id_of
 from ingestd.convert.logs import LogsConverter
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.schema.elasticsearch import apply_templates, enforce_retention
+from tests.harness import http_url, logs_config, running
 from tests.integration.conftest import Stack
-from tests.integration.logs_support import (
-    http_url,
-    logs_config,
-    post,
-    running,
-    search,
-    sources,
-)
+from tests.integration.logs_support import post, search, sources
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +55,8 @@ def config(stack: Stack, es_namespace: str, templates: list[str]) -> Config:
 
 @pytest.fixture
 async def ingestd(config: Config) -> AsyncIterator[Any]:
-    async with running(config) as daemon:
-        yield daemon
+    async with running(config) as run:
+        yield run.daemon
 
 
 def emit_sdk_logs(
@@ -161,9 +155,7 @@ async def test_sdk_grpc_exporter_documents_read_back_equal_what_was_sent(
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
     config = logs_config(stack.es_url, "ingestdtest", grpc=True)
-    async with running(config) as daemon:
-        if not any("grpc" in name for name in daemon.stages):
-            pytest.skip("the gRPC receiver is not in this branch yet; enabled once it is merged")
+    async with running(config):
         endpoint = config.receivers.grpc.endpoint
         exporter = OTLPLogExporter(endpoint=endpoint, insecure=True, timeout=30)
         sent = await asyncio.to_thread(emit_sdk_logs, exporter, run_id, 300)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ingestd.config import MemoryConfig
 from ingestd.errors import MemoryPressure
-from ingestd.health import Health, State
 from ingestd.memory import COMPONENT, MemoryGuard
+from ingestd.observe.health import Health, State
 from tests.fakes import FakeClock
 
 MiB = 1024 * 1024

@@ -122,7 +122,10 @@ def test_histogram_over_the_bucket_cap_is_refused_alone() -> None:
     for q in range(5):
         point.quantile_values.add(quantile=q / 5, value=1.0)
     converted = metrics.convert(
-        request, AttributeEncoder(), max_time_unix_nano=NOW + 1, max_buckets=4
+        request,
+        AttributeEncoder(),
+        max_time_unix_nano=NOW + 1,
+        limits=RequestLimits(max_buckets_per_point=4),
     )
     assert converted.items == 1
     assert converted.reject_reasons == {"too_many_buckets": 2}

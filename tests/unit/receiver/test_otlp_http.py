@@ -36,8 +36,9 @@ from ingestd.config import (
 )
 from ingestd.convert.logs import LogsConverter
 from ingestd.errors import PayloadTooLarge
-from ingestd.ingest import Ingest, Route, Signal
+from ingestd.ingest import Ingest, Route
 from ingestd.memory import MemoryGuard
+from ingestd.model import Signal
 from ingestd.receiver.otlp_http import OtlpHttpReceiver, inflater
 from tests.fakes import RecordingWriter
 

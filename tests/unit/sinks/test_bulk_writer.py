@@ -16,10 +16,11 @@ import pytest
 from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 from elasticsearch import ApiError, ConnectionError
 
-from ingestd.batching import Batch, Part
+from ingestd.batching import Batch
 from ingestd.config import ElasticsearchSinkConfig, RetryConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.metrics import ES_REJECTED_DOCS
+from ingestd.model import Part
+from ingestd.observe.metrics import ES_REJECTED_DOCS
 from ingestd.sinks.elasticsearch import BulkWriter
 from tests.fakes import FakeClock, settle
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from psycopg import errors
 
-from ingestd.batching import Part, PartResult
 from ingestd.convert.common import Rows
 from ingestd.errors import Rejected, SinkUnavailable
+from ingestd.model import Part, PartResult
 from ingestd.sinks import timescale
 
 
