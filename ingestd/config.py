@@ -638,36 +638,62 @@ def parse(text: str, *, environ: dict[str, str] | None = None, source: str = "<c
         raise ConfigError([f"{source}: the top level must be a mapping of sections"])
     problems: list[str] = []
     expanded = _expand(raw, os.environ if environ is None else environ, (), problems)
+    failed: set[str] = set()
     try:
-        config = Config.model_validate(expanded)
+        config: Config | None = Config.model_validate(expanded)
     except ValidationError as exc:
         problems.extend(_describe(exc))
-        config = None
+        failed = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        config = _without(expanded, failed)
     if config is not None:
-        problems.extend(_across_sections(config))
+        problems.extend(m for sections, m in _across_sections(config) if not sections & failed)
     if problems:
         raise ConfigError(problems)
     assert config is not None
     return config
 
 
-def _across_sections(config: Config) -> Iterator[str]:
-    """Rules that tie keys of two sections together (each section validates itself)."""
+def _without(raw: Any, failed: set[str]) -> Config | None:
+    """*raw* validated with its failing top-level keys left out (defaults in their place), so
+    the rules across sections still check the sections that are valid; None if it still fails."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Config.model_validate({k: v for k, v in raw.items() if k not in failed})
+    except ValidationError:
+        return None
+
+
+def _across_sections(config: Config) -> Iterator[tuple[set[str], str]]:
+    """Rules that tie keys of two sections together (each section validates itself): each
+    problem with the top-level sections it reads, so that it is left out when one of those
+    failed on its own (its values would be defaults)."""
     ahead_s = config.schema.partitions_ahead_hours * 3600
     if ahead_s < config.ingest.max_future_skew_s:
         # A point stamped up to max_future_skew_s ahead is accepted, so its partition must exist.
         yield (
+            {"schema", "ingest"},
             f"schema.partitions_ahead_hours: must cover ingest.max_future_skew_s "
-            f"({ahead_s:g} s < {config.ingest.max_future_skew_s:g} s)"
+            f"({ahead_s:g} s < {config.ingest.max_future_skew_s:g} s)",
+        )
+    if config.auth.application_keys.enabled and not config.sinks.timescale.enabled:
+        # The keys are looked up in the database the Timescale sink writes (sinks.timescale.dsn).
+        yield (
+            {"auth", "sinks"},
+            "auth.application_keys.enabled: needs sinks.timescale.enabled (application keys"
+            " live in the Timescale sink's database, sinks.timescale.dsn)",
         )
     sinks = config.sinks.timescale
     if config.alerts.enabled and (not sinks.enabled or sinks.discard):
         # The alerts table, the rules' state and most of their data are in PostgreSQL.
-        yield "alerts.enabled: needs sinks.timescale (enabled, not discard)"
+        yield {"alerts", "sinks"}, "alerts.enabled: needs sinks.timescale (enabled, not discard)"
     es = config.sinks.elasticsearch
     for i, rule in enumerate(config.alerts.rules):
         if config.alerts.enabled and rule.logs is not None and (not es.enabled or es.discard):
-            yield f"alerts.rules[{i}].logs: needs sinks.elasticsearch (enabled, not discard)"
+            yield (
+                {"alerts", "sinks"},
+                f"alerts.rules[{i}].logs: needs sinks.elasticsearch (enabled, not discard)",
+            )
 
 
 def _expand(node: Any, environ: Any, path: tuple[str | int, ...], problems: list[str]) -> Any:

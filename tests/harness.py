@@ -230,8 +230,16 @@ class Running:
     @property
     def port(self) -> int:
         """The gRPC receiver's port."""
-        receiver = self.daemon.stages["receiver.grpc"]
-        assert isinstance(receiver, OtlpGrpcReceiver)
+        return self._port("receiver.grpc")
+
+    @property
+    def http_port(self) -> int:
+        """The OTLP/HTTP receiver's port."""
+        return self._port("receiver.http")
+
+    def _port(self, stage: str) -> int:
+        receiver = self.daemon.stages[stage]
+        assert isinstance(receiver, OtlpGrpcReceiver | OtlpHttpReceiver)
         assert receiver.port is not None
         return receiver.port
 
@@ -259,9 +267,7 @@ async def running(cfg: config.Config | str) -> AsyncIterator[Running]:
 
 def http_url(daemon: Daemon, path: str = "/v1/logs") -> str:
     """The URL of *path* on the daemon's OTLP/HTTP receiver."""
-    receiver = daemon.stages["receiver.http"]
-    assert isinstance(receiver, OtlpHttpReceiver)
-    return f"http://127.0.0.1:{receiver.port}{path}"
+    return f"http://127.0.0.1:{Running(daemon).http_port}{path}"
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,8 @@ from typing import Any
 OUT = Path(__file__).with_name("ingestd.json")
 SEL = '{job=~"$job", instance=~"$instance"}'
 RATE = "$__rate_interval"
+# Per-application panels show the busiest ids only: a fleet can register thousands.
+TOP_APPLICATIONS = 10
 
 
 def sel(extra: str = "") -> str:
@@ -104,6 +106,37 @@ PANELS: list[Panel | str] = [
             ),
         ],
         "From a decoded request to its OK answer (under ack: committed, until stored).",
+    ),
+    (
+        f"Accepted items / s, top {TOP_APPLICATIONS} applications",
+        "short",
+        [
+            (
+                f"topk({TOP_APPLICATIONS}, {rate('ingestd_application_accepted_items_total', 'application')})",
+                "{{application}}",
+            )
+        ],
+        "By application id (registered applications' keys; 'derived' for requests without one, 'other' past ingestd's cap of 100 ids per process).",
+    ),
+    (
+        "Accepted items / s by application and signal",
+        "short",
+        [
+            (
+                f"topk({TOP_APPLICATIONS}, {rate('ingestd_application_accepted_items_total', 'application, signal')})",
+                "{{application}} {{signal}}",
+            )
+        ],
+        f"The {TOP_APPLICATIONS} busiest application/signal pairs.",
+    ),
+    (
+        "Authentication",
+        "ops",
+        [
+            (rate("ingestd_auth_failures_total", "reason"), "refused {{reason}}"),
+            (rate("ingestd_application_key_checks_total", "source"), "key checked in {{source}}"),
+        ],
+        "Requests refused as unauthenticated by reason; application key lookups by where they were answered (failed: no answer, request refused).",
     ),
     "Batching and sinks",
     (
@@ -348,6 +381,21 @@ PANELS: list[Panel | str] = [
             (f"sum(increase(ingestd_maintenance_es_rollovers_total{SEL}[1h]))", "ES rollovers"),
         ],
         "Per hour: chunks/partitions dropped past retention, partitions created, ledger rows pruned, data streams rolled over.",
+    ),
+    (
+        "TimescaleDB policy jobs (full tier)",
+        "short",
+        [
+            (f"max(ingestd_timescaledb_jobs_failing{SEL})", "failing or overdue"),
+            (f"sum(increase(ingestd_timescaledb_jobs_run_total{SEL}[1h]))", "run by ingestd / h"),
+        ],
+        "Policy jobs whose last run failed or that are overdue, as of the last maintenance run; jobs ingestd ran itself (CALL run_job) while TimescaleDB's scheduler failed them.",
+    ),
+    (
+        "Config reloads (SIGHUP)",
+        "short",
+        [(f"sum by (outcome) (increase(ingestd_config_reloads_total{SEL}[1h]))", "{{outcome}}")],
+        "Reloads per hour: applied, unchanged, failed (the old settings stay; the log says why).",
     ),
 ]
 

@@ -277,38 +277,24 @@ async def _maintenance_jobs(conn: Connection) -> list[tuple[str, ...]]:
 
 
 async def _timescaledb_jobs(conn: Connection) -> list[tuple[str, ...]]:
-    cur = await conn.execute(
-        """
-        SELECT j.job_id, j.proc_name, coalesce(c.view_name, j.hypertable_name),
-               j.schedule_interval,
-               CASE WHEN isfinite(s.last_run_started_at) THEN s.last_run_started_at END,
-               s.last_run_status || coalesce(': ' || e.err_message, ''),
-               CASE WHEN isfinite(s.next_start) THEN s.next_start END
-        FROM timescaledb_information.jobs AS j
-        LEFT JOIN timescaledb_information.job_stats AS s ON s.job_id = j.job_id
-        LEFT JOIN timescaledb_information.continuous_aggregates AS c
-            ON c.materialization_hypertable_schema = j.hypertable_schema
-           AND c.materialization_hypertable_name = j.hypertable_name
-        LEFT JOIN LATERAL (
-            SELECT err_message FROM timescaledb_information.job_errors AS x
-            WHERE x.job_id = j.job_id AND s.last_run_status = 'Failed'
-            ORDER BY x.start_time DESC LIMIT 1
-        ) AS e ON true
-        WHERE j.proc_name LIKE 'policy_%%' AND j.hypertable_name IS NOT NULL
-        ORDER BY j.job_id
-        """
-    )
+    jobs = sorted(await timescaledb_jobs.read_jobs(conn), key=lambda j: j.job_id)
     return [
         (
-            f"{proc.removeprefix('policy_')} [{job}]",
-            str(rel),
-            human(every),
-            when(last) if last else "never",
-            status or "-",
-            when(upcoming),
+            f"{j.proc_name.removeprefix('policy_')} [{j.job_id}]",
+            j.relation,
+            human(j.schedule_interval),
+            when(j.last_run_started_at) if j.last_run_started_at else "never",
+            _job_status(j),
+            when(j.next_start),
         )
-        for job, proc, rel, every, last, status, upcoming in await cur.fetchall()
+        for j in jobs
     ]
+
+
+def _job_status(job: timescaledb_jobs.JobStat) -> str:
+    if job.last_run_status is None:
+        return "-"
+    return job.last_run_status + (f": {job.error}" if job.error else "")
 
 
 async def _failing_jobs(conn: Connection) -> str:

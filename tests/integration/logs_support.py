@@ -20,16 +20,22 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, byt
 
 
 async def search(
-    es: Elasticsearch, query: dict[str, Any], *, size: int = 1000, **extra: Any
+    es: Elasticsearch,
+    query: dict[str, Any],
+    *,
+    size: int = 1000,
+    index: str = LOGS_INDEX,
+    **extra: Any,
 ) -> Any:
-    """Refresh the test data streams and search them (in a thread: the pipeline shares the loop).
+    """Refresh the test data streams (*index*) and search them (in a thread: the pipeline shares
+    the loop).
 
     Acknowledged records are stored already (ack: committed); refresh makes them searchable.
     """
 
     def run() -> Any:
-        es.indices.refresh(index=LOGS_INDEX)
-        return es.search(index=LOGS_INDEX, query=query, size=size, **extra)
+        es.indices.refresh(index=index)
+        return es.search(index=index, query=query, size=size, **extra)
 
     return await asyncio.to_thread(run)
 

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import grpc
 import orjson
 import pytest
@@ -25,13 +24,11 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from ingestd import applications, config
 from ingestd.convert.identity import application_id_of
 from ingestd.convert.logs import application_namespace
-from ingestd.daemon import Daemon, build
-from ingestd.pipeline import deadline_in
-from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
-from ingestd.receiver.otlp_http import OtlpHttpReceiver
+from ingestd.daemon import Daemon
 from ingestd.schema.elasticsearch import apply_templates
-from tests.harness import free_port, query
+from tests.harness import Running, free_port, query, running
 from tests.integration.conftest import Stack
+from tests.integration.logs_support import post, search
 from tests.samples import RESOURCE, metric_request, set_attributes, span_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -80,23 +77,13 @@ async def replica(doc: dict[str, Any]) -> AsyncIterator[Daemon]:
             "http": {"endpoint": f"127.0.0.1:{free_port()}"},
         },
     }
-    daemon = build(make_config(doc))
-    async with asyncio.TaskGroup() as tasks:
-        await daemon.pipeline.start(tasks)
-        try:
-            yield daemon
-        finally:
-            await daemon.pipeline.stop(deadline_in(15))
+    async with running(make_config(doc)) as run:
+        yield run.daemon
 
 
 def ports(daemon: Daemon) -> tuple[int, int]:
-    grpc_receiver = daemon.stages["receiver.grpc"]
-    http_receiver = daemon.stages["receiver.http"]
-    assert isinstance(grpc_receiver, OtlpGrpcReceiver)
-    assert isinstance(http_receiver, OtlpHttpReceiver)
-    assert grpc_receiver.port is not None
-    assert http_receiver.port is not None
-    return grpc_receiver.port, http_receiver.port
+    run = Running(daemon)
+    return run.port, run.http_port
 
 
 def logs_request(run_id: str, namespace: str, n: int) -> ExportLogsServiceRequest:
@@ -129,25 +116,19 @@ async def send_all(daemon: Daemon, token: str, run_id: str, namespace: str) -> N
         )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
     base = f"http://127.0.0.1:{http_port}"
-    async with aiohttp.ClientSession() as session:
-        for path, message in (
-            ("/v1/traces", span_request(3, tag=run_id)),
-            ("/v1/metrics", metric_request(2, tag=run_id)),
-            ("/v1/logs", logs_request(run_id, namespace, 3)),
-        ):
-            async with session.post(
-                base + path, data=message.SerializeToString(), headers=headers
-            ) as reply:
-                assert reply.status == 200, (path, await reply.read())
+    for path, message in (
+        ("/v1/traces", span_request(3, tag=run_id)),
+        ("/v1/metrics", metric_request(2, tag=run_id)),
+        ("/v1/logs", logs_request(run_id, namespace, 3)),
+    ):
+        status, body = await post(base + path, message.SerializeToString(), headers)
+        assert status == 200, (path, body)
 
 
 async def search_logs(es: Elasticsearch, run_id: str) -> list[dict[str, Any]]:
-    def run() -> list[dict[str, Any]]:
-        es.indices.refresh(index=LOGS_INDEX)
-        found = es.search(index=LOGS_INDEX, query={"term": {"attributes.run_id": run_id}}, size=100)
-        return [{**hit["_source"], "_index": hit["_index"]} for hit in found["hits"]["hits"]]
-
-    return await asyncio.to_thread(run)
+    query = {"term": {"attributes.run_id": run_id}}
+    found = await search(es, query, size=100, index=LOGS_INDEX)
+    return [{**hit["_source"], "_index": hit["_index"]} for hit in found["hits"]["hits"]]
 
 
 @pytest.fixture

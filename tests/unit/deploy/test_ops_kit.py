@@ -105,8 +105,28 @@ def test_dashboard_covers_what_the_operators_asked_for() -> None:
         "ingestd_redis_breaker_open",
         "ingestd_memory_shedding",
         "ingestd_maintenance_runs_total",
+        "ingestd_application_accepted_items_total",
+        "ingestd_timescaledb_jobs_failing",
     ]:
         assert metric in text, metric
+
+
+def test_the_rules_cover_what_on_call_must_hear_about() -> None:
+    """An alert exists for each condition issue 17 lists, TimescaleDB jobs failing included."""
+    rules = yaml.safe_load(RULES.read_text())
+    alerts = {rule["alert"]: rule["expr"] for g in rules["groups"] for rule in g["rules"]}
+    for alert, metric in [
+        ("IngestdRefusingData", "ingestd_receiver_refused_requests_total"),
+        ("IngestdBufferNearlyFull", "ingestd_batcher_buffered_bytes"),
+        ("IngestdSinkRetrying", "ingestd_sink_retries_total"),
+        ("IngestdMaintenanceFailing", "ingestd_maintenance_errors_total"),
+        ("IngestdWorkerRestartLoop", "ingestd_worker_restarts_total"),
+        ("IngestdTimescaleJobsFailing", "ingestd_timescaledb_jobs_failing"),
+    ]:
+        assert metric in alerts.get(alert, ""), alert
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    tested = {case["alertname"] for t in tests for case in t.get("alert_rule_test", [])}
+    assert tested == set(alerts), "every alert has promtool test cases"
 
 
 @pytest.mark.parametrize(

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parents[3] / "deploy" / "wheel_markers.py"
+from tests.unit.deploy.scripts import DEPLOY, load_script
 
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wheel_markers", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-wheel_markers = load_script()
+SCRIPT = DEPLOY / "wheel_markers.py"
+wheel_markers = load_script("wheel_markers")
 
 
 def wheel(directory: Path, name: str, *requires: str) -> None:
