@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -22,11 +21,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from ingestd.alerts.config import AlertsConfig
 from ingestd.errors import ConfigError
+from ingestd.redact import mask_secrets
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _SECRET_KEYS = ("password", "token", "api_key", "secret")
@@ -59,6 +60,14 @@ class TlsConfig(Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     client_ca_file: Path | None = None
+    # Oldest TLS version a client may use. Enforced on OTLP/HTTP and the admin server;
+    # grpcio's server has no such setting (it allows 1.2 and 1.3), so the gRPC receiver
+    # refuses any other value rather than pretend.
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    # The files are checked this often and a changed certificate (cert-manager renewal) is
+    # used for new connections without a restart; 0 reads them once at start. The
+    # Collector's `reload_interval`.
+    reload_interval_s: Annotated[float, Field(ge=0)] = 0.0
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -103,6 +112,20 @@ class GrpcKeepaliveConfig(Section):
     enforcement_policy: KeepaliveEnforcementPolicyConfig = KeepaliveEnforcementPolicyConfig()
 
 
+class CorsConfig(Section):
+    """Cross-origin requests from browser SDKs to OTLP/HTTP (the Collector's `cors` keys)."""
+
+    # Origins allowed to send, e.g. https://app.example.com or https://*.example.com ("*"
+    # matches any run of characters); "*" alone allows every origin. Empty: CORS is off and
+    # preflight OPTIONS requests are answered 405 as any other method.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Request headers a browser may send besides Accept, Accept-Language, Content-Type and
+    # Content-Language (always allowed), e.g. Authorization or Content-Encoding; "*" any.
+    allowed_headers: list[str] = Field(default_factory=list)
+    # How long a browser may cache a preflight answer; 0 sends no Access-Control-Max-Age.
+    max_age: Annotated[int, Field(ge=0)] = 0
+
+
 class GrpcReceiverConfig(Section):
     enabled: bool = True
     endpoint: Endpoint = "0.0.0.0:4317"
@@ -119,7 +142,19 @@ class GrpcReceiverConfig(Section):
     # SETTINGS within this is closed (grpc's server_handshake_timeout; its default is 120 s).
     handshake_timeout_s: PositiveFloat = 10.0
     keepalive: GrpcKeepaliveConfig = GrpcKeepaliveConfig()
+    # Message encodings accepted besides none; grpcio decodes only gzip and deflate (no zstd).
+    # A message in another one is answered UNIMPLEMENTED by grpc itself.
+    compression_algorithms: tuple[Literal["gzip", "deflate"], ...] = ("gzip", "deflate")
     tls: TlsConfig = TlsConfig()
+
+    @model_validator(mode="after")
+    def _grpc_tls(self) -> GrpcReceiverConfig:
+        if self.tls.min_version != "1.2":
+            raise ValueError(
+                "tls.min_version: grpcio's server cannot set a minimum TLS version (it accepts "
+                "1.2 and 1.3); leave it at 1.2 or terminate TLS in front of ingestd"
+            )
+        return self
 
 
 class HttpReceiverConfig(Section):
@@ -139,6 +174,14 @@ class HttpReceiverConfig(Section):
     # The whole body must arrive within this; a client trickling bytes is cut off (slowloris).
     read_body_timeout_s: PositiveFloat = 30.0
     idle_timeout_s: PositiveFloat = 60.0
+    # Content-Encodings accepted besides identity; others are answered 400 before the body
+    # is read. Drop one to keep its decoder (and its decompression cost) off the network.
+    compression_algorithms: tuple[Literal["gzip", "deflate", "zstd"], ...] = (
+        "gzip",
+        "deflate",
+        "zstd",
+    )
+    cors: CorsConfig = CorsConfig()
     tls: TlsConfig = TlsConfig()
 
 
@@ -234,7 +277,17 @@ class TimescaleSinkConfig(Section):
     # Benchmarks only: acknowledge every batch without writing it (no database is contacted),
     # to measure the receive path alone. Data sent to a discarding sink is lost.
     discard: bool = False
+    # The writers' connection. With owner_dsn set, this names a login member of ingest_role
+    # (least privilege: COPY into the telemetry tables, ledger and dimension upserts only).
     dsn: str = "postgresql://ingestd@127.0.0.1:5432/deep_eyes"
+    # The schema owner's connection, for `schema apply | status | maintain`, `applications`,
+    # the maintenance stage (drop_chunks, partitions, run_job) and alert evaluation; read
+    # through database_url.owner_dsn. Unset: that function's fallback (`dsn`, DATABASE_URL),
+    # i.e. one role owns the schema and writes, as before this key existed.
+    owner_dsn: str | None = None
+    # The role `schema apply` creates (NOLOGIN) and grants exactly what the writers need,
+    # from the one list in ingestd/schema/grants.py (docs/security.md).
+    ingest_role: str = Field(default="ingestd_ingest", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     pool: PoolConfig = PoolConfig()
     # Parallel COPYs per table; more than the database's cores only adds contention.
     writers: PositiveInt = 2
@@ -468,9 +521,34 @@ class ReloadConfig(Section):
 class AdminConfig(Section):
     """The small HTTP server for probes, status and metrics."""
 
+    # Kubelet probes and Prometheus reach it on the pod's address; outside Kubernetes bind
+    # 127.0.0.1 (see docs/security.md). Not published by the OTLP Service.
     endpoint: Endpoint = "0.0.0.0:13133"
     # How often each sink and Redis are probed for /readyz.
     check_interval_s: PositiveFloat = 2.0
+    # /status shows backend errors, hostnames and paths: with a token set it answers only
+    # `Authorization: Bearer <token>` (401 otherwise). Give the token or its SHA-256.
+    status_token: str | None = Field(default=None, min_length=16)
+    status_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    # Ask the same token on /metrics too (Prometheus: `authorization: {credentials: ...}`).
+    # /livez and /readyz stay open: kubelet probes send no token.
+    metrics_need_token: bool = False
+    tls: TlsConfig = TlsConfig()
+
+    @field_validator("status_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `status_token: ${env:INGESTD_ADMIN_TOKEN:-}` with the variable unset: no token.
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _token(self) -> AdminConfig:
+        if self.status_token is not None and self.status_token_sha256 is not None:
+            raise ValueError("set at most one of status_token and status_token_sha256")
+        no_token = self.status_token is None and self.status_token_sha256 is None
+        if self.metrics_need_token and no_token:
+            raise ValueError("metrics_need_token needs status_token or status_token_sha256")
+        return self
 
 
 class TelemetryConfig(Section):
@@ -760,14 +838,6 @@ def _mask(node: Any, key: str = "") -> Any:
         # A file's path is not its content: auth.tokens_file stays readable.
         if node and any(s in key.lower() for s in _SECRET_KEYS) and not key.endswith("_file"):
             return "***"
-        if "://" in node:
-            return _mask_url(node)
+        # DSNs and URLs: userinfo, ?password=, libpq's `password=...` keyword form.
+        return mask_secrets(node)
     return node
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

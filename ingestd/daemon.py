@@ -26,6 +26,7 @@ from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
 from ingestd.convert.logs import route_policy
+from ingestd.database_url import owner_dsn
 from ingestd.ingest import Ingest, Route, answer_deadline
 from ingestd.jobs.logs_retention import LogsRetention
 from ingestd.jobs.maintenance import MaintenanceJob
@@ -162,12 +163,15 @@ def _sinks(config: Config, pipeline: Pipeline) -> _Sinks:
         pipeline.add(Layer.SINKS, sinks.timescale)
         if maintain:
             # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
-            job = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
+            # DDL and run_job need the owner; the writers' role has neither.
+            job = MaintenanceJob(owner_dsn(config.sinks.timescale), config.maintenance)
             pipeline.add(Layer.SINKS, job)
         if config.alerts.enabled:
             # Alert rules; one replica evaluates (docs/alerts.md). Rules reload on SIGHUP.
             es = config.sinks.elasticsearch if config.sinks.elasticsearch.enabled else None
-            sinks.alerts = AlertsJob(config.sinks.timescale.dsn, config.alerts, es)
+            # It writes `alerts` and its own ingestd.alert_* tables: the owner's role, not the
+            # writers' least-privilege one.
+            sinks.alerts = AlertsJob(owner_dsn(config.sinks.timescale), config.alerts, es)
             pipeline.add(Layer.SINKS, sinks.alerts)
     es = config.sinks.elasticsearch
     if es.enabled and not es.discard:

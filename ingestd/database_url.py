@@ -1,10 +1,11 @@
 """Prisma's `DATABASE_URL` as the default owner DSN, so one `.env` serves Deep Eyes and ingestd.
 
-The owner DSN is the one `ingestd schema apply | status | maintain` connect with (the role
-that owns the tables). Its value, in order: `sinks.timescale.dsn` when the config file sets it;
-else `DATABASE_URL` converted by `libpq_dsn`; else the built-in default. (A separate owner DSN
-beside the ingest DSN is being introduced on another branch: this function is then that
-setting's default, and the ingest DSN keeps its own.)
+The owner DSN is the one `ingestd schema apply | status | maintain` and the maintenance stage
+connect with (the role that owns the tables). Its value, in order: `sinks.timescale.owner_dsn`
+when set; else `sinks.timescale.dsn` when the config file sets it; else `DATABASE_URL`
+converted by `libpq_dsn`; else the built-in default. The writers always use
+`sinks.timescale.dsn` (with `owner_dsn` set: a member of the least-privilege ingest role,
+docs/security.md).
 
 Prisma accepts query parameters that libpq refuses with `invalid URI query parameter`
 (`schema`, `connection_limit`, `pool_timeout`, `pgbouncer`, `sslaccept`, ...): every
@@ -53,6 +54,8 @@ def libpq_dsn(url: str) -> tuple[str, list[str]]:
 
 def owner_dsn(timescale: TimescaleSinkConfig, environ: Mapping[str, str] | None = None) -> str:
     """The DSN schema commands connect with (see the module docstring for the order)."""
+    if timescale.owner_dsn is not None:
+        return timescale.owner_dsn
     env = os.environ if environ is None else environ
     if "dsn" in timescale.model_fields_set or not env.get(ENV):
         return timescale.dsn

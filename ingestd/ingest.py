@@ -253,9 +253,9 @@ class Ingest:
             async with asyncio.timeout(self.config.ack_timeout_s):
                 return await self._watch(part)
         except TimeoutError:
+            text = f"{signal}: not stored within {self.config.ack_timeout_s}s"
             exc = SinkUnavailable(
-                f"{signal}: not stored within {self.config.ack_timeout_s}s",
-                retry_after_s=self.pressure.hint_s(signal),
+                text, retry_after_s=self.pressure.hint_s(signal), client_message=text
             )
             self._refused(signal, ctx, items, exc)
             raise exc from None

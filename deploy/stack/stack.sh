@@ -62,6 +62,8 @@ write_env() {
   cat >"$ENV_FILE.tmp" <<EOF
 # Written by deploy/stack/stack.sh up; load with: set -a; . .stack/env; set +a
 INGESTD_PG_DSN=postgresql://ingestd:ingestd@127.0.0.1:$PG_PORT/deep_eyes
+# The writers' least-privilege login (member of ingestd_ingest; docs/security.md).
+INGESTD_PG_INGEST_DSN=postgresql://ingestd_writer:ingestd_writer@127.0.0.1:$PG_PORT/deep_eyes
 INGESTD_PG_ADMIN_DSN=postgresql://postgres@127.0.0.1:$PG_PORT/postgres
 INGESTD_ES_URL=http://127.0.0.1:$ES_PORT
 INGESTD_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0

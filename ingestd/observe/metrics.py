@@ -414,6 +414,10 @@ PRESSURE_REPLICAS = Gauge(
     "Live replicas (each worker is one) in the last cluster view (1 without Redis)",
     multiprocess_mode="livemax",
 )
+PRESSURE_MALFORMED_ENTRIES = Counter(
+    "ingestd_pressure_malformed_entries_total",
+    "Entries of the shared pressure hash in Redis that were not of ingestd's shape (ignored)",
+)
 RATELIMIT_REQUESTS = Counter(
     "ingestd_ratelimit_requests_total",
     "Rate-limited requests by scope (cluster, local) and outcome (allowed, limited)",

@@ -24,9 +24,9 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
-from ingestd.auth import Authenticator
-from ingestd.config import AuthConfig, GrpcReceiverConfig, TlsConfig
-from ingestd.errors import IngestdError, Overloaded, StageClosed
+from ingestd.auth import Authenticator, Caller
+from ingestd.config import AuthConfig, GrpcReceiverConfig
+from ingestd.errors import IngestdError, Overloaded, StageClosed, Unauthenticated
 from ingestd.ingest import MESSAGE_BYTES, Ingest, answer_deadline
 from ingestd.model import ExportResult, RequestContext, Signal
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
@@ -35,6 +35,7 @@ from ingestd.receiver import decode
 from ingestd.receiver import status as statuses
 from ingestd.receiver.inflight import InFlight
 from ingestd.signals import BY_GRPC_METHOD, SIGNALS
+from ingestd.tls import grpc_credentials
 
 log = structlog.get_logger("ingestd.receiver.grpc")
 
@@ -67,6 +68,8 @@ def server_options(config: GrpcReceiverConfig, reuse_port: bool) -> list[tuple[s
         # Several workers share the port (workers: N); one process alone binds it
         # exclusively, so that a second ingestd on the same port fails to start.
         ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # A message in an encoding left out is answered UNIMPLEMENTED by grpc core.
+        ("grpc.compression_enabled_algorithms_bitset", _codec_bits(config)),
     ]
 
 
@@ -104,7 +107,7 @@ class OtlpGrpcReceiver:
         tls = self.config.tls
         try:
             if tls.enabled:
-                port = server.add_secure_port(endpoint, _credentials(tls))
+                port = server.add_secure_port(endpoint, grpc_credentials(tls))
             else:
                 port = server.add_insecure_port(endpoint)
         except RuntimeError as exc:
@@ -143,6 +146,23 @@ class OtlpGrpcReceiver:
             "in_flight": self._in_flight.count,
             "requests": dict(self._counts),
         }
+
+    def authentication_error(self, metadata: Any) -> Unauthenticated | None:
+        """Unauthenticated when the RPC's `authorization` metadata names no known token."""
+        if not self._auth.enabled:
+            return None
+        authorization = _metadata_value(metadata, "authorization")
+        if self._auth.keys is not None:
+            # An application key needs an async lookup: only a missing token is refused
+            # here; the handler identifies the caller before anything else.
+            if authorization:
+                return None
+            return Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
+        try:
+            self._auth.authenticate(authorization)
+        except Unauthenticated as exc:
+            return exc
+        return None
 
     def admission_error(self) -> IngestdError | None:
         """Why a new RPC is refused before its message is read (draining, memory), or None."""
@@ -198,6 +218,17 @@ class OtlpGrpcReceiver:
     ) -> bytes:
         outcome = "CANCELLED"  # unless an answer is reached
         try:
+            # Authenticate before anything else: not even an empty body is answered OK
+            # without a token (HTTP answers 401 there too).
+            try:
+                caller = await self._auth.identify(_authorization(context))
+            except IngestdError as exc:  # Unauthenticated, or a key that cannot be checked now
+                failure = statuses.status_for(exc)
+                outcome = failure.grpc_code.name
+                RECEIVER_REFUSED_REQUESTS.labels(
+                    signal=signal, transport="grpc", reason=type(exc).__name__
+                ).inc()
+                await _abort(context, failure)
             if not self._ingest.accepts(signal):
                 outcome = "UNIMPLEMENTED"
                 RECEIVER_REFUSED_REQUESTS.labels(
@@ -212,7 +243,7 @@ class OtlpGrpcReceiver:
             if not body:
                 outcome = "ok"
                 return self._empty[signal]
-            answer = await self._answer(signal, body, _authorization(context))
+            answer = await self._answer(signal, body, caller)
             if isinstance(answer, tuple):
                 failure, reason = answer
                 outcome = failure.grpc_code.name
@@ -228,12 +259,10 @@ class OtlpGrpcReceiver:
             RECEIVER_REQUESTS.labels(signal=signal, transport="grpc", status=outcome).inc()
 
     async def _answer(
-        self, signal: Signal, body: bytes, authorization: str | None
+        self, signal: Signal, body: bytes, caller: Caller
     ) -> ExportResult | tuple[statuses.Status, str]:
         """Store one request: its result, or the status to abort with and the error's class."""
         try:
-            # Authenticate before decoding: an unknown caller costs no parsing.
-            caller = await self._auth.identify(authorization)
             shape = self._ingest.structure(signal, body)
             with self._ingest.decoding(0, extra=MESSAGE_BYTES * shape.messages):
                 return await self._ingest.export(
@@ -275,16 +304,25 @@ class _Handlers(_GenericRpcHandler):
         handler = self._handlers.get(details.method)
         if handler is None:
             return None  # grpc answers UNIMPLEMENTED
-        error = self._receiver.admission_error() or self._receiver.busy()
+        # An unknown caller is refused before its message is read or anything else is said.
+        error: IngestdError | None = self._receiver.authentication_error(
+            details.invocation_metadata
+        )
+        if error is None:
+            error = self._receiver.admission_error() or self._receiver.busy()
         if error is not None:
             return self._receiver.refuse(self._signals[details.method], error)
         return handler
 
 
 def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return value if isinstance(value, str) else value.decode("latin-1")
+    return _metadata_value(context.invocation_metadata(), "authorization")
+
+
+def _metadata_value(metadata: Any, name: str) -> str | None:
+    for key, value in metadata or ():
+        if key == name:
+            return value if isinstance(value, str) else bytes(value).decode("latin-1")
     return None
 
 
@@ -296,12 +334,9 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], failure: statuses.
     raise AssertionError("abort_with_status returned")
 
 
-def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
-    assert tls.cert_file is not None
-    assert tls.key_file is not None
-    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
-    return grpc.ssl_server_credentials(
-        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
+# grpc_compression_algorithm values; identity (0) is always on.
+_CODEC_BITS = {"deflate": 1 << 1, "gzip": 1 << 2}
+
+
+def _codec_bits(config: GrpcReceiverConfig) -> int:
+    return 1 | sum(_CODEC_BITS[codec] for codec in set(config.compression_algorithms))

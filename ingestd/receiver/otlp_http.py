@@ -1,7 +1,8 @@
 """The OTLP/HTTP receiver: `POST /v1/traces | /v1/metrics | /v1/logs` -> Ingest.export.
 
-Per request, in the Collector's order (reference otelcol.md section 2): path (404), method
-(405), Content-Type (415: application/x-protobuf or application/json), the body read under
+Per request, in the Collector's order (reference otelcol.md section 2): path (404), the bearer
+token when auth is on (401 with `WWW-Authenticate`, before anything else), method (405),
+Content-Type (415: application/x-protobuf or application/json), the body read under
 `max_request_body_bytes` (413), Content-Encoding (gzip, deflate, zstd; others 400) inflated
 in bounded steps under `max_decompressed_bytes` (413: a small bomb is refused after inflating
 at most the limit), decode (400), then `Ingest.export`. Outcomes map through the one status
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ssl
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +34,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format
 
-from ingestd.auth import Authenticator
-from ingestd.config import AuthConfig, HttpReceiverConfig, TlsConfig
+from ingestd.auth import ANONYMOUS, Authenticator, Caller
+from ingestd.config import AuthConfig, HttpReceiverConfig
 from ingestd.convert.limits import Shape, check_shape, shape_of
 from ingestd.errors import (
     BadRequest,
@@ -43,17 +43,20 @@ from ingestd.errors import (
     Overloaded,
     PayloadTooLarge,
     StageClosed,
+    Unauthenticated,
     Unimplemented,
     UnsupportedMedia,
 )
 from ingestd.ingest import MESSAGE_BYTES, Ingest, answer_deadline
 from ingestd.model import RequestContext, Signal
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
+from ingestd.receiver.cors import Cors
 from ingestd.receiver.decode import parse_protobuf, request_key, response
 from ingestd.receiver.inflight import InFlight
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.receiver.status import retry_after_header, rpc_status, status_for
 from ingestd.signals import BY_HTTP_PATH
+from ingestd.tls import ServerTls, server_context
 
 log = structlog.get_logger("ingestd.receiver.http")
 
@@ -96,6 +99,10 @@ class OtlpHttpReceiver:
         # Without auth every request belongs to the default tenant "".
         self._auth = auth or Authenticator(AuthConfig())
         self._ingest = ingest
+        self._cors = Cors(config.cors)
+        self._codecs = frozenset(config.compression_algorithms)
+        self._tls: ServerTls | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
         self._closing = False
@@ -107,6 +114,9 @@ class OtlpHttpReceiver:
     async def start(self, tasks: asyncio.TaskGroup) -> None:
         """Listen on the endpoint; raises OSError when it cannot be bound."""
         host, _, port = self.config.endpoint.rpartition(":")
+        self._tls = server_context(self.config.tls, "http")
+        if self._tls is not None:
+            self._tls_watch = tasks.create_task(self._tls.watch(), name="http-tls-reload")
         server = _Server(
             self._handle,
             head_timeout_s=self.config.read_header_timeout_s,
@@ -123,7 +133,7 @@ class OtlpHttpReceiver:
             self._runner,
             host,
             int(port),
-            ssl_context=_ssl_context(self.config.tls),
+            ssl_context=self._tls.context if self._tls is not None else None,
             reuse_port=self.reuse_port or None,
         )
         await self._site.start()
@@ -148,6 +158,9 @@ class OtlpHttpReceiver:
             log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight.count)
             await self._site.stop()
             self._site = None
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+            self._tls_watch = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -163,16 +176,41 @@ class OtlpHttpReceiver:
         }
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if not self._cors.enabled:
+            return await self._route(request)
+        if request.path in BY_HTTP_PATH and Cors.is_preflight(request.method, request.headers):
+            # Browsers send no credentials on a preflight: it is answered before auth.
+            return web.Response(status=204, headers=self._cors.preflight(request.headers))
+        reply = await self._route(request)
+        reply.headers.update(self._cors.response_headers(request.headers.get("Origin")))
+        return reply
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         spec = BY_HTTP_PATH.get(request.path)
         if spec is None:
             paths = ", ".join(BY_HTTP_PATH)
             return _plain(404, f"no OTLP endpoint at {request.path}; use {paths}")
         signal = spec.signal
+        media = request.content_type
+        authorization = request.headers.get("Authorization")
+        caller = ANONYMOUS
+        try:
+            # Before anything else: an unknown caller learns nothing and costs no reading.
+            caller = await self._auth.identify(authorization)
+        except IngestdError as exc:
+            reply = self._error(signal, media if media in (PROTOBUF, JSON) else JSON, exc)
+            if isinstance(exc, Unauthenticated):
+                # RFC 9110 section 11.6.1: a 401 names the scheme; RFC 6750 section 3 adds
+                # the error code only when a token was sent.
+                reply.headers["WWW-Authenticate"] = 'Bearer realm="ingestd"' + (
+                    ', error="invalid_token"' if authorization else ""
+                )
+            reply.force_close()  # the body is left unread
+            return reply
         if request.method != "POST":
             reply = _plain(405, f"{request.method} is not allowed; OTLP/HTTP uses POST")
             reply.headers["Allow"] = "POST"
             return reply
-        media = request.content_type
         if media not in (PROTOBUF, JSON):
             error = UnsupportedMedia(
                 f"Content-Type {media!r} is not supported; use {PROTOBUF} or {JSON}"
@@ -191,9 +229,11 @@ class OtlpHttpReceiver:
             reply.force_close()
             return reply
         with self._in_flight.request():
-            return await self._export(signal, media, request)
+            return await self._export(signal, media, request, caller)
 
-    async def _export(self, signal: Signal, media: str, request: web.BaseRequest) -> web.Response:
+    async def _export(
+        self, signal: Signal, media: str, request: web.BaseRequest, caller: Caller
+    ) -> web.Response:
         # The declared body is counted against memory from admission on (the body limit when
         # it is chunked): a burst of slow large bodies is refused before they arrive.
         limit = self.config.max_request_body_bytes
@@ -207,8 +247,6 @@ class OtlpHttpReceiver:
             reply.force_close()
             return reply
         try:
-            # Authenticate before reading the body: an unknown caller costs no inflating.
-            caller = await self._auth.identify(request.headers.get("Authorization"))
             with self._ingest.decoding(0, extra=reserved):
                 body = await self._body(request)
             if media == PROTOBUF:
@@ -262,7 +300,8 @@ class OtlpHttpReceiver:
                 f"request body of {request.content_length} bytes exceeds {limit} bytes"
             )
         encoding = request.headers.get("Content-Encoding", "")
-        inflate = inflater(encoding)  # an unknown encoding fails before the body is read
+        # An unknown or disabled encoding fails before the body is read.
+        inflate = inflater(encoding, self._codecs)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -295,7 +334,7 @@ class OtlpHttpReceiver:
         reason = type(exc).__name__ if isinstance(exc, IngestdError) else "InternalError"
         RECEIVER_REFUSED_REQUESTS.labels(signal=signal, transport="http", reason=reason).inc()
         if status.http_status >= 500:
-            log.debug("http_request_refused", signal=str(signal), error=status.message[:300])
+            log.debug("http_request_refused", signal=str(signal), error=str(exc)[:300])
         reply = _encoded(status.http_status, media, rpc_status(status))
         retry_after = retry_after_header(status)
         if retry_after is not None:
@@ -309,20 +348,22 @@ class OtlpHttpReceiver:
 Inflate = Callable[[bytes, int], bytes]
 
 
-def inflater(content_encoding: str) -> Inflate | None:
-    """The decoder for a Content-Encoding; None for identity; BadRequest if unsupported."""
+ALL_CODECS = frozenset({"gzip", "deflate", "zstd"})
+
+
+def inflater(content_encoding: str, allowed: frozenset[str] = ALL_CODECS) -> Inflate | None:
+    """The decoder for a Content-Encoding; None for identity; BadRequest if not *allowed*."""
     encoding = content_encoding.strip().lower()
     if encoding in ("", "identity"):
         return None
-    if encoding in ("gzip", "x-gzip"):
-        return _gunzip
-    if encoding == "deflate":
-        return _inflate_deflate
-    if encoding == "zstd":
-        return _unzstd
-    raise BadRequest(
-        f"Content-Encoding {content_encoding!r} is not supported (gzip, deflate, zstd)"
-    )
+    codec = "gzip" if encoding == "x-gzip" else encoding
+    decoder = {"gzip": _gunzip, "deflate": _inflate_deflate, "zstd": _unzstd}.get(codec)
+    if decoder is None or codec not in allowed:
+        accepted = ", ".join(sorted(allowed)) or "none"
+        raise BadRequest(
+            f"Content-Encoding {content_encoding!r} is not accepted here ({accepted}, identity)"
+        )
+    return decoder
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
@@ -388,17 +429,6 @@ def _encoded(status: int, media: str, message: Any) -> web.Response:
 
 def _plain(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text)
-
-
-def _ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
-    if not tls.enabled:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    if tls.client_ca_file is not None:
-        context.load_verify_locations(str(tls.client_ca_file))
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 class _Server(web.Server):

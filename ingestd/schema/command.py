@@ -17,6 +17,7 @@ from ingestd.database_url import owner_dsn
 from ingestd.errors import SchemaError
 from ingestd.schema import (
     elasticsearch,
+    grants,
     maintenance,
     migrations,
     policies,
@@ -89,6 +90,7 @@ async def apply_postgres(config: Config, out: Out) -> None:
             await policies.reconcile(conn, config.schema, tier, out)
             if tier is tiers.Tier.POSTGRES:
                 await _first_partitions(conn, config, out)
+            await grants.reconcile(conn, config.sinks.timescale, out)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (config.maintenance.lock_key,))
     finally:

@@ -402,9 +402,10 @@ class BulkWriter:
         for p, part in enumerate(batch.parts):
             message = ""
             if rejected[p]:
+                # Only the error type of this part's own first refused record: the reason
+                # text quotes values, and the batch's example may be another client's record.
                 message = (
-                    f"{rejected[p]} log records refused by Elasticsearch "
-                    f"({first_error[p]}; e.g. {state.reason_example})"
+                    f"{rejected[p]} log records refused by Elasticsearch ({first_error[p]})"
                 )[:1000]
             results.append(
                 PartResult(

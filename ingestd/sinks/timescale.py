@@ -365,6 +365,8 @@ class _PartState:
     part: Part
     excluded: set[int] = field(default_factory=set)
     message: str = ""
+    # PostgreSQL's own text about the first refused row, for the log only.
+    detail: str = ""
     sqlstate: str = ""
     refused_whole: bool = False
 
@@ -496,10 +498,12 @@ class TimescaleWriter:
         if located is None:
             raise exc
         state, index = located
-        message = exc.error.diag.message_primary or str(exc.error)
         if not state.message:
-            state.message = f"{self.table}: row refused by PostgreSQL: {message}"
             state.sqlstate = exc.error.sqlstate or "unknown"
+            # The client hears the SQLSTATE only: PostgreSQL's text may quote values and
+            # names; it goes to the log (rows_refused) instead.
+            state.message = f"{self.table}: rows refused by PostgreSQL (SQLSTATE {state.sqlstate})"
+            state.detail = exc.error.diag.message_primary or str(exc.error)
         if sum(len(s.excluded) for s in states) >= _MAX_ROW_REJECTS:
             state.refused_whole = True
         else:
@@ -548,7 +552,7 @@ class TimescaleWriter:
                 rows=rejected,
                 parts=len(refusing),
                 sqlstates=sorted({s.sqlstate for s in refusing}),
-                example=refusing[0].message[:300],
+                example=f"{refusing[0].message}: {refusing[0].detail}"[:300],
             )
         log.debug(
             "batch_committed",

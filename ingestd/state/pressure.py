@@ -18,7 +18,6 @@ Without Redis (disabled, or not answering) the replica's own view alone decides.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import math
 import random
@@ -34,6 +33,7 @@ from ingestd.errors import SinkUnavailable, StateUnavailable
 from ingestd.model import Signal
 from ingestd.observe.health import Health, State
 from ingestd.observe.metrics import (
+    PRESSURE_MALFORMED_ENTRIES,
     PRESSURE_REFUSED_REQUESTS,
     PRESSURE_REPLICAS,
     PRESSURE_SIGNAL_CLOSED,
@@ -183,11 +183,14 @@ class ClusterPressure:
         reason = "sink_failing" if gate is Gate.CLOSED else "reopening"
         PRESSURE_REFUSED_REQUESTS.labels(signal=signal, reason=reason).inc()
         where = f"{watched.failing_replicas} of {watched.reporting_replicas} replicas"
-        raise SinkUnavailable(
+        message = (
             f"{signal}: its sink is failing ({where}); refused at once"
             if gate is Gate.CLOSED
-            else f"{signal}: its sink is recovering; admitting a growing share",
-            retry_after_s=watched.admission.hint_s(now),
+            else f"{signal}: its sink is recovering; admitting a growing share"
+        )
+        # ingestd's own words (counts only): the client may read them.
+        raise SinkUnavailable(
+            message, retry_after_s=watched.admission.hint_s(now), client_message=message
         )
 
     def hint_s(self, signal: Signal) -> float:
@@ -254,9 +257,16 @@ class ClusterPressure:
             [redis.replica_id, orjson.dumps(mine), stale_ms],
         )
         entries: dict[str, dict[str, list[Any]]] = {}
+        malformed = 0
         for i in range(0, len(flat), 2):
-            with contextlib.suppress(ValueError):
-                entries[flat[i].decode()] = orjson.loads(flat[i + 1])
+            entry = _valid_entry(flat[i], flat[i + 1])
+            if entry is None:
+                malformed += 1
+            else:
+                entries[entry[0]] = entry[1]
+        if malformed:
+            PRESSURE_MALFORMED_ENTRIES.inc(malformed)
+            log.debug("pressure_entries_malformed", entries=malformed)
         return entries
 
     def _apply(self, mine: dict[str, list[Any]], entries: dict[str, dict[str, list[Any]]]) -> None:
@@ -300,3 +310,28 @@ class ClusterPressure:
                 for signal, w in self._signals.items()
             },
         }
+
+
+def _valid_entry(replica: Any, raw: Any) -> tuple[str, dict[str, list[Any]]] | None:
+    """One replica's entry as read from Redis, or None when it is not the shape we write.
+
+    Redis is shared (other deployments, other versions, anyone with access): an entry that is
+    not `{signal: [fill >= 0, 0 | 1], ...}` is treated as absent rather than trusted.
+    """
+    try:
+        name = replica.decode() if isinstance(replica, bytes) else str(replica)
+        value = orjson.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    for report in value.values():
+        if not isinstance(report, list) or len(report) != 2:
+            return None
+        fill, failing = report
+        if isinstance(fill, bool) or not isinstance(fill, int | float):
+            return None
+        if not (math.isfinite(fill) and fill >= 0) or failing not in (0, 1):
+            return None
+        report[0] = min(float(fill), 1.0)  # a fill beyond full says nothing more
+    return name, value

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ingestd.config import Config
+from ingestd.config import Config, TlsConfig
 from ingestd.workers import cgroup
 
 ENV = "INGESTD_WORKER"
@@ -91,7 +91,16 @@ def worker_config(config: Config, spec: WorkerSpec) -> Config:
             "http": config.receivers.http.model_copy(update={"endpoint": spec.http_endpoint}),
         }
     )
-    admin = config.admin.model_copy(update={"endpoint": "127.0.0.1:0"})
+    # Loopback, asked only by the supervisor (plain HTTP, no token); the public one has both.
+    admin = config.admin.model_copy(
+        update={
+            "endpoint": "127.0.0.1:0",
+            "tls": TlsConfig(),
+            "status_token": None,
+            "status_token_sha256": None,
+            "metrics_need_token": False,
+        }
+    )
     return config.model_copy(update={"receivers": receivers, "admin": admin})
 
 

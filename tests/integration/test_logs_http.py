@@ -312,6 +312,9 @@ async def test_mapping_conflict_is_partial_success_and_the_rest_is_stored(
     reply = logs_service_pb2.ExportLogsServiceResponse.FromString(answer)
     assert reply.partial_success.rejected_log_records == 1
     assert "document_parsing_exception" in reply.partial_success.error_message
+    # Elasticsearch's reason (it quotes the refused value) stays in the log.
+    assert "not a number" not in reply.partial_success.error_message
+    assert "strict_number" not in reply.partial_success.error_message
     result = await search(es, {"term": {"attributes.run_id": run_id}})
     seqs = sorted(d["attributes"]["seq"] for d in sources(result))
     assert seqs == [0, 0, 1, 2]  # the first probe record and the three good ones

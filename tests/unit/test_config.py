@@ -209,3 +209,17 @@ def test_a_rule_is_not_checked_against_a_section_that_failed() -> None:
     text = "auth: {enabled: true, application_keys: {enabled: true}}\nsinks: {timescale: 1}\n"
     (problem,) = problems_of(text)
     assert problem.startswith("sinks.timescale: ")
+
+
+def test_grpc_tls_min_version_other_than_1_2_is_refused() -> None:
+    """grpcio's server cannot enforce a minimum TLS version: config says so, not pretends."""
+    with pytest.raises(ConfigError, match="grpcio's server cannot set a minimum TLS version"):
+        config.parse("receivers:\n  grpc:\n    tls:\n      min_version: '1.3'\n", environ={})
+    cfg = config.parse("receivers:\n  http:\n    tls:\n      min_version: '1.3'\n", environ={})
+    assert cfg.receivers.http.tls.min_version == "1.3"
+
+
+def test_admin_metrics_token_needs_a_token() -> None:
+    """admin.metrics_need_token without a token is refused (it would lock out Prometheus)."""
+    with pytest.raises(ConfigError, match="metrics_need_token needs status_token"):
+        config.parse("admin:\n  metrics_need_token: true\n", environ={})

@@ -282,6 +282,29 @@ async def test_mismatched_answer_is_retryable() -> None:
         await run(w, clock, batch(["a", "b"]))
 
 
+async def test_each_part_hears_only_about_its_own_records() -> None:
+    """A part's partial-success message names its own error type, never another part's values."""
+    client = FakeClient(
+        script=lambda n, doc: (
+            (400, "document_parsing_exception")
+            if doc["id"] == "secret-of-a"
+            else ((400, "illegal_argument_exception") if doc["id"] == "b-bad" else (201, ""))
+        )
+    )
+    w, clock = writer(client)
+    results = await run(w, clock, batch(["secret-of-a"], ["b-ok", "b-bad"], ["c"]))
+    assert [r.rejected for r in results] == [1, 1, 0]
+    assert (
+        results[0].message == "1 log records refused by Elasticsearch (document_parsing_exception)"
+    )
+    assert (
+        results[1].message == "1 log records refused by Elasticsearch (illegal_argument_exception)"
+    )
+    assert results[2].message == ""
+    # The fake's reason quotes the document ("... for secret-of-a"): no part reads it.
+    assert not any("secret-of-a" in r.message for r in results)
+
+
 async def test_a_retry_after_a_lost_answer_and_a_rollover_skips_what_was_stored() -> None:
     """The bulk's answer is lost, the stream rolls over, the retry finds `a` in the previous
     backing index (a realtime _mget) and sends only `b`: nothing is stored twice."""
