@@ -25,7 +25,7 @@ from ingestd.appkeys import ApplicationKeys
 from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
-from ingestd.convert.logs import route_policy
+from ingestd.convert.logs import RoutePolicy, route_policy
 from ingestd.database_url import owner_dsn
 from ingestd.ingest import Ingest, Route, answer_deadline
 from ingestd.jobs.logs_retention import LogsRetention
@@ -113,7 +113,11 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         listeners=[sinks.alerts.reloaded] if sinks.alerts is not None else [],
     )
     pipeline.add(Layer.SHARED_STATE, shared.dedup, shared.pressure, reloader)
-    routes = _routes(config, sinks, memory)
+    # One per process: both logs converters (event loop, thread) share its routes and cap.
+    policy = route_policy(config.sinks.elasticsearch.routing)
+    if config.sinks.elasticsearch.enabled:
+        pipeline.add(Layer.BATCHERS, _RoutingStatus(policy))
+    routes = _routes(config, sinks, memory, policy)
     pipeline.add(Layer.BATCHERS, *(route.batcher for route in routes.values()))
     ingest = Ingest(
         config.ingest,
@@ -182,15 +186,33 @@ def _sinks(config: Config, pipeline: Pipeline) -> _Sinks:
     return sinks
 
 
-def _routes(config: Config, sinks: _Sinks, memory: MemoryGuard) -> dict[Signal, Route]:
+@dataclass
+class _RoutingStatus:
+    """The logs route policy on /status (routes taken, records sent to the fallback): a stage
+    with nothing to start or stop."""
+
+    policy: RoutePolicy
+    name: str = "logs_routing"
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        """Nothing to acquire."""
+
+    async def stop(self, deadline: float) -> None:
+        """Nothing to release."""
+
+    def status(self) -> dict[str, object]:
+        return self.policy.status()
+
+
+def _routes(
+    config: Config, sinks: _Sinks, memory: MemoryGuard, policy: RoutePolicy
+) -> dict[Signal, Route]:
     """One route per signal whose sink is enabled: converter -> Batcher -> the sink's writer.
 
     A signal without a route answers UNIMPLEMENTED.
     """
     routes: dict[Signal, Route] = {}
     discarded: list[str] = []
-    # One per process: both logs converters (event loop, thread) share its routes and cap.
-    policy = route_policy(config.sinks.elasticsearch.routing)
     for spec in SIGNALS.values():
         section = _sink_config(config, spec.sink)
         if not section.enabled:

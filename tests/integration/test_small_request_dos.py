@@ -554,6 +554,8 @@ def test_routes_outside_the_allowlist_land_in_the_configured_stream(
     )["hits"]["hits"]
     assert [hit["_source"]["data_stream"]["namespace"] for hit in hits] == [ES_TEST_NAMESPACE]
     assert not es.indices.exists(index=f"logs-generic.otel-{wanted}")
+    status = orjson.loads(tight.admin_get("/status")[1])
+    assert status["logs_routing"]["refused"] >= 1
 
 
 # -- probes while shedding -----------------------------------------------------------------------
