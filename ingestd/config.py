@@ -82,6 +82,36 @@ class TlsConfig(Section):
         return self.cert_file is not None
 
 
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class KeepaliveServerParametersConfig(Section):
+    """The Collector's `keepalive.server_parameters`, in seconds; 0 means no limit."""
+
+    # A connection without an RPC for this long is closed (GOAWAY).
+    max_connection_idle_s: NonNegativeFloat = 300.0
+    # Connections are closed after this long (with GOAWAY), so clients re-balance over replicas.
+    max_connection_age_s: NonNegativeFloat = 0.0
+    # RPCs still running when a connection reaches its age get this long to finish.
+    max_connection_age_grace_s: NonNegativeFloat = 0.0
+    # The server pings an idle client this often; no answer within timeout_s closes it.
+    time_s: PositiveFloat = 60.0
+    timeout_s: PositiveFloat = 20.0
+
+
+class KeepaliveEnforcementPolicyConfig(Section):
+    """The Collector's `keepalive.enforcement_policy`: clients pinging more often are closed."""
+
+    min_time_s: PositiveFloat = 10.0
+    # Whether clients may ping while they have no RPC open.
+    permit_without_stream: bool = False
+
+
+class GrpcKeepaliveConfig(Section):
+    server_parameters: KeepaliveServerParametersConfig = KeepaliveServerParametersConfig()
+    enforcement_policy: KeepaliveEnforcementPolicyConfig = KeepaliveEnforcementPolicyConfig()
+
+
 class CorsConfig(Section):
     """Cross-origin requests from browser SDKs to OTLP/HTTP (the Collector's `cors` keys)."""
 
@@ -102,6 +132,16 @@ class GrpcReceiverConfig(Section):
     # 4 MiB is grpc's default and surprises users (collector #1494); OTLP's spec PR #782
     # recommends 64 MiB. 16 MiB holds ~30k SDK-sized spans.
     max_recv_msg_size_mib: Annotated[int, Field(ge=1, le=256)] = 16
+    # Streams (RPCs) one HTTP/2 connection may have open; grpc's own default is unlimited.
+    max_concurrent_streams: PositiveInt = 128
+    # RPCs ingestd serves at once over all connections; beyond it an RPC is answered
+    # UNAVAILABLE with RetryInfo (grpc's maximum_concurrent_rpcs answers RESOURCE_EXHAUSTED
+    # without a hint, which exporters drop).
+    max_concurrent_requests: PositiveInt = 256
+    # A connection that has not completed its TLS handshake and sent the HTTP/2 preface and
+    # SETTINGS within this is closed (grpc's server_handshake_timeout; its default is 120 s).
+    handshake_timeout_s: PositiveFloat = 10.0
+    keepalive: GrpcKeepaliveConfig = GrpcKeepaliveConfig()
     # Message encodings accepted besides none; grpcio decodes only gzip and deflate (no zstd).
     # A message in another one is answered UNIMPLEMENTED by grpc itself.
     compression_algorithms: tuple[Literal["gzip", "deflate"], ...] = ("gzip", "deflate")
@@ -124,6 +164,12 @@ class HttpReceiverConfig(Section):
     # so that a small compressed bomb is refused without inflating it all.
     max_request_body_bytes: ByteSize = ByteSize(20 * MiB)
     max_decompressed_bytes: ByteSize = ByteSize(64 * MiB)
+    # A compressed body may inflate to this many times its size (bodies inflating to 4 MiB or
+    # less never count): 64 MiB of empty records gzip into 65 KB. 0 turns the check off.
+    max_decompression_ratio: Annotated[int, Field(ge=0)] = 100
+    # Requests served at once; beyond it a request is answered 503 + Retry-After before its
+    # body is read. Each may hold max_request_body_bytes, so this also bounds memory.
+    max_concurrent_requests: PositiveInt = 256
     read_header_timeout_s: PositiveFloat = 10.0
     # The whole body must arrive within this; a client trickling bytes is cut off (slowloris).
     read_body_timeout_s: PositiveFloat = 30.0
@@ -157,6 +203,22 @@ class IngestConfig(Section):
     ack_timeout_s: PositiveFloat = 30.0
     # Records stamped further in the future than this are rejected (clock skew).
     max_future_skew_s: PositiveFloat = 86400.0
+    # What one request may hold, counted on the wire before it is parsed (see
+    # docs/reliability.md): parsing costs ~32 bytes per message however small, so 64 MiB of
+    # empty resources would take ~1 GiB and minutes of CPU. An OTLP SDK sends 1 resource and
+    # 512 records; the Collector's batcher 8192 records. Past a cap: 413 / RESOURCE_EXHAUSTED.
+    max_resources_per_request: PositiveInt = 16_384
+    max_scopes_per_request: PositiveInt = 65_536
+    # Spans, log records or metric data points. As many as a sink buffer holds
+    # (sinks.*.buffer.max_items): a larger request could not be stored anyway.
+    max_items_per_request: PositiveInt = 262_144
+    # Explicit bounds, bucket counts or quantiles of one histogram / summary point; a point
+    # over it is refused alone (partial success). SDKs default to 16 bounds and 160
+    # exponential buckets.
+    max_buckets_per_point: PositiveInt = 16_384
+    # Requests whose body is at least this big are converted in a worker thread, so that the
+    # event loop keeps serving other requests (and probes) meanwhile.
+    convert_in_thread_bytes: ByteSize = ByteSize(512 * 1024)
 
 
 class BatchConfig(Section):
@@ -256,6 +318,21 @@ class LogsTemplateConfig(Section):
     rollover_max_primary_shard_gb: PositiveInt = 50
 
 
+class LogsRoutingConfig(Section):
+    """Routing of log records to data streams by their `data_stream.*` attributes."""
+
+    # Off: the attributes are kept as plain attributes and every record goes to
+    # logs_dataset / logs_namespace.
+    from_attributes: bool = True
+    # fnmatch patterns (`nginx*`) a sanitized dataset (with its `.otel` suffix) / namespace must
+    # match to be routed to; empty: any.
+    allowed_datasets: list[str] = Field(default_factory=list)
+    allowed_namespaces: list[str] = Field(default_factory=list)
+    # Distinct data streams one process routes records to (each is a shard or more in the
+    # cluster); records that would open more go to logs_dataset / logs_namespace.
+    max_data_streams: PositiveInt = 256
+
+
 class ElasticsearchSinkConfig(Section):
     enabled: bool = True
     # Benchmarks only, as sinks.timescale.discard: bulk items are dropped, never sent.
@@ -281,6 +358,7 @@ class ElasticsearchSinkConfig(Section):
     # The dataset gets the Collector's `.otel` suffix (logs-generic.otel-default).
     logs_dataset: str = "generic"
     logs_namespace: str = "default"
+    routing: LogsRoutingConfig = LogsRoutingConfig()
     templates: LogsTemplateConfig = LogsTemplateConfig()
 
 
@@ -501,6 +579,10 @@ class MemoryConfig(Section):
     max_rss_mib: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     # RSS is read from /proc/self/statm this often (a few microseconds), never per request.
     check_interval_ms: Annotated[int, Field(ge=20, le=5000)] = 200
+    # /readyz fails (component `memory` unavailable) once new requests have been refused for
+    # memory this long without a break, so that traffic moves to other replicas; it passes
+    # again when shedding stops. /livez is unaffected. 0 keeps readiness out of it.
+    unready_after_shedding_s: Annotated[float, Field(ge=0)] = 30.0
 
 
 class TableRetentionConfig(Section):

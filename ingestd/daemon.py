@@ -25,6 +25,7 @@ from ingestd.appkeys import ApplicationKeys
 from ingestd.auth import Authenticator
 from ingestd.batching import Batcher, BatchWriter
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
+from ingestd.convert.logs import RoutePolicy, route_policy
 from ingestd.database_url import owner_dsn
 from ingestd.ingest import Ingest, Route, answer_deadline
 from ingestd.jobs.logs_retention import LogsRetention
@@ -90,7 +91,7 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
     """
     health = Health()
     pipeline = Pipeline()
-    memory = MemoryGuard(config.memory, workers=workers)
+    memory = MemoryGuard(config.memory, workers=workers, health=health)
     pipeline.add(Layer.INFRASTRUCTURE, memory)
     sinks = _sinks(config, pipeline)
     redis = RedisState(config.redis, health) if config.redis.enabled else None
@@ -112,7 +113,11 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         listeners=[sinks.alerts.reloaded] if sinks.alerts is not None else [],
     )
     pipeline.add(Layer.SHARED_STATE, shared.dedup, shared.pressure, reloader)
-    routes = _routes(config, sinks, memory)
+    # One per process: both logs converters (event loop, thread) share its routes and cap.
+    policy = route_policy(config.sinks.elasticsearch.routing)
+    if config.sinks.elasticsearch.enabled:
+        pipeline.add(Layer.BATCHERS, _RoutingStatus(policy))
+    routes = _routes(config, sinks, memory, policy)
     pipeline.add(Layer.BATCHERS, *(route.batcher for route in routes.values()))
     ingest = Ingest(
         config.ingest,
@@ -181,7 +186,27 @@ def _sinks(config: Config, pipeline: Pipeline) -> _Sinks:
     return sinks
 
 
-def _routes(config: Config, sinks: _Sinks, memory: MemoryGuard) -> dict[Signal, Route]:
+@dataclass
+class _RoutingStatus:
+    """The logs route policy on /status (routes taken, records sent to the fallback): a stage
+    with nothing to start or stop."""
+
+    policy: RoutePolicy
+    name: str = "logs_routing"
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        """Nothing to acquire."""
+
+    async def stop(self, deadline: float) -> None:
+        """Nothing to release."""
+
+    def status(self) -> dict[str, object]:
+        return self.policy.status()
+
+
+def _routes(
+    config: Config, sinks: _Sinks, memory: MemoryGuard, policy: RoutePolicy
+) -> dict[Signal, Route]:
     """One route per signal whose sink is enabled: converter -> Batcher -> the sink's writer.
 
     A signal without a route answers UNIMPLEMENTED.
@@ -196,7 +221,12 @@ def _routes(config: Config, sinks: _Sinks, memory: MemoryGuard) -> dict[Signal, 
             discarded.append(spec.signal.value)
         writer = DiscardWriter(spec.store) if section.discard else _writer(spec, sinks)
         batcher = _batcher(spec.store, writer, section, config, memory)
-        routes[spec.signal] = Route(spec.converter(config), batcher)
+        # The second converter, with caches of its own, converts large requests in a thread.
+        routes[spec.signal] = Route(
+            spec.converter(config, policy),
+            batcher,
+            spec.converter(config, policy, large=True),
+        )
     if discarded:
         # Benchmarks: these batchers acknowledge every batch and store nothing.
         log.warning("sink_discarding", signals=discarded, data="dropped by design")

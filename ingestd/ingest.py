@@ -19,6 +19,7 @@ UNAVAILABLE (`begin_drain`), so every client hears back before the process exits
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ import structlog
 
 from ingestd.batching import Batcher
 from ingestd.config import DedupConfig, IngestConfig, LimitsConfig, PressureConfig
+from ingestd.convert.limits import Shape, check_structure, request_limits
 from ingestd.errors import IngestdError, SinkUnavailable, StageClosed
 from ingestd.memory import MemoryGuard
 from ingestd.model import (
@@ -91,28 +93,40 @@ class Ingest:
         self._waiters: set[asyncio.Future[PartResult]] = set()
         self.draining = False
         self._gave_up = False
+        self.request_limits = request_limits(config)
+        # One thread: the large converters' caches are used by one request at a time.
+        self._converting = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="convert"
+        )
 
     def accepts(self, signal: Signal) -> bool:
         return signal in self.routes
 
-    def admission_error(self) -> IngestdError | None:
+    def admission_error(self, reserved: int | None = None) -> IngestdError | None:
         """Why a new request must be refused before its body is read or decoded, or None.
 
-        Called by the receivers for every request; two attribute reads when all is well.
+        *reserved*: the body size the request declares (None: unknown, a typical body is
+        assumed). Called by the receivers for every request; a few comparisons when all is well.
         """
         if self.draining:
             return StageClosed("shutting down; retry on another replica", retry_after_s=1.0)
         if self.memory is not None:
-            return self.memory.refusal()
+            return self.memory.refusal(reserved)
         return None
 
+    def structure(self, signal: Signal, body: bytes) -> Shape:
+        """Count *body*'s resources, scopes and records on the wire before it is parsed;
+        PayloadTooLarge past `ingest.max_*_per_request` (see `convert.limits`)."""
+        return check_structure(signal, body, self.request_limits)
+
     @contextlib.contextmanager
-    def decoding(self, nbytes: int) -> Iterator[None]:
-        """Count a request body against the memory cap while it is decoded and stored."""
+    def decoding(self, nbytes: int, *, extra: int = 0) -> Iterator[None]:
+        """Count a request body (and *extra* bytes: a reservation before the body is read, the
+        messages parsing allocates) against the memory cap while it is decoded and stored."""
         if self.memory is None:
             yield
             return
-        with self.memory.budget.decoding_body(nbytes):
+        with self.memory.budget.decoding_body(nbytes, extra):
             yield
 
     def begin_drain(self, answer_by: float) -> None:
@@ -186,10 +200,15 @@ class Ingest:
         claim: Claim,
     ) -> ExportResult:
         route = self.routes[signal]
-        if ctx.application_id:
-            converted = route.convert(request, ctx.application_id)
+        # An application id the caller's key names overrides the one the resources give.
+        args = (request, ctx.application_id) if ctx.application_id else (request,)
+        if route.convert_large is not None and wire_bytes >= self.config.convert_in_thread_bytes:
+            # A large request's conversion takes 100s of ms: in a thread, the event loop gets
+            # the GIL back every switch interval (5 ms) and keeps answering.
+            loop = asyncio.get_running_loop()
+            converted = await loop.run_in_executor(self._converting, route.convert_large, *args)
         else:
-            converted = route.convert(request)
+            converted = route.convert(*args)
         self._count_rejects(signal, converted)
         if converted.items == 0:
             self.dedup.finish(claim, Outcome(converted.rejected, converted.reject_example))
@@ -282,12 +301,23 @@ class Ingest:
         ).inc(items)
 
 
+# What parsing allocates per message beyond its wire bytes (upb, measured: an empty
+# ResourceSpans of 2 bytes takes ~32): charged to the memory budget with the body.
+MESSAGE_BYTES = 32
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where one signal goes: its converter and its sink's batcher."""
+    """Where one signal goes: its converter and its sink's batcher.
+
+    *convert_large*, a second converter with caches of its own, converts the requests of at
+    least `ingest.convert_in_thread_bytes` in Ingest's one worker thread (so the two never share
+    a cache); without it every request is converted on the event loop.
+    """
 
     convert: Converter
     batcher: Batcher
+    convert_large: Converter | None = None
 
 
 def answer_deadline(deadline: float) -> float:

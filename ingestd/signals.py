@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ingestd.convert import logs, metrics, traces, wire
+from ingestd.convert.limits import request_limits
 from ingestd.model import Converter, Signal
 
 if TYPE_CHECKING:
@@ -44,8 +45,9 @@ class SignalSpec:
     http_path: str
     # (resource, items) per resource of a decoded request: what the batcher and limits count.
     count_items: Callable[[Any], Iterable[tuple[Any, int]]]
-    # The converter for this process's config.
-    converter: Callable[[Config], Converter]
+    # The converter for this process's config: (config, the process's logs route policy,
+    # large=True for the one that converts large requests in a thread).
+    converter: Callable[..., Converter]
     sink: SinkName
     # The table (Timescale) or data stream family (Elasticsearch) it is written to; names its
     # batcher and writer.
@@ -80,13 +82,33 @@ def _log_records(request: Any) -> Iterable[tuple[Any, int]]:
         yield rl.resource, sum(len(sl.log_records) for sl in rl.scope_logs)
 
 
-def _logs_converter(config: Config) -> Converter:
+# The thread's converters (large requests) keep a smaller attribute cache than the event
+# loop's (48 MiB), so that the second instance adds at most this much per signal.
+_LARGE_CACHE_BYTES = 16 * 1024 * 1024
+
+
+def _logs_converter(
+    config: Config, routes: logs.RoutePolicy | None = None, *, large: bool = False
+) -> Converter:
     es = config.sinks.elasticsearch
     return logs.LogsConverter(
         dataset=es.logs_dataset,
         namespace=es.logs_namespace,
         max_future_skew_s=config.ingest.max_future_skew_s,
+        routes=routes,
     )
+
+
+def _rows_converter(kind: Callable[..., Converter]) -> Callable[..., Converter]:
+    def make(config: Config, routes: object = None, *, large: bool = False) -> Converter:
+        options = {"cache_bytes": _LARGE_CACHE_BYTES} if large else {}
+        return kind(
+            max_future_skew_s=config.ingest.max_future_skew_s,
+            limits=request_limits(config.ingest),
+            **options,
+        )
+
+    return make
 
 
 SIGNALS: dict[Signal, SignalSpec] = {
@@ -99,7 +121,7 @@ SIGNALS: dict[Signal, SignalSpec] = {
         grpc_service="opentelemetry.proto.collector.trace.v1.TraceService",
         http_path="/v1/traces",
         count_items=_spans,
-        converter=lambda c: traces.TraceConverter(max_future_skew_s=c.ingest.max_future_skew_s),
+        converter=_rows_converter(traces.TraceConverter),
         sink="timescale",
         store=traces.TABLE,
         columns=traces.COLUMNS,
@@ -113,7 +135,7 @@ SIGNALS: dict[Signal, SignalSpec] = {
         grpc_service="opentelemetry.proto.collector.metrics.v1.MetricsService",
         http_path="/v1/metrics",
         count_items=_data_points,
-        converter=lambda c: metrics.MetricConverter(max_future_skew_s=c.ingest.max_future_skew_s),
+        converter=_rows_converter(metrics.MetricConverter),
         sink="timescale",
         store=metrics.TABLE,
         columns=metrics.COLUMNS,

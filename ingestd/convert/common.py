@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from ingestd.convert.identity import service_identity
+from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
 from ingestd.convert.values import any_value, kv_dict
 from ingestd.model import Converted
 
@@ -111,6 +112,10 @@ def jsonb(value: Any) -> tuple[bytes, int]:
     return JSONB_VERSION + text, nul
 
 
+# Bytes of attribute JSON one converter keeps memoised (see AttributeEncoder).
+ATTRIBUTE_CACHE_BYTES = 48 * 1024 * 1024
+
+
 class AttributeEncoder:
     """Raw KeyValue bytes (see `convert.wire`) -> JSON, memoised by those bytes.
 
@@ -124,7 +129,7 @@ class AttributeEncoder:
     Not thread-safe: one per event loop.
     """
 
-    def __init__(self, max_bytes: int = 48 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = ATTRIBUTE_CACHE_BYTES) -> None:
         self._members: dict[bytes, bytes] = {}
         self._pairs: dict[bytes, tuple[str, Any]] = {}
         self._lists: dict[tuple[bytes, ...], bytes] = {}
@@ -239,11 +244,19 @@ class RowsConverter:
     convert_request: Callable[..., Converted]
 
     def __init__(
-        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        *,
+        max_future_skew_s: float,
+        limits: RequestLimits = DEFAULT_LIMITS,
+        clock_ns: Callable[[], int] = time.time_ns,
+        cache_bytes: int = ATTRIBUTE_CACHE_BYTES,
     ) -> None:
+        # The per-record caps of `limits` (resources, scopes and records are checked on the
+        # wire before parsing, `convert.limits`).
+        self.limits = limits
         self._skew_ns = int(max_future_skew_s * 1e9)
         self._clock_ns = clock_ns
-        self._attributes = AttributeEncoder()
+        self._attributes = AttributeEncoder(cache_bytes)
 
     def __call__(self, request: Any, application_id: str = "") -> Converted:
         return self.convert_request(
@@ -251,6 +264,7 @@ class RowsConverter:
             self._attributes,
             max_time_unix_nano=self._clock_ns() + self._skew_ns,
             application_id=application_id,
+            limits=self.limits,
         )
 
 

@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import math
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import xxhash
 
 from ingestd.convert.identity import application_id
 from ingestd.model import Converted
+
+if TYPE_CHECKING:
+    from ingestd.config import LogsRoutingConfig
 
 DATASET_ATTR = "data_stream.dataset"
 NAMESPACE_ATTR = "data_stream.namespace"
@@ -66,10 +70,13 @@ class LogsConverter:
         dataset: str = DEFAULT_DATASET,
         namespace: str = DEFAULT_NAMESPACE,
         max_future_skew_s: float = 86400.0,
+        routes: RoutePolicy | None = None,
         now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._dataset = sanitize_dataset(dataset) or DEFAULT_DATASET + OTEL_SUFFIX
         self._namespace = sanitize_namespace(namespace) or DEFAULT_NAMESPACE
+        self.routes = routes or RoutePolicy()
+        self.routes.fallback = (self._dataset, self._namespace)
         self._max_future_skew_ns = int(max_future_skew_s * 1e9)
         self._now_ns = now_ns
 
@@ -85,14 +92,20 @@ class LogsConverter:
         seen: dict[bytes, int] = {}
         for resource_logs in request.resource_logs:
             try:
-                resource = _Resource(resource_logs, self._dataset, self._namespace, application_id)
+                resource = _Resource(
+                    resource_logs,
+                    self._dataset,
+                    self._namespace,
+                    self.routes.from_attributes,
+                    application_id,
+                )
             except orjson.JSONEncodeError as exc:
                 for scope_logs in resource_logs.scope_logs:
                     _refuse_all(out, scope_logs, "resource", exc)
                 continue
             for scope_logs in resource_logs.scope_logs:
                 try:
-                    scope = _Scope(resource, scope_logs)
+                    scope = _Scope(resource, scope_logs, self.routes)
                 except orjson.JSONEncodeError as exc:
                     _refuse_all(out, scope_logs, "scope", exc)
                     continue
@@ -124,14 +137,17 @@ class _Refused(Exception):
 class _Resource:
     """What every record of one ResourceLogs shares, converted once."""
 
-    __slots__ = ("app_id", "dataset", "encoded", "locked", "namespace", "serialized")
+    __slots__ = ("app_id", "dataset", "encoded", "locked", "namespace", "routed", "serialized")
 
     def __init__(
-        self, resource_logs: Any, dataset: str, namespace: str, registered: str = ""
+        self, resource_logs: Any, dataset: str, namespace: str, routed: bool, registered: str = ""
     ) -> None:
         resource = resource_logs.resource
         attributes, dropped = _attributes(resource.attributes)
-        self.dataset, self.namespace = _route(attributes, dataset, namespace)
+        self.routed = routed
+        if routed:
+            dataset, namespace = _route(attributes, dataset, namespace)
+        self.dataset, self.namespace = dataset, namespace
         self.app_id = registered or application_id(resource.attributes)
         # A registered application's documents stay in its own namespace.
         self.locked = bool(registered)
@@ -153,13 +169,26 @@ class _Resource:
 class _Scope:
     """What every record of one ScopeLogs shares: the encoded tail of each document."""
 
-    __slots__ = ("_routes", "_shared", "dataset", "locked", "namespace", "seed")
+    __slots__ = (
+        "_policy",
+        "_routes",
+        "_shared",
+        "dataset",
+        "locked",
+        "namespace",
+        "routed",
+        "seed",
+    )
 
-    def __init__(self, resource: _Resource, scope_logs: Any) -> None:
+    def __init__(self, resource: _Resource, scope_logs: Any, policy: RoutePolicy) -> None:
         scope = scope_logs.scope
         attributes, dropped = _attributes(scope.attributes)
-        self.dataset, self.namespace = _route(attributes, resource.dataset, resource.namespace)
+        self._policy = policy
+        self.routed = resource.routed
         self.locked = resource.locked
+        self.dataset, self.namespace = resource.dataset, resource.namespace
+        if self.routed:
+            self.dataset, self.namespace = _route(attributes, self.dataset, self.namespace)
         if self.locked:
             self.namespace = resource.namespace
         fields: dict[str, Any] = {}
@@ -221,7 +250,7 @@ class _Scope:
         if key_values := record.attributes:
             attributes, blank = _attributes(key_values)
             dropped += blank
-            if (
+            if self.routed and (
                 DATASET_ATTR in attributes
                 or NAMESPACE_ATTR in attributes
                 or TYPE_ATTR in attributes
@@ -266,12 +295,79 @@ class _Scope:
         key = (dataset, namespace)
         cached = self._routes.get(key)
         if cached is None:
+            if self.locked:
+                # A registered application keeps its namespace; only the dataset is bounded.
+                dataset = self._policy.admit(dataset, namespace)[0]
+            else:
+                dataset, namespace = self._policy.admit(dataset, namespace)
             index = f"logs-{dataset}-{namespace}"
             action = b'{"create":{"_index":"' + index.encode() + b'","_id":"'
             data_stream = orjson.dumps({"type": "logs", "dataset": dataset, "namespace": namespace})
             tail = b',"data_stream":' + data_stream + self._shared + b"\n"
             cached = self._routes[key] = (action, tail)
         return cached
+
+
+class RoutePolicy:
+    """Which data streams records may be routed to by their `data_stream.*` attributes.
+
+    Every distinct dataset/namespace a client sends creates a data stream (a shard or more
+    each), so routing is bounded: *from_attributes* False ignores the attributes (they stay in
+    `attributes`); a route must match one of *allowed_datasets* / *allowed_namespaces*
+    (fnmatch patterns on the sanitized names; empty: any); and at most *max_routes* distinct
+    routes are taken per process. A record whose route is refused goes to the *fallback*
+    route (the configured dataset and namespace) and is counted in `refused`. Called once per
+    distinct route of a scope, not per record; safe from several threads (a set and a counter).
+    """
+
+    def __init__(
+        self,
+        *,
+        from_attributes: bool = True,
+        allowed_datasets: Sequence[str] = (),
+        allowed_namespaces: Sequence[str] = (),
+        max_routes: int = 256,
+    ) -> None:
+        self.from_attributes = from_attributes
+        self._datasets = tuple(allowed_datasets)
+        self._namespaces = tuple(allowed_namespaces)
+        self.max_routes = max_routes
+        self._known: set[tuple[str, str]] = set()
+        self.fallback: tuple[str, str] | None = None
+        self.refused = 0
+
+    def admit(self, dataset: str, namespace: str) -> tuple[str, str]:
+        """The route to write to: (dataset, namespace) when allowed, else the fallback."""
+        key = (dataset, namespace)
+        if key in self._known or key == self.fallback:
+            return key
+        if (
+            _matches(dataset, self._datasets)
+            and _matches(namespace, self._namespaces)
+            and len(self._known) < self.max_routes
+        ):
+            self._known.add(key)
+            return key
+        self.refused += 1
+        return self.fallback or key
+
+    def status(self) -> dict[str, object]:
+        """For /status: routes taken, the cap, records' routes sent to the fallback."""
+        return {"routes": len(self._known), "max_routes": self.max_routes, "refused": self.refused}
+
+
+def route_policy(routing: LogsRoutingConfig) -> RoutePolicy:
+    """The policy of `sinks.elasticsearch.routing`; one per process."""
+    return RoutePolicy(
+        from_attributes=routing.from_attributes,
+        allowed_datasets=routing.allowed_datasets,
+        allowed_namespaces=routing.allowed_namespaces,
+        max_routes=routing.max_data_streams,
+    )
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _route(attributes: dict[str, Any], dataset: str, namespace: str) -> tuple[str, str]:
@@ -310,6 +406,9 @@ def sanitize_namespace(value: str) -> str:
 
 
 def _sanitize(value: str, *, suffix: bool) -> str:
+    # Only the first _NAME_MAX characters can reach the name (each maps to at least one): the
+    # cache is keyed by them, so a client's megabyte-long value costs it at most ~400 bytes.
+    value = value[:_NAME_MAX]
     key = (value, suffix)
     name = _sanitized.get(key)
     if name is None:

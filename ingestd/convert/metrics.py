@@ -38,6 +38,7 @@ from ingestd.convert.common import (
     jsonb,
     time_problem,
 )
+from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
 from ingestd.convert.values import double_value, kv_dict
 from ingestd.model import Converted
 
@@ -99,6 +100,7 @@ class _Metric:
     scope_id: int
     attributes: AttributeEncoder
     max_time: int
+    max_buckets: int
 
 
 def convert(
@@ -107,8 +109,13 @@ def convert(
     *,
     max_time_unix_nano: int,
     application_id: str = "",
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> Converted:
-    """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`."""
+    """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`.
+
+    A histogram or summary point with more than `limits.max_buckets_per_point` bounds, bucket
+    counts (per side) or quantiles is refused alone (`too_many_buckets`).
+    """
     request = wire.as_fast(wire.METRICS_REQUEST, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
@@ -141,6 +148,7 @@ def convert(
                     scope_id,
                     attributes,
                     max_time_unix_nano,
+                    limits.max_buckets_per_point,
                 )
                 _KINDS[kind](getattr(metric, kind), context, out.rows, converted)
     converted.items = len(out.rows)
@@ -265,8 +273,18 @@ def _histogram(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Co
     _points(data.data_points, m, rows, converted, row)
 
 
+def _buckets(m: _Metric, **lists: Sequence[Any]) -> None:
+    for what, values in lists.items():
+        if len(values) > m.max_buckets:
+            raise _Reject(
+                "too_many_buckets",
+                f"{len(values)} {what}, over {m.max_buckets} (ingest.max_buckets_per_point)",
+            )
+
+
 def _histogram_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     t, start = _checked_times(p, m)
+    _buckets(m, explicit_bounds=p.explicit_bounds, bucket_counts=p.bucket_counts)
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "histogram", None, None, m.unit,
@@ -292,6 +310,11 @@ def _exponential(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: 
 def _exponential_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     t, start = _checked_times(p, m)
     positive, negative = p.positive, p.negative
+    _buckets(
+        m,
+        positive_bucket_counts=positive.bucket_counts,
+        negative_bucket_counts=negative.bucket_counts,
+    )
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "exponential_histogram", None, None, m.unit,
@@ -317,6 +340,7 @@ def _summary(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Conv
 def _summary_row(p: Any, m: _Metric) -> tuple[Any, ...]:
     t, start = _checked_times(p, m)
     quantiles = p.quantile_values
+    _buckets(m, quantile_values=quantiles)
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "summary", None, None, m.unit,
@@ -367,7 +391,14 @@ def _exemplars(exemplars: list[Any], attributes: AttributeEncoder) -> bytes | No
 # element as (int32 length, value).
 
 
-@functools.lru_cache(maxsize=256)
+# Packers for arrays up to this long are kept (each a few KiB; SDK histograms have 16 bounds,
+# exponential ones up to 160 buckets); a longer array gets a packer for that call only, so a
+# client sending many distinct lengths pins nothing (a cache per length kept 8 MiB for one
+# length of 131,072).
+_CACHED_ARRAY_LENGTH = 256
+
+
+@functools.cache
 def _array_struct(code: str, n: int) -> struct.Struct:
     return struct.Struct(">iiIii" + ("i" + code) * n)
 
@@ -377,7 +408,12 @@ def _array(code: str, oid: int, values: Sequence[Any]) -> bytes:
     if n == 0:
         return struct.pack(">iiI", 0, 0, oid)
     pairs = itertools.chain.from_iterable(zip(itertools.repeat(8), values))
-    return _array_struct(code, n).pack(1, 0, oid, n, 1, *pairs)
+    packer = (
+        _array_struct(code, n)
+        if n <= _CACHED_ARRAY_LENGTH
+        else struct.Struct(">iiIii" + ("i" + code) * n)
+    )
+    return packer.pack(1, 0, oid, n, 1, *pairs)
 
 
 def float8_array(values: Sequence[float]) -> bytes:

@@ -29,6 +29,7 @@ from ingestd.convert.common import (
     jsonb,
     time_problem,
 )
+from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
 from ingestd.model import Converted
 
 TABLE = "traces"
@@ -70,6 +71,7 @@ def convert(
     *,
     max_time_unix_nano: int,
     application_id: str = "",
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> Converted:
     """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`."""
     request = wire.as_fast(wire.TRACES_REQUEST, request)

@@ -26,8 +26,8 @@ from grpc_status import rpc_status
 
 from ingestd.auth import Authenticator, Caller
 from ingestd.config import AuthConfig, GrpcReceiverConfig
-from ingestd.errors import IngestdError, StageClosed, Unauthenticated
-from ingestd.ingest import Ingest, answer_deadline
+from ingestd.errors import IngestdError, Overloaded, StageClosed, Unauthenticated
+from ingestd.ingest import MESSAGE_BYTES, Ingest, answer_deadline
 from ingestd.model import ExportResult, RequestContext, Signal
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
@@ -40,6 +40,37 @@ from ingestd.tls import grpc_credentials
 log = structlog.get_logger("ingestd.receiver.grpc")
 
 MiB = 1024 * 1024
+_BUSY_RETRY_AFTER_S = 1.0
+
+
+def server_options(config: GrpcReceiverConfig, reuse_port: bool) -> list[tuple[str, int]]:
+    """grpc core's channel arguments for the server, from `receivers.grpc`."""
+    keepalive = config.keepalive.server_parameters
+    policy = config.keepalive.enforcement_policy
+
+    def ms(seconds: float) -> int:
+        # 0 in the config means no limit: grpc's INT_MAX milliseconds.
+        return int(seconds * 1000) if seconds else 2**31 - 1
+
+    return [
+        ("grpc.max_receive_message_length", config.max_recv_msg_size_mib * MiB),
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+        ("grpc.server_handshake_timeout_ms", ms(config.handshake_timeout_s)),
+        ("grpc.max_connection_idle_ms", ms(keepalive.max_connection_idle_s)),
+        ("grpc.max_connection_age_ms", ms(keepalive.max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", ms(keepalive.max_connection_age_grace_s)),
+        # An idle client connection costs little; pings keep NATs from dropping it.
+        ("grpc.keepalive_time_ms", ms(keepalive.time_s)),
+        ("grpc.keepalive_timeout_ms", ms(keepalive.timeout_s)),
+        # Clients pinging more often than min_time are sent GOAWAY (after 2 strikes).
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(policy.min_time_s)),
+        ("grpc.keepalive_permit_without_calls", int(policy.permit_without_stream)),
+        # Several workers share the port (workers: N); one process alone binds it
+        # exclusively, so that a second ingestd on the same port fails to start.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # A message in an encoding left out is answered UNIMPLEMENTED by grpc core.
+        ("grpc.compression_enabled_algorithms_bitset", _codec_bits(config)),
+    ]
 
 
 class OtlpGrpcReceiver:
@@ -70,20 +101,7 @@ class OtlpGrpcReceiver:
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
         """Bind the endpoint and start serving; raises when the endpoint cannot be bound."""
-        limit = self.config.max_recv_msg_size_mib * MiB
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                # An idle client connection costs little; pings keep NATs from dropping it.
-                ("grpc.keepalive_time_ms", 60_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                # Several workers share the port (workers: N); one process alone binds it
-                # exclusively, so that a second ingestd on the same port fails to start.
-                ("grpc.so_reuseport", 1 if self.reuse_port else 0),
-                # A message in an encoding left out is answered UNIMPLEMENTED by grpc core.
-                ("grpc.compression_enabled_algorithms_bitset", _codec_bits(self.config)),
-            ]
-        )
+        server = grpc.aio.server(options=server_options(self.config, self.reuse_port))
         server.add_generic_rpc_handlers([_Handlers(self)])
         endpoint = self.config.endpoint
         tls = self.config.tls
@@ -154,14 +172,7 @@ class OtlpGrpcReceiver:
 
     def refuse(self, signal: Signal, error: IngestdError) -> grpc.RpcMethodHandler[Any, Any]:
         """A handler that aborts with *error*'s status without reading the request."""
-        failure = statuses.status_for(error)
-        self._counts[failure.grpc_code.name] += 1
-        RECEIVER_REQUESTS.labels(
-            signal=signal, transport="grpc", status=failure.grpc_code.name
-        ).inc()
-        RECEIVER_REFUSED_REQUESTS.labels(
-            signal=signal, transport="grpc", reason=type(error).__name__
-        ).inc()
+        failure = self._refused(signal, error)
 
         async def abort(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
             await _abort(context, failure)
@@ -170,9 +181,35 @@ class OtlpGrpcReceiver:
             abort, request_deserializer=None, response_serializer=None
         )
 
+    def _refused(self, signal: Signal, error: IngestdError) -> statuses.Status:
+        """Count an RPC refused with *error*; the status to abort it with."""
+        failure = statuses.status_for(error)
+        self._counts[failure.grpc_code.name] += 1
+        RECEIVER_REQUESTS.labels(
+            signal=signal, transport="grpc", status=failure.grpc_code.name
+        ).inc()
+        RECEIVER_REFUSED_REQUESTS.labels(
+            signal=signal, transport="grpc", reason=type(error).__name__
+        ).inc()
+        return failure
+
+    def busy(self) -> Overloaded | None:
+        """Overloaded when `max_concurrent_requests` RPCs are being served, else None."""
+        if self._in_flight.count < self.config.max_concurrent_requests:
+            return None
+        return Overloaded(
+            f"{self._in_flight.count} requests in flight, the most this receiver serves at once "
+            "(receivers.grpc.max_concurrent_requests)",
+            retry_after_s=_BUSY_RETRY_AFTER_S,
+        )
+
     async def _export(
         self, signal: Signal, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
+        busy = self.busy()
+        if busy is not None:
+            # Admitted by `service` together with others whose messages arrived at once.
+            await _abort(context, self._refused(signal, busy))
         with self._in_flight.request(), self._ingest.decoding(len(body)):
             return await self._respond(signal, body, context)
 
@@ -226,13 +263,15 @@ class OtlpGrpcReceiver:
     ) -> ExportResult | tuple[statuses.Status, str]:
         """Store one request: its result, or the status to abort with and the error's class."""
         try:
-            return await self._ingest.export(
-                signal,
-                decode.parse_protobuf(signal, body),
-                key=decode.request_key(signal, caller.tenant, body),
-                ctx=RequestContext("grpc", caller.tenant, caller.application_id),
-                wire_bytes=len(body),
-            )
+            shape = self._ingest.structure(signal, body)
+            with self._ingest.decoding(0, extra=MESSAGE_BYTES * shape.messages):
+                return await self._ingest.export(
+                    signal,
+                    decode.parse_protobuf(signal, body),
+                    key=decode.request_key(signal, caller.tenant, body),
+                    ctx=RequestContext("grpc", caller.tenant, caller.application_id),
+                    wire_bytes=len(body),
+                )
         except Exception as exc:
             if not isinstance(exc, IngestdError):
                 log.exception("export_failed_unexpectedly", signal=str(signal))
@@ -270,7 +309,7 @@ class _Handlers(_GenericRpcHandler):
             details.invocation_metadata
         )
         if error is None:
-            error = self._receiver.admission_error()
+            error = self._receiver.admission_error() or self._receiver.busy()
         if error is not None:
             return self._receiver.refuse(self._signals[details.method], error)
         return handler

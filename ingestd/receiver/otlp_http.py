@@ -36,16 +36,18 @@ from google.protobuf import json_format
 
 from ingestd.auth import ANONYMOUS, Authenticator, Caller
 from ingestd.config import AuthConfig, HttpReceiverConfig
+from ingestd.convert.limits import Shape, check_shape, shape_of
 from ingestd.errors import (
     BadRequest,
     IngestdError,
+    Overloaded,
     PayloadTooLarge,
     StageClosed,
     Unauthenticated,
     Unimplemented,
     UnsupportedMedia,
 )
-from ingestd.ingest import Ingest, answer_deadline
+from ingestd.ingest import MESSAGE_BYTES, Ingest, answer_deadline
 from ingestd.model import RequestContext, Signal
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.receiver.cors import Cors
@@ -71,6 +73,11 @@ _INFLATE_IN_THREAD = 256 * 1024
 # than allocated.
 _ZSTD_MAX_WINDOW = 8 * 1024 * 1024
 _READ_CHUNK = 256 * 1024
+# A body inflating to at most this is never refused for its compression ratio.
+_RATIO_FREE_BYTES = 4 * 1024 * 1024
+# Parsed JSON costs about a Python object per 20 bytes; counted against memory until parsed.
+_JSON_BYTES_PER_MESSAGE = 20
+_BUSY_RETRY_AFTER_S = 1.0
 
 
 class OtlpHttpReceiver:
@@ -209,25 +216,50 @@ class OtlpHttpReceiver:
                 f"Content-Type {media!r} is not supported; use {PROTOBUF} or {JSON}"
             )
             return self._error(signal, JSON, error)
+        if self._in_flight.count >= self.config.max_concurrent_requests:
+            reply = self._error(
+                signal,
+                media,
+                Overloaded(
+                    f"{self._in_flight.count} requests in flight, the most this receiver serves "
+                    "at once (receivers.http.max_concurrent_requests)",
+                    retry_after_s=_BUSY_RETRY_AFTER_S,
+                ),
+            )
+            reply.force_close()
+            return reply
         with self._in_flight.request():
             return await self._export(signal, media, request, caller)
 
     async def _export(
         self, signal: Signal, media: str, request: web.BaseRequest, caller: Caller
     ) -> web.Response:
+        # The declared body is counted against memory from admission on (the body limit when
+        # it is chunked): a burst of slow large bodies is refused before they arrive.
+        limit = self.config.max_request_body_bytes
+        declared = request.content_length
+        reserved = limit if declared is None else min(declared, limit)
         try:
-            self._admit(signal)
+            self._admit(signal, reserved)
         except IngestdError as exc:
             # The body is left unread: the connection cannot carry another request.
             reply = self._error(signal, media, exc)
             reply.force_close()
             return reply
         try:
-            body = await self._body(request)
-            with self._ingest.decoding(len(body)):
-                message = (
-                    parse_protobuf(signal, body) if media == PROTOBUF else parse_json(signal, body)
-                )
+            with self._ingest.decoding(0, extra=reserved):
+                body = await self._body(request)
+            if media == PROTOBUF:
+                shape = self._ingest.structure(signal, body)
+            else:
+                # JSON costs more per message than protobuf; its caps are checked once parsed.
+                shape = Shape(items=len(body) // _JSON_BYTES_PER_MESSAGE)
+            with self._ingest.decoding(len(body), extra=MESSAGE_BYTES * shape.messages):
+                if media == PROTOBUF:
+                    message = parse_protobuf(signal, body)
+                else:
+                    message = parse_json(signal, body)
+                    check_shape(shape_of(signal, message), self._ingest.request_limits)
                 result = await self._ingest.export(
                     signal,
                     message,
@@ -251,12 +283,12 @@ class OtlpHttpReceiver:
             reply.force_close()
         return reply
 
-    def _admit(self, signal: Signal) -> None:
+    def _admit(self, signal: Signal, reserved: int) -> None:
         if self._closing:
             raise StageClosed("shutting down; retry on another replica", retry_after_s=1.0)
         if not self._ingest.accepts(signal):
             raise Unimplemented(f"{signal} are not accepted by this ingestd (no sink takes them)")
-        refusal = self._ingest.admission_error()
+        refusal = self._ingest.admission_error(reserved)
         if refusal is not None:
             raise refusal
 
@@ -286,7 +318,11 @@ class OtlpHttpReceiver:
         raw = b"".join(chunks)
         if inflate is None:
             return raw
-        cap = self.config.max_decompressed_bytes
+        # A bomb (64 MiB of empty records gzip to 65 KB, zstd to 6 KB) is cut at the ratio;
+        # OTLP protobuf compresses 5-20x, repetitive logs ~50x.
+        cap = int(self.config.max_decompressed_bytes)
+        if ratio := self.config.max_decompression_ratio:
+            cap = min(cap, max(ratio * len(raw), _RATIO_FREE_BYTES))
         if len(raw) > _INFLATE_IN_THREAD:
             return await asyncio.to_thread(inflate, raw, cap)
         return inflate(raw, cap)

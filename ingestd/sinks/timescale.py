@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+import xxhash
 from psycopg import AsyncConnection, AsyncCursor, errors, sql
 from psycopg.adapt import PyFormat
 from psycopg_pool import AsyncConnectionPool
@@ -183,7 +184,9 @@ class Dimensions:
         self._resources: set[int] = set()
         self._scopes: set[int] = set()
         self._applications: dict[str, float] = {}
-        self._descriptions: dict[tuple[str, str], tuple[str, str, str]] = {}
+        # Keyed and valued by digests, not the client's strings: a metric name or description
+        # of a megabyte costs the cache 16 + 8 bytes like any other (bounded by bytes).
+        self._descriptions: dict[bytes, int] = {}
 
     def pending(self, payloads: Sequence[Rows], now: float) -> _Pending:
         resources: dict[int, tuple[bytes, int, str]] = {}
@@ -201,7 +204,9 @@ class Dimensions:
                 if now - self._applications.get(app_id, -_LAST_SEEN_EVERY_S) >= _LAST_SEEN_EVERY_S
             )
             descriptions.update(
-                (key, d) for key, d in rows.descriptions.items() if self._descriptions.get(key) != d
+                (key, d)
+                for key, d in rows.descriptions.items()
+                if self._descriptions.get(_digest(key)) != _digest64(d)
             )
         return _Pending(
             sorted(resources.items()),
@@ -217,7 +222,15 @@ class Dimensions:
         self._resources.update(rid for rid, _ in pending.resources)
         self._scopes.update(sid for sid, _ in pending.scopes)
         self._applications.update((app_id, now) for app_id, _ in pending.applications)
-        self._descriptions.update(pending.descriptions)
+        self._descriptions.update((_digest(key), _digest64(d)) for key, d in pending.descriptions)
+
+
+def _digest(parts: tuple[str, ...]) -> bytes:
+    return xxhash.xxh3_128_digest("\x1f".join(parts).encode())
+
+
+def _digest64(parts: tuple[str, ...]) -> int:
+    return xxhash.xxh3_64_intdigest("\x1f".join(parts).encode())
 
 
 _UPSERT_RESOURCES = sql.SQL("""
