@@ -10,7 +10,7 @@ STACK  := deploy/stack/stack.sh
 CONFIG ?= deploy/ingestd.yaml
 
 .PHONY: help venv run test test-unit test-integration lint fmt typecheck bench chaos fuzz \
-        stack-up stack-down stack-status schema image clean
+        stack-up stack-down stack-status schema image tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -44,7 +44,10 @@ schema: $(STAMP) stack-up ## apply the database and Elasticsearch schema to the 
 run: $(STAMP) schema ## bring up the dev stack, apply the schema, run ingestd in the foreground
 	@set -a; . .stack/env; set +a; exec $(BIN)/ingestd run -c $(CONFIG)
 
-lint: $(STAMP) ## ruff, mypy --strict, and the deployment linters
+tools: ## install podman, runc, debootstrap and promtool from Debian (first time; deploy/tools.sh)
+	@deploy/tools.sh >/dev/null
+
+lint: $(STAMP) tools ## ruff, mypy --strict, and the deployment linters
 	$(BIN)/ruff format --check ingestd tests
 	$(BIN)/ruff check ingestd tests
 	$(BIN)/mypy
@@ -77,7 +80,7 @@ chaos: $(STAMP) stack-up ## the full fault-injection suite with the exactly-once
 fuzz: $(STAMP) ## fuzz decoders and converters (ARGS="--target proto|json|bytes|native --minutes 30")
 	$(BIN)/python -m tests.fuzz $(ARGS)
 
-image: ## build the container image (needs a Docker engine)
+image: tools ## build the container image with docker or podman, offline (docs/container.md)
 	@deploy/image.sh
 
 clean: ## remove the virtualenv and caches (the stack keeps running)

@@ -7,6 +7,9 @@
 #   both ingestd.yaml       with `ingestd check-config` (the container's and the ConfigMap's)
 #   image tags              compose and kustomization follow pyproject.toml's version
 #   deploy/**/*.sh          with ShellCheck
+#   deploy/prometheus/      `promtool check rules` and `promtool test rules` (promtool from
+#                           Debian's prometheus package, by deploy/tools.sh)
+#   deploy/grafana/         the dashboard JSON is deploy/grafana/dashboard.py's output
 # Installs what is missing, pinned, into $INGESTD_CACHE_DIR (/var/cache/ingestd): a fresh
 # machine needs about two minutes, later runs a few seconds. Every check prints one line;
 # the exit code is the number of checks that failed or could not run (0: all clean).
@@ -23,6 +26,9 @@ KUSTOMIZE_VERSION=v5.8.2           # Go module sigs.k8s.io/kustomize/kustomize/v
 K8S_SCHEMAS_VERSION=1.37.0         # PyPI kubernetes-validate: ships Kubernetes' JSON schemas
 K8S_VERSIONS=(1.30.0 1.37.0)       # the oldest Kubernetes we claim to run on, and the newest known
 COMPOSE_SUITE=trixie               # Debian suite whose docker-compose package (v2) we borrow
+
+# shellcheck source=deploy/apt_mirror.sh
+. deploy/apt_mirror.sh
 
 failed=0
 
@@ -73,7 +79,8 @@ go_tool() {
 
 # Docker's compose v2 plugin. Debian 12 packages only compose v1 (Python, `docker-compose`),
 # so the plugin comes from Debian 13's docker-compose package (a Go binary that runs on
-# Debian 12's libc), downloaded with a private apt config that leaves the system's untouched.
+# Debian 12's libc), downloaded from the machine's own Debian mirror (deploy/apt_mirror.sh)
+# with a private apt config that leaves the system's untouched.
 # Prints the command to run: `docker compose` where a plugin is installed, else the cached one
 # through DOCKER_CONFIG (or alone, as `docker-compose`, where there is no docker CLI).
 compose_cmd() {
@@ -91,9 +98,10 @@ compose_cmd() {
 }
 
 fetch_compose() {
-  local plugin=$1 apt_dir=$CACHE/apt-$COMPOSE_SUITE-bin
+  local plugin=$1 apt_dir=$CACHE/apt-$COMPOSE_SUITE-bin mirror
+  mirror=$(apt_mirror_uri /etc/apt/sources.list /etc/apt/sources.list.d) || return 1
   mkdir -p "$apt_dir"/{lists/partial,etc/sources.list.d,cache/archives/partial,debs} "$(dirname "$plugin")"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $COMPOSE_SUITE main" \
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $COMPOSE_SUITE main" \
     >"$apt_dir/etc/sources.list"
   local opts=(-o "Dir::Etc::SourceList=$apt_dir/etc/sources.list"
     -o "Dir::Etc::SourceParts=$apt_dir/etc/sources.list.d"
@@ -281,11 +289,39 @@ lint_versions() {
   fi
 }
 
+lint_prometheus() {
+  local promtool
+  if ! promtool=$(deploy/tools.sh promtool | tail -n 1); then
+    fail promtool "not installed and deploy/tools.sh could not fetch it (log: $CACHE/logs/tools.log)"
+    return
+  fi
+  local version
+  version=$("$promtool" --version 2>&1 | sed -n 's/^promtool, version \([^ ]*\).*/\1/p')
+  if "$promtool" check rules deploy/prometheus/ingestd-rules.yaml >/dev/null &&
+    "$promtool" test rules deploy/prometheus/ingestd-rules.test.yaml >/dev/null; then
+    ok "promtool $version" "deploy/prometheus/ingestd-rules.yaml: checked, unit tests pass"
+  else
+    "$promtool" check rules deploy/prometheus/ingestd-rules.yaml >&2
+    "$promtool" test rules deploy/prometheus/ingestd-rules.test.yaml >&2
+    fail promtool "deploy/prometheus/ has the problems above"
+  fi
+}
+
+lint_dashboard() {
+  if python3 deploy/grafana/dashboard.py --check; then
+    ok dashboard "deploy/grafana/ingestd.json is dashboard.py's output"
+  else
+    fail dashboard "deploy/grafana/ingestd.json differs from deploy/grafana/dashboard.py (run it)"
+  fi
+}
+
 lint_shell_start
 lint_dockerfile
 lint_compose
 lint_k8s
 lint_configs
 lint_versions
+lint_prometheus
+lint_dashboard
 lint_shell_finish
 exit "$failed"

@@ -11,12 +11,19 @@ gRPC: the `authorization` metadata value (`context.invocation_metadata()`); HTTP
 table) when the header is missing, not a bearer token, or unknown; the tenant it returns goes
 into `RequestContext(transport, tenant)` and `request_key(signal, tenant, body)`. With auth
 off it returns "" without looking at the header.
+
+With `auth.application_keys` on, receivers call the async `identify` instead: a token that
+is no configured token is looked up as a registered application's ingest key
+(`ingestd.appkeys`), and the caller is that application (its id is the tenant too, so rate
+limits are keyed by it).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 import yaml
@@ -24,9 +31,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ingestd.config import AuthConfig, TokenConfig
 from ingestd.errors import ConfigError, Unauthenticated
-from ingestd.metrics import AUTH_FAILURES
+from ingestd.observe.metrics import AUTH_FAILURES
+
+if TYPE_CHECKING:
+    from ingestd.appkeys import ApplicationKeys
 
 log = structlog.get_logger("ingestd.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the tenant its limits are charged to, and the registered
+    application whose key it carried ("" when it carried none)."""
+
+    tenant: str
+    application_id: str = ""
+
+
+ANONYMOUS = Caller("")
 
 # sha256(token) as hex -> tenant. Looking up a digest leaks nothing useful about the token:
 # an attacker would need a preimage of a digest to make use of any timing difference.
@@ -54,7 +76,7 @@ def load_table(config: AuthConfig) -> TokenTable:
         if table.get(key, entry.tenant) != entry.tenant:
             problems.append(f"auth.tokens[{i}]: the same token maps to two tenants")
         table[key] = entry.tenant
-    if config.enabled and not table:
+    if config.enabled and not table and not config.application_keys.enabled:
         problems.append("auth: enabled, but no tokens are configured")
     if problems:
         raise ConfigError(problems)
@@ -82,10 +104,17 @@ class Authenticator:
 
     name = "auth"
 
-    def __init__(self, config: AuthConfig, table: TokenTable | None = None) -> None:
-        """Raises ConfigError when the tokens (file) are unusable."""
+    def __init__(
+        self,
+        config: AuthConfig,
+        table: TokenTable | None = None,
+        keys: ApplicationKeys | None = None,
+    ) -> None:
+        """Raises ConfigError when the tokens (file) are unusable. *keys*: the application
+        key cache, when `auth.application_keys` is on."""
         self.enabled = config.enabled
         self._table = load_table(config) if table is None else table
+        self.keys = keys
 
     def authenticate(self, authorization: str | bytes | None) -> str:
         """The tenant of a request with this Authorization value; "" when auth is off.
@@ -94,6 +123,34 @@ class Authenticator:
         """
         if not self.enabled:
             return ""
+        tenant = self._table.get(digest(self._bearer(authorization)))
+        if tenant is None:
+            AUTH_FAILURES.labels(reason="unknown").inc()
+            raise Unauthenticated("unknown bearer token")
+        return tenant
+
+    async def identify(self, authorization: str | bytes | None) -> Caller:
+        """The caller of a request with this Authorization value; ANONYMOUS when auth is off.
+
+        A configured token names its tenant; any other token must be a registered
+        application's key. Raises Unauthenticated (missing, not Bearer, unknown or revoked)
+        or KeyCheckUnavailable (a key not seen recently that cannot be checked now).
+        """
+        if not self.enabled:
+            return ANONYMOUS
+        hashed = digest(self._bearer(authorization))
+        tenant = self._table.get(hashed)
+        if tenant is not None:
+            return Caller(tenant)
+        if self.keys is not None:
+            application = await self.keys.lookup(hashed)
+            if application is not None:
+                return Caller(application, application)
+        AUTH_FAILURES.labels(reason="unknown").inc()
+        raise Unauthenticated("unknown bearer token")
+
+    def _bearer(self, authorization: str | bytes | None) -> str:
+        """The token of a `Bearer <token>` value; Unauthenticated otherwise."""
         if isinstance(authorization, bytes):
             authorization = authorization.decode("latin-1")
         if not authorization:
@@ -103,11 +160,7 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             AUTH_FAILURES.labels(reason="scheme").inc()
             raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-        tenant = self._table.get(digest(token.strip()))
-        if tenant is None:
-            AUTH_FAILURES.labels(reason="unknown").inc()
-            raise Unauthenticated("unknown bearer token")
-        return tenant
+        return token.strip()
 
     def update(self, config: AuthConfig, table: TokenTable) -> list[str]:
         """Use *config* and its loaded *table* from now on; describe what changed (no secrets)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,7 +35,8 @@ from ingestd.errors import (
     StageClosed,
 )
 from ingestd.memory import MemoryBudget
-from ingestd.metrics import (
+from ingestd.model import Part, PartResult
+from ingestd.observe.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
     BATCHER_BUFFERED_BYTES,
@@ -48,41 +49,10 @@ from ingestd.metrics import (
     SINK_RETRIES,
     SINK_WRITE_SECONDS,
 )
-from ingestd.pipeline import remaining
+from ingestd.pipeline import HasStatus, remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock, backoff_delays
 
 log = structlog.get_logger("ingestd.batching")
-
-
-@dataclass(frozen=True, slots=True)
-class PartResult:
-    """What the sink did with one part: how many of its items it refused for good, and why."""
-
-    rejected: int = 0
-    message: str = ""
-    # True when an earlier attempt (or another replica) had already stored this part.
-    duplicate: bool = False
-
-
-@dataclass(eq=False, slots=True)
-class Part:
-    """One request's items for one sink. `payload` is whatever the sink's writer understands."""
-
-    payload: Any
-    items: int
-    nbytes: int
-    # The request's identity (dedup key); b"" when the caller has none.
-    key: bytes = b""
-    enqueued_at: float = 0.0
-    done: asyncio.Future[PartResult] = field(default_factory=lambda: _new_future())
-
-
-def _new_future() -> asyncio.Future[PartResult]:
-    future: asyncio.Future[PartResult] = asyncio.get_running_loop().create_future()
-    # A request that gave up waiting (ack timeout, client gone) leaves nobody to read the
-    # outcome; reading it here keeps asyncio from logging "exception never retrieved".
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return future
 
 
 @dataclass(eq=False, slots=True)
@@ -136,7 +106,7 @@ class Batcher:
         self._retry = retry
         # In `ack: accepted` mode the client already has its answer: giving up on a batch
         # loses data, so retry until shutdown instead of for retry.max_elapsed_s.
-        self._retry_until_stopped = retry_until_stopped
+        self.retry_until_stopped = retry_until_stopped
         self._clock = clock
 
         self._pending: collections.deque[Part] = collections.deque()
@@ -157,9 +127,9 @@ class Batcher:
         self._stop_deadline: float | None = None
         self._last_error: str = ""
         self._counts: collections.Counter[str] = collections.Counter()
-        # The mean fill of this sink's buffers on all replicas (set by ClusterPressure), so
-        # that retry hints follow the cluster's pressure, not only this replica's.
-        self.cluster_fill = 0.0
+        # The mean fill of this sink's buffers on all replicas (`note_cluster_fill`), so that
+        # retry hints follow the cluster's pressure, not only this replica's.
+        self._cluster_fill = 0.0
         # The process-wide cap over every batcher (memory.max_buffered_bytes).
         self._budget = budget or MemoryBudget(0)
         self._budget.on_release(self._signal_space)
@@ -246,11 +216,7 @@ class Batcher:
 
     def retry_hint_s(self) -> float:
         """How long a refused client should wait: grows with how full the buffers are."""
-        fill = max(
-            self._held_items / self._buffer.max_items,
-            self._held_bytes / self._buffer.max_bytes,
-            self.cluster_fill,
-        )
+        fill = max(self.fill(), self._cluster_fill)
         return round(min(30.0, max(1.0, 2 * self._batch.flush_interval_s + 5.0 * fill)), 1)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -432,7 +398,7 @@ class Batcher:
         now = self._clock.now()
         if self._stop_deadline is not None and now + delay >= self._stop_deadline:
             return True
-        return not self._retry_until_stopped and now + delay > give_up_at
+        return not self.retry_until_stopped and now + delay > give_up_at
 
     def _note_error(self, batch: Batch, exc: IngestdError, delay: float) -> None:
         message = exc.message[:300]
@@ -505,9 +471,33 @@ class Batcher:
 
     # -- introspection ------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """Counters and fill for /status."""
-        return {
+    def fill(self) -> float:
+        """How full this buffer is: the larger of its items' and bytes' share of the limits."""
+        return max(
+            self._held_items / self._buffer.max_items, self._held_bytes / self._buffer.max_bytes
+        )
+
+    def retrying(self) -> bool:
+        """Whether a batch is being retried right now (its sink failing at this moment).
+
+        The last error alone stays set after a batch gave up; only a batch still in flight
+        after an error means the sink is failing now.
+        """
+        return bool(self._last_error) and bool(self._in_flight)
+
+    def note_cluster_fill(self, fill: float) -> None:
+        """The mean fill of this sink's buffers on every replica, for the retry hints."""
+        self._cluster_fill = fill
+
+    @property
+    def held_items(self) -> int:
+        """Items submitted and not yet finished (pending or being written)."""
+        return self._held_items
+
+    def status(self) -> dict[str, Any]:
+        """Counters and fill for /status, with the writer's own when it has any."""
+        writer = self._writer.status() if isinstance(self._writer, HasStatus) else {}
+        return writer | {
             "held_items": self._held_items,
             "held_bytes": self._held_bytes,
             "pending_items": self._pending_items,
@@ -518,6 +508,3 @@ class Batcher:
             "last_error": self._last_error,
             **dict(self._counts),
         }
-
-
-StatsSource = Callable[[], dict[str, Any]]

@@ -24,8 +24,8 @@ import yaml
 from ingestd import __version__, config
 from ingestd.convert import native
 from ingestd.errors import ConfigError
+from ingestd.observe.telemetry import setup_logging
 from ingestd.pipeline import StartupError
-from ingestd.telemetry import setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -78,7 +78,29 @@ def _parser() -> argparse.ArgumentParser:
         _config_option(command)
         command.set_defaults(handler=handler)
 
+    _applications_parser(sub)
     return parser
+
+
+def _applications_parser(sub: Any) -> None:
+    apps = sub.add_parser("applications", help="registered applications and their ingest keys")
+    actions = apps.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="register an application; print its first key once")
+    add.add_argument("name")
+    add.add_argument("--id", dest="application_id", help="application id (default: a UUID)")
+    add.add_argument("--namespace", default="")
+    add.add_argument("--environment", default="")
+    add.add_argument("--key-name", default="", help="a label for the key")
+    listing = actions.add_parser("list", help="registered applications and their key prefixes")
+    rotate = actions.add_parser("rotate", help="a new key (printed once); the old ones revoked")
+    rotate.add_argument("application_id")
+    rotate.add_argument("--keep-old", action="store_true", help="leave the old keys active")
+    revoke = actions.add_parser("revoke", help="revoke an application's keys (or one of them)")
+    revoke.add_argument("application_id")
+    revoke.add_argument("--key", dest="prefix", help="only the key starting with this prefix")
+    for command in (add, listing, rotate, revoke):
+        _config_option(command)
+        command.set_defaults(handler=_applications)
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +125,7 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ingestd.workers import WorkerSpec, die_with_parent, worker_config, worker_count
+    from ingestd.workers.worker import WorkerSpec, die_with_parent, worker_config, worker_count
 
     cfg = load_config(args.config)
     worker = WorkerSpec.from_env()
@@ -141,14 +163,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _supervise(cfg: config.Config, path: Path, count: int, early: list[int]) -> int:
-    """`workers: N > 1`: run the supervisor in this process (see ingestd.supervisor)."""
-    from ingestd.workers import make_metrics_dir
+    """`workers: N > 1`: run the supervisor in this process (see ingestd.workers.supervisor)."""
+    from ingestd.workers.worker import make_metrics_dir
 
     # prometheus_client picks file-backed values at import when this is set; nothing has
     # imported it yet (the supervisor module is the first), and the workers inherit it.
     metrics_dir, lock = make_metrics_dir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    from ingestd.supervisor import supervise
+    from ingestd.workers.supervisor import supervise
 
     try:
         code = run_async(supervise(cfg, path, count, metrics_dir, early))
@@ -236,3 +258,44 @@ def _schema_status(args: argparse.Namespace) -> int:
 
 def _schema_maintain(args: argparse.Namespace) -> int:
     return _schema_command(args, "maintain")
+
+
+def _applications(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from ingestd import applications
+
+    cfg = load_config(args.config)
+    setup_logging(cfg.telemetry)
+
+    def shown(key: applications.NewKey) -> None:
+        print(f"application {key.application_id}")
+        print(f"key {key.token}")
+        print("(shown once: only its SHA-256 is stored)", file=sys.stderr)
+
+    async def go() -> int:
+        if args.action == "add":
+            shown(
+                await applications.add(
+                    cfg,
+                    args.name,
+                    application_id=args.application_id,
+                    namespace=args.namespace,
+                    environment=args.environment,
+                    key_name=args.key_name,
+                )
+            )
+        elif args.action == "list":
+            await applications.list_applications(cfg, print)
+        elif args.action == "rotate":
+            shown(await applications.rotate(cfg, args.application_id, keep_old=args.keep_old))
+        else:
+            count = await applications.revoke(cfg, args.application_id, args.prefix)
+            print(f"revoked {count} key(s) of {args.application_id}")
+        return EXIT_OK
+
+    try:
+        return run_async(go())
+    except (applications.ApplicationError, psycopg.Error) as exc:
+        print(f"ingestd: applications {args.action}: {exc}".rstrip(), file=sys.stderr)
+        return EXIT_FAILURE

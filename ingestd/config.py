@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -22,10 +21,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from ingestd.alerts.config import AlertsConfig
 from ingestd.errors import ConfigError
+from ingestd.redact import mask_secrets
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _SECRET_KEYS = ("password", "token", "api_key", "secret")
@@ -58,6 +60,14 @@ class TlsConfig(Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     client_ca_file: Path | None = None
+    # Oldest TLS version a client may use. Enforced on OTLP/HTTP and the admin server;
+    # grpcio's server has no such setting (it allows 1.2 and 1.3), so the gRPC receiver
+    # refuses any other value rather than pretend.
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    # The files are checked this often and a changed certificate (cert-manager renewal) is
+    # used for new connections without a restart; 0 reads them once at start. The
+    # Collector's `reload_interval`.
+    reload_interval_s: Annotated[float, Field(ge=0)] = 0.0
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -72,13 +82,79 @@ class TlsConfig(Section):
         return self.cert_file is not None
 
 
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class KeepaliveServerParametersConfig(Section):
+    """The Collector's `keepalive.server_parameters`, in seconds; 0 means no limit."""
+
+    # A connection without an RPC for this long is closed (GOAWAY).
+    max_connection_idle_s: NonNegativeFloat = 300.0
+    # Connections are closed after this long (with GOAWAY), so clients re-balance over replicas.
+    max_connection_age_s: NonNegativeFloat = 0.0
+    # RPCs still running when a connection reaches its age get this long to finish.
+    max_connection_age_grace_s: NonNegativeFloat = 0.0
+    # The server pings an idle client this often; no answer within timeout_s closes it.
+    time_s: PositiveFloat = 60.0
+    timeout_s: PositiveFloat = 20.0
+
+
+class KeepaliveEnforcementPolicyConfig(Section):
+    """The Collector's `keepalive.enforcement_policy`: clients pinging more often are closed."""
+
+    min_time_s: PositiveFloat = 10.0
+    # Whether clients may ping while they have no RPC open.
+    permit_without_stream: bool = False
+
+
+class GrpcKeepaliveConfig(Section):
+    server_parameters: KeepaliveServerParametersConfig = KeepaliveServerParametersConfig()
+    enforcement_policy: KeepaliveEnforcementPolicyConfig = KeepaliveEnforcementPolicyConfig()
+
+
+class CorsConfig(Section):
+    """Cross-origin requests from browser SDKs to OTLP/HTTP (the Collector's `cors` keys)."""
+
+    # Origins allowed to send, e.g. https://app.example.com or https://*.example.com ("*"
+    # matches any run of characters); "*" alone allows every origin. Empty: CORS is off and
+    # preflight OPTIONS requests are answered 405 as any other method.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Request headers a browser may send besides Accept, Accept-Language, Content-Type and
+    # Content-Language (always allowed), e.g. Authorization or Content-Encoding; "*" any.
+    allowed_headers: list[str] = Field(default_factory=list)
+    # How long a browser may cache a preflight answer; 0 sends no Access-Control-Max-Age.
+    max_age: Annotated[int, Field(ge=0)] = 0
+
+
 class GrpcReceiverConfig(Section):
     enabled: bool = True
     endpoint: Endpoint = "0.0.0.0:4317"
     # 4 MiB is grpc's default and surprises users (collector #1494); OTLP's spec PR #782
     # recommends 64 MiB. 16 MiB holds ~30k SDK-sized spans.
     max_recv_msg_size_mib: Annotated[int, Field(ge=1, le=256)] = 16
+    # Streams (RPCs) one HTTP/2 connection may have open; grpc's own default is unlimited.
+    max_concurrent_streams: PositiveInt = 128
+    # RPCs ingestd serves at once over all connections; beyond it an RPC is answered
+    # UNAVAILABLE with RetryInfo (grpc's maximum_concurrent_rpcs answers RESOURCE_EXHAUSTED
+    # without a hint, which exporters drop).
+    max_concurrent_requests: PositiveInt = 256
+    # A connection that has not completed its TLS handshake and sent the HTTP/2 preface and
+    # SETTINGS within this is closed (grpc's server_handshake_timeout; its default is 120 s).
+    handshake_timeout_s: PositiveFloat = 10.0
+    keepalive: GrpcKeepaliveConfig = GrpcKeepaliveConfig()
+    # Message encodings accepted besides none; grpcio decodes only gzip and deflate (no zstd).
+    # A message in another one is answered UNIMPLEMENTED by grpc itself.
+    compression_algorithms: tuple[Literal["gzip", "deflate"], ...] = ("gzip", "deflate")
     tls: TlsConfig = TlsConfig()
+
+    @model_validator(mode="after")
+    def _grpc_tls(self) -> GrpcReceiverConfig:
+        if self.tls.min_version != "1.2":
+            raise ValueError(
+                "tls.min_version: grpcio's server cannot set a minimum TLS version (it accepts "
+                "1.2 and 1.3); leave it at 1.2 or terminate TLS in front of ingestd"
+            )
+        return self
 
 
 class HttpReceiverConfig(Section):
@@ -88,10 +164,24 @@ class HttpReceiverConfig(Section):
     # so that a small compressed bomb is refused without inflating it all.
     max_request_body_bytes: ByteSize = ByteSize(20 * MiB)
     max_decompressed_bytes: ByteSize = ByteSize(64 * MiB)
+    # A compressed body may inflate to this many times its size (bodies inflating to 4 MiB or
+    # less never count): 64 MiB of empty records gzip into 65 KB. 0 turns the check off.
+    max_decompression_ratio: Annotated[int, Field(ge=0)] = 100
+    # Requests served at once; beyond it a request is answered 503 + Retry-After before its
+    # body is read. Each may hold max_request_body_bytes, so this also bounds memory.
+    max_concurrent_requests: PositiveInt = 256
     read_header_timeout_s: PositiveFloat = 10.0
     # The whole body must arrive within this; a client trickling bytes is cut off (slowloris).
     read_body_timeout_s: PositiveFloat = 30.0
     idle_timeout_s: PositiveFloat = 60.0
+    # Content-Encodings accepted besides identity; others are answered 400 before the body
+    # is read. Drop one to keep its decoder (and its decompression cost) off the network.
+    compression_algorithms: tuple[Literal["gzip", "deflate", "zstd"], ...] = (
+        "gzip",
+        "deflate",
+        "zstd",
+    )
+    cors: CorsConfig = CorsConfig()
     tls: TlsConfig = TlsConfig()
 
 
@@ -113,6 +203,22 @@ class IngestConfig(Section):
     ack_timeout_s: PositiveFloat = 30.0
     # Records stamped further in the future than this are rejected (clock skew).
     max_future_skew_s: PositiveFloat = 86400.0
+    # What one request may hold, counted on the wire before it is parsed (see
+    # docs/reliability.md): parsing costs ~32 bytes per message however small, so 64 MiB of
+    # empty resources would take ~1 GiB and minutes of CPU. An OTLP SDK sends 1 resource and
+    # 512 records; the Collector's batcher 8192 records. Past a cap: 413 / RESOURCE_EXHAUSTED.
+    max_resources_per_request: PositiveInt = 16_384
+    max_scopes_per_request: PositiveInt = 65_536
+    # Spans, log records or metric data points. As many as a sink buffer holds
+    # (sinks.*.buffer.max_items): a larger request could not be stored anyway.
+    max_items_per_request: PositiveInt = 262_144
+    # Explicit bounds, bucket counts or quantiles of one histogram / summary point; a point
+    # over it is refused alone (partial success). SDKs default to 16 bounds and 160
+    # exponential buckets.
+    max_buckets_per_point: PositiveInt = 16_384
+    # Requests whose body is at least this big are converted in a worker thread, so that the
+    # event loop keeps serving other requests (and probes) meanwhile.
+    convert_in_thread_bytes: ByteSize = ByteSize(512 * 1024)
     # Who converts requests (traces): native (the compiled ingestd_native, built from native/
     # by `make venv`), python (the reference converters) or auto (native when it imports).
     # The environment variable INGESTD_CODEC overrides it. Both give byte-identical rows.
@@ -127,8 +233,9 @@ class BatchConfig(Section):
     flush_interval_s: PositiveFloat = 0.2
     # Cut a batch at once when a writer is idle: light load is written without waiting for
     # flush_interval_s, heavy load still forms big batches because the writers are busy.
-    # Measured (README, "Performance"): committed-ack p50 at half load 321 -> 47 ms. An SDK
-    # exports at most 512 items per ack latency, so this caps what one client can send.
+    # Measured (docs/reports/benchmarks-2026-11-26.md, "Fixed after profiling"): committed-ack
+    # p50 at half load 321 -> 47 ms. An SDK exports at most 512 items per ack latency, so this
+    # caps what one client can send.
     # Off: a batch waits for size, bytes or age (flush_interval_s).
     flush_when_idle: bool = True
 
@@ -174,7 +281,17 @@ class TimescaleSinkConfig(Section):
     # Benchmarks only: acknowledge every batch without writing it (no database is contacted),
     # to measure the receive path alone. Data sent to a discarding sink is lost.
     discard: bool = False
+    # The writers' connection. With owner_dsn set, this names a login member of ingest_role
+    # (least privilege: COPY into the telemetry tables, ledger and dimension upserts only).
     dsn: str = "postgresql://ingestd@127.0.0.1:5432/deep_eyes"
+    # The schema owner's connection, for `schema apply | status | maintain`, `applications`,
+    # the maintenance stage (drop_chunks, partitions, run_job) and alert evaluation; read
+    # through database_url.owner_dsn. Unset: that function's fallback (`dsn`, DATABASE_URL),
+    # i.e. one role owns the schema and writes, as before this key existed.
+    owner_dsn: str | None = None
+    # The role `schema apply` creates (NOLOGIN) and grants exactly what the writers need,
+    # from the one list in ingestd/schema/grants.py (docs/security.md).
+    ingest_role: str = Field(default="ingestd_ingest", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     pool: PoolConfig = PoolConfig()
     # Parallel COPYs per table; more than the database's cores only adds contention.
     writers: PositiveInt = 2
@@ -196,12 +313,28 @@ class LogsTemplateConfig(Section):
     # Mapped fields per backing index; attributes beyond it are kept in _source, not indexed.
     total_fields_limit: PositiveInt = 5000
     # Data stream lifecycle retention; enforced by ingestd's maintenance where Elasticsearch
-    # has no lifecycle service (see README, "Logs in Elasticsearch").
+    # has no lifecycle service (docs/elasticsearch.md, "Retention, and the degraded mode of
+    # the dev stack").
     retention_days: PositiveInt = 30
     # The maintenance fallback rolls a data stream over when its write index is this old or
     # its primary shard this big, so that retention can delete whole backing indices.
     rollover_max_age_h: PositiveInt = 24
     rollover_max_primary_shard_gb: PositiveInt = 50
+
+
+class LogsRoutingConfig(Section):
+    """Routing of log records to data streams by their `data_stream.*` attributes."""
+
+    # Off: the attributes are kept as plain attributes and every record goes to
+    # logs_dataset / logs_namespace.
+    from_attributes: bool = True
+    # fnmatch patterns (`nginx*`) a sanitized dataset (with its `.otel` suffix) / namespace must
+    # match to be routed to; empty: any.
+    allowed_datasets: list[str] = Field(default_factory=list)
+    allowed_namespaces: list[str] = Field(default_factory=list)
+    # Distinct data streams one process routes records to (each is a shard or more in the
+    # cluster); records that would open more go to logs_dataset / logs_namespace.
+    max_data_streams: PositiveInt = 256
 
 
 class ElasticsearchSinkConfig(Section):
@@ -217,7 +350,8 @@ class ElasticsearchSinkConfig(Section):
     # gzip (level 1, off the event loop) shrinks a bulk ~10x; worth it when Elasticsearch is
     # across a network, a waste of CPU on the same host.
     gzip: bool = False
-    # Bulk bodies are cut by their NDJSON size; 8 MiB measured best here (README).
+    # Bulk bodies are cut by their NDJSON size; 8 MiB measured best here
+    # (docs/elasticsearch.md, "Measured").
     batch: BatchConfig = BatchConfig(max_rows=50_000, max_bytes=ByteSize(8 * MiB))
     buffer: BufferConfig = BufferConfig()
     retry: RetryConfig = RetryConfig()
@@ -228,6 +362,7 @@ class ElasticsearchSinkConfig(Section):
     # The dataset gets the Collector's `.otel` suffix (logs-generic.otel-default).
     logs_dataset: str = "generic"
     logs_namespace: str = "default"
+    routing: LogsRoutingConfig = LogsRoutingConfig()
     templates: LogsTemplateConfig = LogsTemplateConfig()
 
 
@@ -251,7 +386,8 @@ class RedisConfig(Section):
     url: str = "redis://127.0.0.1:6379/0"
     # Every Redis call is bounded by this; ingest never waits longer on one call. Loopback
     # round trips measure 0.2 ms p50 and 3 ms p99.9 idle, 11 ms p99 with 64 calls in flight on
-    # 2 cores; a busy event loop also counts against it (see README, "Shared state").
+    # 2 cores; a busy event loop also counts against it (docs/shared-state.md, "When Redis is
+    # down or slow").
     timeout_ms: PositiveInt = 25
     # Every key ingestd writes starts with this: several deployments (or tests) share a Redis.
     key_prefix: str = "ingestd:"
@@ -312,6 +448,32 @@ class TokenConfig(Section):
         return self
 
 
+class ApplicationKeysConfig(Section):
+    """Ingest keys of registered applications (table application_keys; docs/deep-eyes.md).
+
+    A bearer token that is no configured token is looked up as an application key: the
+    request is then stored under that application's id. Lookups are cached (Redis shared by
+    the replicas, the database the truth); ingest never waits on the database for a key it
+    checked within `max_stale_s`.
+    """
+
+    enabled: bool = False
+    # How often the keys this process knows are re-checked (Redis, else the database):
+    # `ingestd applications revoke` is seen by every replica within about this long.
+    refresh_s: PositiveFloat = 1.0
+    # How long a Redis entry stands for the database: a key revoked in the database alone
+    # (by Deep Eyes) stops working within refresh_s + redis_ttl_s.
+    redis_ttl_s: PositiveFloat = 5.0
+    # An unknown key stays unknown this long (locally and in Redis): random keys cost no
+    # database round trip each.
+    unknown_ttl_s: PositiveFloat = 10.0
+    # A known key that could not be re-checked for this long (Redis and the database down)
+    # is refused with a retryable status: authentication never fails open.
+    max_stale_s: PositiveFloat = 30.0
+    # Keys (known and unknown) kept in memory; the least recently checked go first.
+    max_entries: PositiveInt = 100_000
+
+
 class AuthConfig(Section):
     """Optional bearer-token authentication on both receivers; a token names its tenant."""
 
@@ -319,11 +481,19 @@ class AuthConfig(Section):
     tokens: list[TokenConfig] = Field(default_factory=list)
     # A YAML file holding more tokens (`tokens: [...]`, same form); re-read on reload.
     tokens_file: Path | None = None
+    application_keys: ApplicationKeysConfig = ApplicationKeysConfig()
 
     @model_validator(mode="after")
     def _some_tokens(self) -> AuthConfig:
-        if self.enabled and not self.tokens and self.tokens_file is None:
-            raise ValueError("enabled without tokens or tokens_file: every request would fail")
+        if (
+            self.enabled
+            and not self.tokens
+            and self.tokens_file is None
+            and not self.application_keys.enabled
+        ):
+            raise ValueError(
+                "enabled without tokens, tokens_file or application_keys: every request would fail"
+            )
         return self
 
 
@@ -355,9 +525,34 @@ class ReloadConfig(Section):
 class AdminConfig(Section):
     """The small HTTP server for probes, status and metrics."""
 
+    # Kubelet probes and Prometheus reach it on the pod's address; outside Kubernetes bind
+    # 127.0.0.1 (see docs/security.md). Not published by the OTLP Service.
     endpoint: Endpoint = "0.0.0.0:13133"
     # How often each sink and Redis are probed for /readyz.
     check_interval_s: PositiveFloat = 2.0
+    # /status shows backend errors, hostnames and paths: with a token set it answers only
+    # `Authorization: Bearer <token>` (401 otherwise). Give the token or its SHA-256.
+    status_token: str | None = Field(default=None, min_length=16)
+    status_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    # Ask the same token on /metrics too (Prometheus: `authorization: {credentials: ...}`).
+    # /livez and /readyz stay open: kubelet probes send no token.
+    metrics_need_token: bool = False
+    tls: TlsConfig = TlsConfig()
+
+    @field_validator("status_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `status_token: ${env:INGESTD_ADMIN_TOKEN:-}` with the variable unset: no token.
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _token(self) -> AdminConfig:
+        if self.status_token is not None and self.status_token_sha256 is not None:
+            raise ValueError("set at most one of status_token and status_token_sha256")
+        no_token = self.status_token is None and self.status_token_sha256 is None
+        if self.metrics_need_token and no_token:
+            raise ValueError("metrics_need_token needs status_token or status_token_sha256")
+        return self
 
 
 class TelemetryConfig(Section):
@@ -374,8 +569,8 @@ class ShutdownConfig(Section):
 class MemoryConfig(Section):
     """Load shedding on memory: new data is refused before it is read or decoded.
 
-    (The issue's `limits.max_buffered_bytes`: `limits` is the per-tenant rate-limit section,
-    re-read on reload; these bounds are the process's and need a restart.)
+    (Not under `limits`: `limits` is the per-tenant rate-limit section, re-read on reload;
+    these bounds are the process's and need a restart. docs/operations.md, "Memory".)
     """
 
     # All batchers of the process together (each also has its own sinks.*.buffer.max_bytes,
@@ -388,6 +583,10 @@ class MemoryConfig(Section):
     max_rss_mib: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     # RSS is read from /proc/self/statm this often (a few microseconds), never per request.
     check_interval_ms: Annotated[int, Field(ge=20, le=5000)] = 200
+    # /readyz fails (component `memory` unavailable) once new requests have been refused for
+    # memory this long without a break, so that traffic moves to other replicas; it passes
+    # again when shedding stops. /livez is unaffected. 0 keeps readiness out of it.
+    unready_after_shedding_s: Annotated[float, Field(ge=0)] = 30.0
 
 
 class TableRetentionConfig(Section):
@@ -439,7 +638,7 @@ class SchemaConfig(Section):
     # auto: full when TimescaleDB runs with timescaledb.license = 'timescale', apache when the
     # extension is there without it, postgres (native partitioning) when it is not installable.
     tier: Literal["auto", "full", "apache", "postgres"] = "auto"
-    # Where the numbered SQL files are; empty: those shipped in ingestd/schema/postgres.
+    # Where the numbered SQL files are; empty: those shipped with ingestd (schema/postgres/).
     migrations_dir: Path | None = None
     metrics: MetricsTableConfig = MetricsTableConfig()
     traces: TracesTableConfig = TracesTableConfig()
@@ -497,6 +696,7 @@ class Config(Section):
     memory: MemoryConfig = MemoryConfig()
     schema: SchemaConfig = SchemaConfig()  # type: ignore[assignment]  # see the note above
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
@@ -520,28 +720,62 @@ def parse(text: str, *, environ: dict[str, str] | None = None, source: str = "<c
         raise ConfigError([f"{source}: the top level must be a mapping of sections"])
     problems: list[str] = []
     expanded = _expand(raw, os.environ if environ is None else environ, (), problems)
+    failed: set[str] = set()
     try:
-        config = Config.model_validate(expanded)
+        config: Config | None = Config.model_validate(expanded)
     except ValidationError as exc:
         problems.extend(_describe(exc))
-        config = None
+        failed = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        config = _without(expanded, failed)
     if config is not None:
-        problems.extend(_across_sections(config))
+        problems.extend(m for sections, m in _across_sections(config) if not sections & failed)
     if problems:
         raise ConfigError(problems)
     assert config is not None
     return config
 
 
-def _across_sections(config: Config) -> Iterator[str]:
-    """Rules that tie keys of two sections together (each section validates itself)."""
+def _without(raw: Any, failed: set[str]) -> Config | None:
+    """*raw* validated with its failing top-level keys left out (defaults in their place), so
+    the rules across sections still check the sections that are valid; None if it still fails."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Config.model_validate({k: v for k, v in raw.items() if k not in failed})
+    except ValidationError:
+        return None
+
+
+def _across_sections(config: Config) -> Iterator[tuple[set[str], str]]:
+    """Rules that tie keys of two sections together (each section validates itself): each
+    problem with the top-level sections it reads, so that it is left out when one of those
+    failed on its own (its values would be defaults)."""
     ahead_s = config.schema.partitions_ahead_hours * 3600
     if ahead_s < config.ingest.max_future_skew_s:
         # A point stamped up to max_future_skew_s ahead is accepted, so its partition must exist.
         yield (
+            {"schema", "ingest"},
             f"schema.partitions_ahead_hours: must cover ingest.max_future_skew_s "
-            f"({ahead_s:g} s < {config.ingest.max_future_skew_s:g} s)"
+            f"({ahead_s:g} s < {config.ingest.max_future_skew_s:g} s)",
         )
+    if config.auth.application_keys.enabled and not config.sinks.timescale.enabled:
+        # The keys are looked up in the database the Timescale sink writes (sinks.timescale.dsn).
+        yield (
+            {"auth", "sinks"},
+            "auth.application_keys.enabled: needs sinks.timescale.enabled (application keys"
+            " live in the Timescale sink's database, sinks.timescale.dsn)",
+        )
+    sinks = config.sinks.timescale
+    if config.alerts.enabled and (not sinks.enabled or sinks.discard):
+        # The alerts table, the rules' state and most of their data are in PostgreSQL.
+        yield {"alerts", "sinks"}, "alerts.enabled: needs sinks.timescale (enabled, not discard)"
+    es = config.sinks.elasticsearch
+    for i, rule in enumerate(config.alerts.rules):
+        if config.alerts.enabled and rule.logs is not None and (not es.enabled or es.discard):
+            yield (
+                {"alerts", "sinks"},
+                f"alerts.rules[{i}].logs: needs sinks.elasticsearch (enabled, not discard)",
+            )
 
 
 def _expand(node: Any, environ: Any, path: tuple[str | int, ...], problems: list[str]) -> Any:
@@ -608,14 +842,6 @@ def _mask(node: Any, key: str = "") -> Any:
         # A file's path is not its content: auth.tokens_file stays readable.
         if node and any(s in key.lower() for s in _SECRET_KEYS) and not key.endswith("_file"):
             return "***"
-        if "://" in node:
-            return _mask_url(node)
+        # DSNs and URLs: userinfo, ?password=, libpq's `password=...` keyword form.
+        return mask_secrets(node)
     return node
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -5,7 +5,7 @@ The first SIGTERM or SIGINT drains: readiness fails, both receivers refuse new r
 `shutdown.grace_s`, and the process exits 0; requests still waiting for their commit shortly
 before the deadline are answered UNAVAILABLE. A second signal cancels everything at once
 (exit 1, forced after 2 s). This is one process; with `workers: N > 1` the supervisor
-(`ingestd.supervisor`) runs N of these as workers (`ingestd.workers`).
+(`ingestd.workers.supervisor`) runs N of these as workers (`ingestd.workers.worker`).
 """
 
 from __future__ import annotations
@@ -14,30 +14,34 @@ import asyncio
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from ingestd import __version__
-from ingestd.admin import AdminServer
+from ingestd.alerts.stage import AlertsJob
+from ingestd.appkeys import ApplicationKeys
 from ingestd.auth import Authenticator
-from ingestd.batching import Batcher, BatchWriter, StatsSource
+from ingestd.batching import Batcher, BatchWriter
 from ingestd.config import Config, ElasticsearchSinkConfig, TimescaleSinkConfig
-from ingestd.convert import metrics, native, traces
-from ingestd.convert.logs import LogsConverter
-from ingestd.health import Health, Prober, State
-from ingestd.ingest import Converter, Ingest, Route, Signal, answer_deadline
+from ingestd.convert import native
+from ingestd.convert.logs import RoutePolicy, route_policy
+from ingestd.database_url import owner_dsn
+from ingestd.ingest import Ingest, Route, answer_deadline
+from ingestd.jobs.logs_retention import LogsRetention
+from ingestd.jobs.maintenance import MaintenanceJob
 from ingestd.memory import MemoryGuard
-from ingestd.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
-from ingestd.pipeline import Pipeline, Stage, StartupError, deadline_in
-from ingestd.process import ProcessSampler
+from ingestd.model import Signal
+from ingestd.observe.admin import AdminServer
+from ingestd.observe.health import Health, Prober
+from ingestd.observe.metrics import BUILD_INFO, DRAINING, WORKERS_CONFIGURED, WORKERS_RUNNING
+from ingestd.observe.process import LocalPorts, ProcessSampler
+from ingestd.pipeline import Layer, Pipeline, Stage, StartupError, deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from ingestd.reload import ConfigReloader
-from ingestd.schema.logs_retention import LogsRetention
-from ingestd.schema.stage import MaintenanceJob
+from ingestd.signals import SIGNALS, SignalSpec, SinkName
 from ingestd.sinks.discard import DiscardWriter
 from ingestd.sinks.elasticsearch import ElasticsearchSink
 from ingestd.sinks.timescale import TimescaleSink, TimescaleWriter
@@ -45,18 +49,18 @@ from ingestd.state.dedup import RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
 from ingestd.state.redis import RedisState
-from ingestd.workers import Control, WorkerSpec
+from ingestd.workers.worker import Control, WorkerSpec
 
 log = structlog.get_logger("ingestd.daemon")
 
 
 @dataclass
 class SharedState:
-    """The shared-state pieces Ingest and the receivers use (see README, "Shared state").
+    """The shared-state pieces Ingest and the receivers use (see docs/shared-state.md).
 
-    Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...); each route's batcher
-    is watched with `pressure.watch(signal, batcher, sink_component)`; receivers call
-    `auth.authenticate(authorization)` before reading the body.
+    Ingest(config.ingest, routes, dedup=..., pressure=..., limits=...) watches each route's
+    batcher with the pressure; receivers call `await auth.identify(authorization)` before
+    reading the body.
     """
 
     auth: Authenticator
@@ -81,68 +85,41 @@ class Daemon:
 
 
 def build(config: Config, config_path: Path | None = None, *, workers: int = 1) -> Daemon:
-    """Build every stage from its config section, downstream first. Raises ConfigError.
+    """Build every stage from its config section and register it once, in its layer.
 
-    *workers* > 1 builds one worker of several: its receivers share their ports
-    (SO_REUSEPORT) and the RSS guard's automatic bound is shared among them.
+    Raises ConfigError. *workers* > 1 builds one worker of several: its receivers share their
+    ports (SO_REUSEPORT) and the RSS guard's automatic bound is shared among them.
     """
     health = Health()
-    prober = Prober(health, config.admin.check_interval_s)
-    admin = AdminServer(
-        config.admin, health, event="worker_admin_listening" if workers > 1 else "admin_listening"
-    )
-    memory = MemoryGuard(config.memory, workers=workers)
-    admin.add_status("memory", memory.status)
-    codec_status = _codec_status(config)
-    admin.add_status("codec", lambda: codec_status)
-    stages: list[Stage] = [memory]
-    # One route per signal whose sink is enabled; a signal without one answers UNIMPLEMENTED.
-    routes: dict[Signal, Route] = {}
-
-    if config.sinks.timescale.enabled and config.sinks.timescale.discard:
-        routes |= _discard_routes(config, (Signal.TRACES, Signal.METRICS), admin, memory)
-    elif config.sinks.timescale.enabled:
-        timescale = TimescaleSink(config.sinks.timescale)
-        prober.add("timescale", timescale.probe)
-        admin.add_status("timescale", timescale.status)
-        stages.append(timescale)
-        if config.maintenance.enabled:
-            # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
-            maintenance = MaintenanceJob(config.sinks.timescale.dsn, config.maintenance)
-            admin.add_status("maintenance", maintenance.snapshot)
-            stages.append(maintenance)
-        routes |= _timescale_routes(config, timescale, admin, memory)
-    if config.sinks.elasticsearch.enabled and config.sinks.elasticsearch.discard:
-        routes |= _discard_routes(config, (Signal.LOGS,), admin, memory)
-    elif config.sinks.elasticsearch.enabled:
-        elasticsearch = ElasticsearchSink(config.sinks.elasticsearch)
-        prober.add("elasticsearch", elasticsearch.probe)
-        stages.append(elasticsearch)
-        routes[Signal.LOGS] = _logs_route(config, elasticsearch, admin, memory)
-        if config.maintenance.enabled:
-            retention = LogsRetention(elasticsearch, config.sinks.elasticsearch, config.maintenance)
-            admin.add_status("logs_retention", retention.snapshot)
-            stages.append(retention)
-    redis = None
-    if config.redis.enabled:
-        redis = RedisState(config.redis, health)
+    pipeline = Pipeline()
+    memory = MemoryGuard(config.memory, workers=workers, health=health)
+    pipeline.add(Layer.INFRASTRUCTURE, memory, _CodecStatus(_codec_status(config)))
+    sinks = _sinks(config, pipeline)
+    redis = RedisState(config.redis, health) if config.redis.enabled else None
+    if redis is not None:
         # Redis is shared state, not storage: without it ingest goes on, degraded.
-        prober.add("redis", redis.probe, required=False, when_failing=State.DEGRADED)
-        admin.add_status("redis", redis.status)
-        stages.append(redis)
+        pipeline.add(Layer.SHARED_STATE, redis, required=False)
     shared = _shared_state(config, redis, health)
-    admin.add_status("pressure", shared.pressure.status)
+    keys = _application_keys(config, redis)
+    if keys is not None:
+        shared.auth.keys = keys
+        pipeline.add(Layer.SHARED_STATE, keys)
     # Dedup starts before the batchers and stops after them, so the done marks written while
     # they drain still reach Redis.
-    stages += [shared.dedup, shared.pressure]
-    stages.append(ConfigReloader(config_path, config, shared.auth, shared.limits))
-    stages.append(prober)
-
-    # Batchers sit between the sinks and the receivers: started after the sinks, stopped
-    # after the receivers, so each drains into a stage that is still alive.
-    for kind, route in routes.items():
-        shared.pressure.watch(kind, route.batcher, _SINK_OF[kind])
-        stages.append(route.batcher)
+    reloader = ConfigReloader(
+        config_path,
+        config,
+        shared.auth,
+        shared.limits,
+        listeners=[sinks.alerts.reloaded] if sinks.alerts is not None else [],
+    )
+    pipeline.add(Layer.SHARED_STATE, shared.dedup, shared.pressure, reloader)
+    # One per process: both logs converters (event loop, thread) share its routes and cap.
+    policy = route_policy(config.sinks.elasticsearch.routing)
+    if config.sinks.elasticsearch.enabled:
+        pipeline.add(Layer.BATCHERS, _RoutingStatus(policy))
+    routes = _routes(config, sinks, memory, policy)
+    pipeline.add(Layer.BATCHERS, *(route.batcher for route in routes.values()))
     ingest = Ingest(
         config.ingest,
         routes,
@@ -150,74 +127,142 @@ def build(config: Config, config_path: Path | None = None, *, workers: int = 1) 
         pressure=shared.pressure,
         limits=shared.limits,
         memory=memory,
+        count_application=keys.count if keys is not None else None,
     )
-    receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver] = []
-    shared_ports = workers > 1
-    if config.receivers.grpc.enabled:
-        receivers.append(
-            OtlpGrpcReceiver(config.receivers.grpc, ingest, shared.auth, reuse_port=shared_ports)
-        )
-    if config.receivers.http.enabled:
-        receivers.append(
-            OtlpHttpReceiver(config.receivers.http, ingest, shared.auth, reuse_port=shared_ports)
-        )
-    for receiver in receivers:
-        admin.add_status(receiver.name, receiver.stats)
-    sampler = ProcessSampler(
-        config,
-        lambda: {"admin": admin.port, **{r.name.rpartition(".")[2]: r.port for r in receivers}},
+    receivers = _receivers(config, ingest, shared.auth, reuse_port=workers > 1)
+    pipeline.add(Layer.RECEIVERS, *receivers)
+    event = "worker_admin_listening" if workers > 1 else "admin_listening"
+    admin = AdminServer(config.admin, health, sources=pipeline.status_sources, event=event)
+    pipeline.add(Layer.INFRASTRUCTURE, ProcessSampler(config, _local_ports(admin, receivers)))
+    # Last: it probes every stage registered above that has a probe.
+    pipeline.add(
+        Layer.SHARED_STATE, Prober(health, config.admin.check_interval_s, pipeline.probes())
     )
-    admin.add_status("process", sampler.status)
-    stages.insert(1, sampler)
-    stages += receivers
-
     return Daemon(
         config=config,
         health=health,
         admin=admin,
-        pipeline=Pipeline(stages),
+        pipeline=pipeline,
         ingest=ingest,
         shared=shared,
         memory=memory,
-        stages={s.name: s for s in stages},
+        stages={s.name: s for s in pipeline.stages},
     )
 
 
-# Per Timescale signal: its table, the table's COPY columns, and its converter.
-_TABLES: dict[Signal, tuple[str, Sequence[tuple[str, str]], Callable[..., Converter]]] = {
-    Signal.TRACES: (traces.TABLE, traces.COLUMNS, traces.TraceConverter),
-    Signal.METRICS: (metrics.TABLE, metrics.COLUMNS, metrics.MetricConverter),
-}
+@dataclass
+class _Sinks:
+    """The storage sinks this process writes to (None: disabled, or discarding)."""
+
+    timescale: TimescaleSink | None = None
+    elasticsearch: ElasticsearchSink | None = None
+    alerts: AlertsJob | None = None
 
 
-def _timescale_routes(
-    config: Config, sink: TimescaleSink, admin: AdminServer, memory: MemoryGuard
+def _sinks(config: Config, pipeline: Pipeline) -> _Sinks:
+    """The enabled, storing sinks and the maintenance jobs that run on them."""
+    sinks = _Sinks()
+    maintain = config.maintenance.enabled
+    if config.sinks.timescale.enabled and not config.sinks.timescale.discard:
+        sinks.timescale = TimescaleSink(config.sinks.timescale)
+        pipeline.add(Layer.SINKS, sinks.timescale)
+        if maintain:
+            # Retention, partitions, rollups, ledger pruning; one replica acts per interval.
+            # DDL and run_job need the owner; the writers' role has neither.
+            job = MaintenanceJob(owner_dsn(config.sinks.timescale), config.maintenance)
+            pipeline.add(Layer.SINKS, job)
+        if config.alerts.enabled:
+            # Alert rules; one replica evaluates (docs/alerts.md). Rules reload on SIGHUP.
+            es = config.sinks.elasticsearch if config.sinks.elasticsearch.enabled else None
+            # It writes `alerts` and its own ingestd.alert_* tables: the owner's role, not the
+            # writers' least-privilege one.
+            sinks.alerts = AlertsJob(owner_dsn(config.sinks.timescale), config.alerts, es)
+            pipeline.add(Layer.SINKS, sinks.alerts)
+    es = config.sinks.elasticsearch
+    if es.enabled and not es.discard:
+        sinks.elasticsearch = ElasticsearchSink(es)
+        pipeline.add(Layer.SINKS, sinks.elasticsearch)
+        if maintain:
+            pipeline.add(Layer.SINKS, LogsRetention(sinks.elasticsearch, es, config.maintenance))
+    return sinks
+
+
+@dataclass
+class _CodecStatus:
+    """The codec choice on /status (`ingestd.convert.native`): a stage with nothing to start or
+    stop."""
+
+    choice: dict[str, object]
+    name: str = "codec"
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        """Nothing to acquire."""
+
+    async def stop(self, deadline: float) -> None:
+        """Nothing to release."""
+
+    def status(self) -> dict[str, object]:
+        return self.choice
+
+
+@dataclass
+class _RoutingStatus:
+    """The logs route policy on /status (routes taken, records sent to the fallback): a stage
+    with nothing to start or stop."""
+
+    policy: RoutePolicy
+    name: str = "logs_routing"
+
+    async def start(self, tasks: asyncio.TaskGroup) -> None:
+        """Nothing to acquire."""
+
+    async def stop(self, deadline: float) -> None:
+        """Nothing to release."""
+
+    def status(self) -> dict[str, object]:
+        return self.policy.status()
+
+
+def _routes(
+    config: Config, sinks: _Sinks, memory: MemoryGuard, policy: RoutePolicy
 ) -> dict[Signal, Route]:
-    """Traces and metrics: converter -> Batcher -> TimescaleWriter, one chain per table."""
-    section = config.sinks.timescale
+    """One route per signal whose sink is enabled: converter -> Batcher -> the sink's writer.
+
+    A signal without a route answers UNIMPLEMENTED.
+    """
     routes: dict[Signal, Route] = {}
-    for kind, (table, columns, _) in _TABLES.items():
-        writer = TimescaleWriter(sink, table=table, columns=columns, signal=kind)
-        batcher = _batcher(table, writer, section, config, memory)
-        admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
-        routes[kind] = Route(_converter(config, kind), batcher)
+    discarded: list[str] = []
+    for spec in SIGNALS.values():
+        section = _sink_config(config, spec.sink)
+        if not section.enabled:
+            continue
+        if section.discard:
+            discarded.append(spec.signal.value)
+        writer = DiscardWriter(spec.store) if section.discard else _writer(spec, sinks)
+        batcher = _batcher(spec.store, writer, section, config, memory)
+        # The second converter, with caches of its own, converts large requests in a thread
+        # (the native codec, thread-safe, is both: `convert.native.converters`).
+        convert, convert_large = native.converters(spec, config, policy)
+        routes[spec.signal] = Route(convert, batcher, convert_large)
+    if discarded:
+        # Benchmarks: these batchers acknowledge every batch and store nothing.
+        log.warning("sink_discarding", signals=discarded, data="dropped by design")
     return routes
 
 
-def _discard_routes(
-    config: Config, signals: Sequence[Signal], admin: AdminServer, memory: MemoryGuard
-) -> dict[Signal, Route]:
-    """Benchmarks: the signals' batchers acknowledge every batch and store nothing."""
-    routes: dict[Signal, Route] = {}
-    for kind in signals:
-        section = config.sinks.elasticsearch if kind is Signal.LOGS else config.sinks.timescale
-        name = "logs" if kind is Signal.LOGS else _TABLES[kind][0]
-        writer = DiscardWriter(name)
-        batcher = _batcher(name, writer, section, config, memory)
-        admin.add_status(batcher.name, _merged(batcher.stats, writer.stats))
-        routes[kind] = Route(_converter(config, kind), batcher)
-    log.warning("sink_discarding", signals=[str(s) for s in signals], data="dropped by design")
-    return routes
+def _sink_config(config: Config, sink: SinkName) -> TimescaleSinkConfig | ElasticsearchSinkConfig:
+    return config.sinks.timescale if sink == "timescale" else config.sinks.elasticsearch
+
+
+def _writer(spec: SignalSpec, sinks: _Sinks) -> BatchWriter:
+    """The writer of *spec*'s sink for its store (table or data stream family)."""
+    if spec.sink == "timescale":
+        assert sinks.timescale is not None
+        return TimescaleWriter(
+            sinks.timescale, table=spec.store, columns=spec.columns, signal=spec.signal
+        )
+    assert sinks.elasticsearch is not None
+    return sinks.elasticsearch.bulk_writer()
 
 
 def _batcher(
@@ -248,7 +293,7 @@ def _codec_status(config: Config) -> dict[str, object]:
         "codec": codec,
         "reason": why,
         "native_version": native.native_version(),
-        "native_signals": [str(s) for s in native.NATIVE_SIGNALS] if codec == "native" else [],
+        "native_signals": [str(s) for s in native.native_signals(config)],
     }
     if codec == "python" and "missing" in why:
         log.warning("codec_fallback", codec=codec, reason=why)
@@ -257,31 +302,24 @@ def _codec_status(config: Config) -> dict[str, object]:
     return status
 
 
-def _converter(config: Config, kind: Signal) -> Converter:
-    skew = config.ingest.max_future_skew_s
-    compiled = native.resolve(config.ingest.codec)[0] == "native"
-    if kind is Signal.LOGS:
-        es = config.sinks.elasticsearch
-        reference = LogsConverter(
-            dataset=es.logs_dataset, namespace=es.logs_namespace, max_future_skew_s=skew
-        )
-        return native.NativeLogsConverter(reference) if compiled else reference
-    if compiled:
-        return native.NATIVE_CONVERTERS[kind](max_future_skew_s=skew)
-    return _TABLES[kind][2](max_future_skew_s=skew)
+def _receivers(
+    config: Config, ingest: Ingest, auth: Authenticator, *, reuse_port: bool
+) -> list[OtlpGrpcReceiver | OtlpHttpReceiver]:
+    receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver] = []
+    if config.receivers.grpc.enabled:
+        grpc = config.receivers.grpc
+        receivers.append(OtlpGrpcReceiver(grpc, ingest, auth, reuse_port=reuse_port))
+    if config.receivers.http.enabled:
+        http = config.receivers.http
+        receivers.append(OtlpHttpReceiver(http, ingest, auth, reuse_port=reuse_port))
+    return receivers
 
 
-def _merged(*sources: StatsSource) -> StatsSource:
-    return lambda: {k: v for source in sources for k, v in source().items()}
-
-
-def _logs_route(
-    config: Config, sink: ElasticsearchSink, admin: AdminServer, memory: MemoryGuard
-) -> Route:
-    """Logs: OTLP -> bulk items (convert/logs.py) -> Batcher(logs) -> BulkWriter."""
-    batcher = _batcher("logs", sink.bulk_writer(), config.sinks.elasticsearch, config, memory)
-    admin.add_status(batcher.name, batcher.stats)
-    return Route(convert=_converter(config, Signal.LOGS), batcher=batcher)
+def _local_ports(
+    admin: AdminServer, receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver]
+) -> LocalPorts:
+    """The ports this process listens on (known once started), for the process sampler."""
+    return lambda: {"admin": admin.port, **{r.name.rpartition(".")[2]: r.port for r in receivers}}
 
 
 def _shared_state(config: Config, redis: RedisState | None, health: Health) -> SharedState:
@@ -296,8 +334,13 @@ def _shared_state(config: Config, redis: RedisState | None, health: Health) -> S
     )
 
 
-# The sink component (health name) each signal's writes depend on, for cluster pressure.
-_SINK_OF = {Signal.TRACES: "timescale", Signal.METRICS: "timescale", Signal.LOGS: "elasticsearch"}
+def _application_keys(config: Config, redis: RedisState | None) -> ApplicationKeys | None:
+    """The ingest key cache when `auth.application_keys` is on; the keys live in the database
+    the Timescale sink writes to."""
+    keys = config.auth.application_keys
+    if not (config.auth.enabled and keys.enabled):
+        return None
+    return ApplicationKeys(keys, config.sinks.timescale.dsn, redis)
 
 
 async def serve(

@@ -15,6 +15,8 @@ IngestdError
 |   +-- RateLimited        the tenant is over its ingest limit                 retryable
 |   +-- InFlightElsewhere  the same request is being stored by another replica retryable
 |   +-- MemoryPressure     memory over memory.* limits: refused before decoding retryable
+|   +-- KeyCheckUnavailable an application key cannot be checked now (never   retryable
+|                          failed open: Redis and the database both down)
 +-- StateUnavailable       Redis did not answer; callers fail open, never sent to a client
 +-- DeliveryError          a downstream write failed
     +-- SinkUnavailable    connection, 429/503, serialization failure          retryable
@@ -23,6 +25,11 @@ IngestdError
 
 Code branches on the class or on `retryable`, never on message text. The single table that
 maps these to gRPC and HTTP statuses lives in `ingestd.receiver.status`.
+
+What a client reads is `client_message`: ingestd's own refusals (they quote only the client's
+own input) send their message; a `DeliveryError` carries a server's text (PostgreSQL,
+Elasticsearch: hostnames, paths, other clients' values), so the client hears a fixed sentence
+and the text stays in the logs, unless the raise site vouches for its text (`client_message=`).
 """
 
 from __future__ import annotations
@@ -35,10 +42,22 @@ class IngestdError(Exception):
 
     retryable: bool = False
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        client_message: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+        self._client_message = client_message
+
+    @property
+    def client_message(self) -> str:
+        """The text a client may read (see the module docstring)."""
+        return self.message if self._client_message is None else self._client_message
 
 
 class ConfigError(IngestdError):
@@ -98,6 +117,11 @@ class MemoryPressure(Overloaded):
     """The process holds too much memory (RSS or buffered bytes); refused before decoding."""
 
 
+class KeyCheckUnavailable(Overloaded):
+    """An application key not checked recently cannot be checked now (Redis and the database
+    do not answer): refused, never let through unchecked."""
+
+
 class StateUnavailable(IngestdError):
     """Shared state (Redis) did not answer in time, failed, or its breaker is open.
 
@@ -110,12 +134,22 @@ class StateUnavailable(IngestdError):
 class DeliveryError(IngestdError):
     """A write to a sink failed."""
 
+    # The message holds the server's text: the client hears this instead.
+    _generic = "the data could not be stored"
+
+    @property
+    def client_message(self) -> str:
+        return self._generic if self._client_message is None else self._client_message
+
 
 class SinkUnavailable(DeliveryError):
     """The sink cannot take data now (connection lost, 429/503, serialization failure)."""
 
     retryable = True
+    _generic = "storage is unavailable right now; retry later"
 
 
 class Rejected(DeliveryError):
     """The sink will never accept this data (mapping conflict, constraint violation)."""
+
+    _generic = "the data was refused by storage (details are in ingestd's log)"

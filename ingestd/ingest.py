@@ -19,23 +19,31 @@ UNAVAILABLE (`begin_drain`), so every client hears back before the process exits
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import enum
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from ingestd.batching import Batcher, Part, PartResult
+from ingestd.batching import Batcher
 from ingestd.config import DedupConfig, IngestConfig, LimitsConfig, PressureConfig
+from ingestd.convert.limits import Shape, check_structure, request_limits
 from ingestd.errors import IngestdError, SinkUnavailable, StageClosed
 from ingestd.memory import MemoryGuard
-from ingestd.metrics import (
+from ingestd.model import (
+    Converted,
+    Converter,
+    ExportResult,
+    Part,
+    PartResult,
+    RequestContext,
+    Signal,
+)
+from ingestd.observe.metrics import (
     ACK_SECONDS,
     CONVERT_NUL_REPLACED,
     DEDUP_REQUESTS,
@@ -44,76 +52,16 @@ from ingestd.metrics import (
     RECEIVER_REJECTED_ITEMS,
 )
 from ingestd.pipeline import remaining
+from ingestd.signals import SIGNALS
 from ingestd.state.dedup import NO_CLAIM, Claim, Outcome, RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
 
 log = structlog.get_logger("ingestd.ingest")
 
-# Requests at least this big are converted on the conversion threads when the converter is
-# `thread_safe` (the native codec releases the GIL), so that the event loop never waits long:
-# 512 KiB is ~1,300 spans, ~0.8 ms of native conversion. An SDK's 512-span request (~200 KiB,
-# ~0.3 ms) is converted inline: the thread hop (futures, wakeups, the GIL handed back and
-# forth) cost more CPU than it saved (receive path at max load, 2026-12-04: 2.73 CPU-s per
-# million spans with a 64 KiB threshold, 2.30 with 512 KiB).
-CONVERT_INLINE_MAX_BYTES = 512 * 1024
-# A small pool: conversions beyond the cores only queue (one worker process per core is the
-# way to more CPU).
+# Threads for the large requests of a thread-safe converter (the native codec): a small pool,
+# conversions beyond the cores only queue (one worker process per core is the way to more CPU).
 CONVERT_THREADS = min(4, os.cpu_count() or 1)
-
-
-class Signal(enum.StrEnum):
-    TRACES = "traces"
-    METRICS = "metrics"
-    LOGS = "logs"
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """Who sent a request and how."""
-
-    transport: str  # "grpc" or "http"
-    tenant: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ExportResult:
-    """What the client hears on success: how many records were refused for good, and why."""
-
-    rejected: int = 0
-    message: str = ""
-
-
-@dataclass(slots=True)
-class Converted:
-    """A converter's output for one request: the sink payload plus what it refused."""
-
-    payload: Any
-    items: int
-    nbytes: int
-    rejected: int = 0
-    # reason -> count, for metrics; plus one example message for the client.
-    reject_reasons: Counter[str] = field(default_factory=Counter)
-    reject_example: str = ""
-    # NUL characters replaced by U+FFFD (PostgreSQL cannot store them in text or jsonb).
-    nul_replaced: int = 0
-
-    def reject(self, reason: str, example: str) -> None:
-        self.rejected += 1
-        self.reject_reasons[reason] += 1
-        if not self.reject_example:
-            self.reject_example = example
-
-
-Converter = Callable[[Any], Converted]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where one signal goes: its converter and its sink's batcher."""
-
-    convert: Converter
-    batcher: Batcher
 
 
 class Ingest:
@@ -128,13 +76,20 @@ class Ingest:
         pressure: ClusterPressure | None = None,
         limits: RateLimiter | None = None,
         memory: MemoryGuard | None = None,
+        count_application: Callable[[str, str, int], None] | None = None,
     ) -> None:
+        """*count_application(application_id, signal, items)* is told the items accepted per
+        request (ingestd.appkeys: the per-application counts of /status, metrics and logs)."""
         self.config = config
+        self.count_application = count_application
         self.routes = routes
         # Without them (tests, no Redis configured) each step is a no-op that admits all.
         self.dedup = dedup or RedisDedup(DedupConfig(enabled=False), None, in_flight_ttl_s=0)
         self.pressure = pressure or ClusterPressure(PressureConfig(enabled=False), None)
         self.limits = limits or RateLimiter(LimitsConfig(), None)
+        # Each signal is admitted while its batcher has room and its sink answers.
+        for signal, route in routes.items():
+            self.pressure.watch(signal, route.batcher, SIGNALS[signal].sink)
         self.memory = memory
         # Requests being stored right now, by key: an identical retry joins the first one
         # instead of buffering the same rows twice.
@@ -143,7 +98,12 @@ class Ingest:
         self._waiters: set[asyncio.Future[PartResult]] = set()
         self.draining = False
         self._gave_up = False
-        self._converters: ThreadPoolExecutor | None = None
+        self.request_limits = request_limits(config)
+        # Conversion threads for requests of at least `ingest.convert_in_thread_bytes`
+        # (`_convert`): one for the Python reference's large converter (its caches are used by one
+        # request at a time), CONVERT_THREADS for a thread-safe one (the native codec releases the
+        # GIL). Created on first use.
+        self._converting: dict[bool, concurrent.futures.ThreadPoolExecutor] = {}
 
     def accepts(self, signal: Signal) -> bool:
         return signal in self.routes
@@ -153,24 +113,31 @@ class Ingest:
         route = self.routes.get(signal)
         return route is not None and bool(getattr(route.convert, "takes_bytes", False))
 
-    def admission_error(self) -> IngestdError | None:
+    def admission_error(self, reserved: int | None = None) -> IngestdError | None:
         """Why a new request must be refused before its body is read or decoded, or None.
 
-        Called by the receivers for every request; two attribute reads when all is well.
+        *reserved*: the body size the request declares (None: unknown, a typical body is
+        assumed). Called by the receivers for every request; a few comparisons when all is well.
         """
         if self.draining:
             return StageClosed("shutting down; retry on another replica", retry_after_s=1.0)
         if self.memory is not None:
-            return self.memory.refusal()
+            return self.memory.refusal(reserved)
         return None
 
+    def structure(self, signal: Signal, body: bytes) -> Shape:
+        """Count *body*'s resources, scopes and records on the wire before it is parsed;
+        PayloadTooLarge past `ingest.max_*_per_request` (see `convert.limits`)."""
+        return check_structure(signal, body, self.request_limits)
+
     @contextlib.contextmanager
-    def decoding(self, nbytes: int) -> Iterator[None]:
-        """Count a request body against the memory cap while it is decoded and stored."""
+    def decoding(self, nbytes: int, *, extra: int = 0) -> Iterator[None]:
+        """Count a request body (and *extra* bytes: a reservation before the body is read, the
+        messages parsing allocates) against the memory cap while it is decoded and stored."""
         if self.memory is None:
             yield
             return
-        with self.memory.budget.decoding_body(nbytes):
+        with self.memory.budget.decoding_body(nbytes, extra):
             yield
 
     def begin_drain(self, answer_by: float) -> None:
@@ -265,7 +232,7 @@ class Ingest:
         claim: Claim,
     ) -> ExportResult:
         route = self.routes[signal]
-        converted = await self._convert(route.convert, request)
+        converted = await self._convert(route, request, wire_bytes, ctx.application_id)
         self._count_rejects(signal, converted)
         if converted.items == 0:
             self.dedup.finish(claim, Outcome(converted.rejected, converted.reject_example))
@@ -289,32 +256,44 @@ class Ingest:
         self.dedup.follow(claim, part.done, lambda stored: _outcome(converted, stored))
 
         if self.config.ack == "accepted":
-            RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(
-                converted.items
-            )
+            self._accepted(signal, ctx, converted.items)
             return ExportResult(converted.rejected, converted.reject_example)
 
         stored = await self._wait_committed(signal, ctx, part, converted.items)
-        RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(
-            converted.items - stored.rejected
-        )
+        self._accepted(signal, ctx, converted.items - stored.rejected)
         if stored.rejected:
             RECEIVER_REJECTED_ITEMS.labels(signal=signal, reason="sink").inc(stored.rejected)
         return ExportResult(*_outcome(converted, stored))
 
-    async def _convert(self, convert: Converter, request: Any) -> Converted:
-        """*convert(request)*, off the event loop for a big request and a thread-safe converter
-        (one that releases the GIL: the native codec), inline otherwise."""
-        if (
-            not isinstance(request, bytes)
-            or len(request) < CONVERT_INLINE_MAX_BYTES
-            or not getattr(convert, "thread_safe", False)
-        ):
-            return convert(request)
-        if self._converters is None:
-            self._converters = ThreadPoolExecutor(CONVERT_THREADS, thread_name_prefix="convert")
+    async def _convert(
+        self, route: Route, request: Any, wire_bytes: int, application_id: str
+    ) -> Converted:
+        """The one place a request is converted: a request of at least
+        `ingest.convert_in_thread_bytes` by the route's `convert_large` on a conversion thread
+        (the event loop keeps answering meanwhile), any other inline by `convert`.
+
+        A `thread_safe` converter (the native codec: no per-call state, the GIL released while it
+        converts) is its own `convert_large` and gets CONVERT_THREADS threads, so big requests
+        use more than one core; the Python reference's large converter gets one.
+        """
+        # An application id the caller's key names overrides the one the resources give.
+        args = (request, application_id) if application_id else (request,)
+        large = route.convert_large
+        if large is None or wire_bytes < self.config.convert_in_thread_bytes:
+            return route.convert(*args)
+        safe = bool(getattr(large, "thread_safe", False))
+        executor = self._converting.get(safe)
+        if executor is None:
+            executor = self._converting[safe] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=CONVERT_THREADS if safe else 1, thread_name_prefix="convert"
+            )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._converters, convert, request)
+        return await loop.run_in_executor(executor, large, *args)
+
+    def _accepted(self, signal: Signal, ctx: RequestContext, items: int) -> None:
+        RECEIVER_ACCEPTED_ITEMS.labels(signal=signal, transport=ctx.transport).inc(items)
+        if self.count_application is not None:
+            self.count_application(ctx.application_id, signal, items)
 
     async def _wait_committed(
         self, signal: Signal, ctx: RequestContext, part: Part, items: int
@@ -323,9 +302,9 @@ class Ingest:
             async with asyncio.timeout(self.config.ack_timeout_s):
                 return await self._watch(part)
         except TimeoutError:
+            text = f"{signal}: not stored within {self.config.ack_timeout_s}s"
             exc = SinkUnavailable(
-                f"{signal}: not stored within {self.config.ack_timeout_s}s",
-                retry_after_s=self.pressure.hint_s(signal),
+                text, retry_after_s=self.pressure.hint_s(signal), client_message=text
             )
             self._refused(signal, ctx, items, exc)
             raise exc from None
@@ -369,6 +348,25 @@ class Ingest:
         RECEIVER_REFUSED_ITEMS.labels(
             signal=signal, transport=ctx.transport, reason=type(exc).__name__
         ).inc(items)
+
+
+# What parsing allocates per message beyond its wire bytes (upb, measured: an empty
+# ResourceSpans of 2 bytes takes ~32): charged to the memory budget with the body.
+MESSAGE_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one signal goes: its converter and its sink's batcher.
+
+    *convert_large*, a second converter with caches of its own, converts the requests of at
+    least `ingest.convert_in_thread_bytes` in Ingest's one worker thread (so the two never share
+    a cache); without it every request is converted on the event loop.
+    """
+
+    convert: Converter
+    batcher: Batcher
+    convert_large: Converter | None = None
 
 
 def answer_deadline(deadline: float) -> float:

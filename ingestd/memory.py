@@ -10,7 +10,9 @@ buffers plus bodies reach the cap. `MemoryGuard` samples the process's resident 
 `memory.check_interval_ms` from /proc/self/statm (a few microseconds; never per request) and
 refuses new requests the same way while it is above `memory.max_rss_mib`. A refusal is an
 `Overloaded` error (UNAVAILABLE + RetryInfo, HTTP 503 + Retry-After), counted by reason; it is
-load shedding, not a failure, so readiness stays as it is.
+load shedding, not a failure, so readiness stays as it is, until shedding has gone on without a
+break for `memory.unready_after_shedding_s`: then component `memory` turns unavailable and
+/readyz fails, so that traffic moves to other replicas (liveness never depends on it).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
-from ingestd import cgroup
 from ingestd.config import MemoryConfig
 from ingestd.errors import MemoryPressure
-from ingestd.metrics import (
+from ingestd.observe.health import Health, State
+from ingestd.observe.metrics import (
     MEMORY_HELD_BYTES,
     MEMORY_HELD_LIMIT_BYTES,
     MEMORY_REFUSED_REQUESTS,
@@ -37,10 +39,13 @@ from ingestd.metrics import (
 )
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
+from ingestd.workers import cgroup
 
 log = structlog.get_logger("ingestd.memory")
 
 MiB = 1024 * 1024
+# The health component that reports continuous shedding (readiness).
+COMPONENT = "memory"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 # Of the container's memory limit, the share the workers' RSS may reach before they refuse new
 # data; the rest covers the supervisor and the overshoot of requests admitted before the bound
@@ -82,6 +87,15 @@ class MemoryBudget:
         return not self.max_bytes or self.buffered + nbytes <= self.max_bytes
 
     @property
+    def held(self) -> int:
+        """Bytes held now: buffered plus bodies being read or decoded."""
+        return self.buffered + self.decoding
+
+    def fits_decoding(self, nbytes: int) -> bool:
+        """Whether a body of *nbytes* more stays within the cap (always true without one)."""
+        return not self.max_bytes or self.held + nbytes <= self.max_bytes
+
+    @property
     def full(self) -> bool:
         return bool(self.max_bytes) and self.buffered + self.decoding >= self.max_bytes
 
@@ -100,15 +114,19 @@ class MemoryBudget:
             wake()
 
     @contextlib.contextmanager
-    def decoding_body(self, nbytes: int) -> Iterator[None]:
-        """Count a request body from when it is read until the request is answered."""
-        self.decoding += nbytes
-        self.typical_body += (nbytes - self.typical_body) * _TYPICAL_WEIGHT
+    def decoding_body(self, nbytes: int, extra: int = 0) -> Iterator[None]:
+        """Count a request body of *nbytes* (and *extra* bytes beside it: a reservation, the
+        parsed messages) from when it is read until the request is answered. Only bodies
+        move the typical body size."""
+        held = nbytes + extra
+        self.decoding += held
+        if nbytes:
+            self.typical_body += (nbytes - self.typical_body) * _TYPICAL_WEIGHT
         MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
         try:
             yield
         finally:
-            self.decoding -= nbytes
+            self.decoding -= held
             MEMORY_HELD_BYTES.set(self.buffered + self.decoding)
 
 
@@ -139,8 +157,14 @@ class MemoryGuard:
         read_rss: Callable[[], int] = read_rss_bytes,
         container_limit: int | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        health: Health | None = None,
     ) -> None:
         self.config = config
+        self._health = health
+        # When the current shedding episode (any reason) began; None while not shedding.
+        self._shedding_since: float | None = None
+        if health is not None:
+            health.register(COMPONENT)
         self.budget = MemoryBudget(int(config.max_buffered_bytes))
         self.max_rss = rss_limit_bytes(config, workers, container_limit)
         self.rss = 0
@@ -161,6 +185,8 @@ class MemoryGuard:
             MEMORY_SHEDDING.labels(reason=reason).set(0)
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
+        if self._health is not None:
+            self._health.set(COMPONENT, State.OK)
         self.sample()
         log.info(
             "memory_limits",
@@ -208,6 +234,27 @@ class MemoryGuard:
         self.rss_over = over
         self._note("rss", over)
         self._note("held_bytes", self.budget.full)
+        self._judge_readiness()
+
+    def _judge_readiness(self) -> None:
+        """Unready after `unready_after_shedding_s` of shedding without a break (see there)."""
+        now = self._clock.now()
+        if not any(self._shedding.values()):
+            self._shedding_since = None
+        elif self._shedding_since is None:
+            self._shedding_since = now
+        if self._health is None or not self.config.unready_after_shedding_s:
+            return
+        since = self._shedding_since
+        if since is not None and now - since >= self.config.unready_after_shedding_s:
+            reasons = ", ".join(r for r, on in self._shedding.items() if on)
+            self._health.set(
+                COMPONENT,
+                State.UNAVAILABLE,
+                f"refusing new requests for memory ({reasons}) for {now - since:.0f} s",
+            )
+        else:
+            self._health.set(COMPONENT, State.OK)
 
     def _note(self, reason: str, over: bool) -> None:
         """Track shedding episodes: one that starts is logged at once; it ends (and is logged)
@@ -231,9 +278,10 @@ class MemoryGuard:
             max_held_bytes=self.budget.max_bytes,
         )
 
-    def refusal(self) -> MemoryPressure | None:
-        """The error to refuse a new request with, or None to let it in (and count it as a
-        typical body toward RSS until the next sample). Per request: a few comparisons."""
+    def refusal(self, reserved: int | None = None) -> MemoryPressure | None:
+        """The error to refuse a new request with, or None to let it in (and count its
+        *reserved* body, or a typical one when unknown, toward RSS until the next sample).
+        Per request: a few comparisons."""
         if self.max_rss and self._clock.now() - self._sampled_at > self._interval_s:
             # The sampling task runs late while the event loop converts large requests, which
             # is exactly when memory grows: a request arriving then takes the sample itself.
@@ -247,14 +295,17 @@ class MemoryGuard:
                 f"memory: resident {self.rss // MiB} MiB over {self.max_rss // MiB} MiB",
                 retry_after_s=_RETRY_AFTER_S,
             )
-        if self.budget.full:
+        if self.budget.full or (
+            reserved and not self.budget.fits_decoding(reserved) and self.budget.held
+        ):
             MEMORY_REFUSED_REQUESTS.labels(reason="held_bytes").inc()
             return MemoryPressure(
                 f"memory: {self.budget.buffered + self.budget.decoding} bytes held, cap "
                 f"{self.budget.max_bytes}",
                 retry_after_s=_RETRY_AFTER_S,
             )
-        budget.since_sample += budget.typical_body
+        # A declared body counts in full; a compressed one inflates, so never less than typical.
+        budget.since_sample += max(reserved or 0, budget.typical_body)
         return None
 
     def status(self) -> dict[str, object]:

@@ -1,31 +1,40 @@
-"""Reload of auth tokens and tenant limits without a restart: on SIGHUP or a file change.
+"""Reload of auth tokens, tenant limits and alert rules without a restart: on SIGHUP or a
+file change.
 
-The whole config file is re-read and validated, with `auth.tokens_file`; only the `auth` and
-`limits` sections take effect (other changed sections are named in the log as needing a
-restart). A file that does not validate changes nothing: the old tokens and limits stay, and
-the problems are logged. Files are checked every `reload.poll_interval_s` (mtime, size, inode).
+The whole config file is re-read and validated, with `auth.tokens_file`; only the `auth`,
+`limits` and `alerts` sections take effect (other changed sections are named in the log as
+needing a restart; `alerts.enabled` too: the stage exists only when enabled at start). A file
+that does not validate changes nothing: the old tokens, limits and rules stay, and the
+problems are logged. Files are checked every `reload.poll_interval_s` (mtime, size, inode).
+
+`auth.application_keys`: its tuning (refresh_s, the TTLs, max_stale_s, max_entries) is applied
+to the running key cache. Turning application keys on or off is refused, as a file that does
+not validate is (nothing changes, `config_reload_failed` names the key and says to restart):
+the key cache and its database pool are a stage started with the daemon, and a reload that
+kept accepting keys the operator switched off must not look applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
 
 from ingestd import config as config_module
 from ingestd.auth import Authenticator, load_table
-from ingestd.config import Config, LimitsConfig
+from ingestd.config import ApplicationKeysConfig, AuthConfig, Config, LimitsConfig
 from ingestd.errors import ConfigError
-from ingestd.metrics import CONFIG_RELOADS
+from ingestd.observe.metrics import CONFIG_RELOADS
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.ratelimit import RateLimiter
 
 log = structlog.get_logger("ingestd.reload")
 
-_RELOADABLE = ("auth", "limits")
+_RELOADABLE = ("auth", "limits", "alerts")
 Fingerprint = tuple[int, int, int] | None
 
 
@@ -42,8 +51,11 @@ class ConfigReloader:
         limits: RateLimiter,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        listeners: Sequence[Callable[[Config], list[str]]] = (),
     ) -> None:
         self._path = path
+        # Other reloadable sections (alerts): each takes the new config, returns its changes.
+        self._listeners = listeners
         self._current = current
         self._auth = auth
         self._limits = limits
@@ -75,13 +87,19 @@ class ConfigReloader:
         try:
             new = config_module.load(self._path)
             table = load_table(new.auth)
+            refuse_application_keys_switch(new.auth, running=self._auth.keys is not None)
         except ConfigError as exc:
             CONFIG_RELOADS.labels(outcome="failed").inc()
             log.error("config_reload_failed", reason=reason, kept="previous", problems=exc.problems)
             return False
         changes = self._auth.update(new.auth, table)
+        if self._auth.keys is not None:
+            changes += key_changes(self._auth.keys.config, new.auth.application_keys)
+            self._auth.keys.config = new.auth.application_keys
         changes += limit_changes(self._current.limits, new.limits)
         self._limits.update(new.limits)
+        for listener in self._listeners:
+            changes += listener(new)
         restart = [
             name
             for name in type(new).model_fields
@@ -133,6 +151,26 @@ def limit_changes(old: LimitsConfig, new: LimitsConfig) -> list[str]:
                 f"limits.tenants.{tenant}: {_brief(after.model_dump(exclude_unset=True))}"
             )
     return changes
+
+
+def refuse_application_keys_switch(new: AuthConfig, *, running: bool) -> None:
+    """ConfigError when *new* turns application keys on or off: that takes a restart."""
+    if not new.enabled or new.application_keys.enabled == running:
+        return  # with auth off no key is looked at, whatever the cache does
+    turn = "on" if new.application_keys.enabled else "off"
+    raise ConfigError(
+        [
+            f"auth.application_keys.enabled: turning application keys {turn} takes a restart"
+            " (the key cache starts with the daemon); nothing was reloaded"
+        ]
+    )
+
+
+def key_changes(old: ApplicationKeysConfig, new: ApplicationKeysConfig) -> list[str]:
+    """The tuning of the application key cache that changed, as `key=value` entries."""
+    before, after = old.model_dump(), new.model_dump()
+    changed = {k: v for k, v in after.items() if before[k] != v}
+    return [f"auth.application_keys: {_brief(changed)}"] if changed else []
 
 
 def _brief(fields: dict[str, object]) -> str:

@@ -4,14 +4,20 @@ With authentication on, the bearer token names the tenant and the whole request 
 Without it the tenant is the application, known only once the request is decoded: each
 resource's `service.namespace`, `service.name` and `deployment.environment` name one
 (`shop/checkout@prod`, or just `checkout`), and a request holding several applications charges
-each its own items (and a proportional share of the bytes). Pure code on the decoded request:
-one pass over resources and scopes, never over records.
+each its own items (and a proportional share of the bytes). Empty structure is charged too: a
+resource costs at least one item, and at least one per scope it holds. Pure code on the decoded
+request: one pass over resources and scopes, never over records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
+
+import xxhash
+
+from ingestd.convert.identity import service_identity
+from ingestd.model import Signal
+from ingestd.signals import SIGNALS
 
 
 class Charge(NamedTuple):
@@ -20,9 +26,14 @@ class Charge(NamedTuple):
     nbytes: int
 
 
-def charges(signal: str, request: Any, tenant: str, wire_bytes: int) -> list[Charge]:
+def charges(signal: Signal, request: Any, tenant: str, wire_bytes: int) -> list[Charge]:
     """What *request* costs whom; *tenant* is the authenticated one, or "" without auth."""
-    counted = list(_COUNTERS[signal](request))
+    counted = [
+        (resource, _cost(items, _scopes(signal, resource_message)))
+        for (resource, items), resource_message in zip(
+            SIGNALS[signal].count_items(request), _resources(signal, request), strict=True
+        )
+    ]
     total = sum(items for _, items in counted)
     if not total:
         return []
@@ -37,48 +48,41 @@ def charges(signal: str, request: Any, tenant: str, wire_bytes: int) -> list[Cha
 
 
 def application_name(resource: Any) -> str:
-    """`namespace/name@environment`, parts left out when unset; the SDKs' default name."""
-    name, namespace, environment, environment_new = "unknown_service", "", "", ""
-    for kv in resource.attributes:
-        key = kv.key
-        if key == "service.name":
-            name = kv.value.string_value or name
-        elif key == "service.namespace":
-            namespace = kv.value.string_value
-        elif key == "deployment.environment":
-            environment = kv.value.string_value
-        elif key == "deployment.environment.name":
-            environment_new = kv.value.string_value
-    environment = environment or environment_new
-    qualified = f"{namespace}/{name}" if namespace else name
-    return f"{qualified}@{environment}" if environment else qualified
+    """`namespace/name@environment` of *resource* (`ingestd.convert.identity`), parts left out
+    when unset; the SDKs' default name when it has none."""
+    return bounded(service_identity(resource.attributes).readable)
 
 
-def _traces(request: Any) -> Iterable[tuple[Any, int]]:
-    for rs in request.resource_spans:
-        yield rs.resource, sum(len(ss.spans) for ss in rs.scope_spans)
+# Names come from clients: one longer than this becomes its head plus a hash of the whole, so
+# that the rate limiter's state and its Redis keys stay small (a name of 1 MB would otherwise
+# be a Redis key of 1 MB).
+MAX_NAME_CHARS = 128
 
 
-def _metrics(request: Any) -> Iterable[tuple[Any, int]]:
-    # Items are data points (one row each), as the batcher and the limits count them.
-    for rm in request.resource_metrics:
-        points = 0
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is not None:
-                    points += len(getattr(metric, kind).data_points)
-        yield rm.resource, points
+def bounded(name: str) -> str:
+    """*name* itself when short, else its first 100 characters, `#` and an xxh3_64 of it all."""
+    if len(name) <= MAX_NAME_CHARS:
+        return name
+    return f"{name[:100]}#{xxhash.xxh3_64_hexdigest(name.encode(errors='surrogatepass'))}"
 
 
-def _logs(request: Any) -> Iterable[tuple[Any, int]]:
-    for rl in request.resource_logs:
-        yield rl.resource, sum(len(sl.log_records) for sl in rl.scope_logs)
+def _cost(records: int, scopes: int) -> int:
+    """What one resource costs: its records, but at least one per scope and one for itself,
+    so that a request of empty resources or scopes (cheap to send, dear to parse and walk) is
+    charged too."""
+    return max(records, scopes, 1)
 
 
-# Keyed by the signal's value ("traces", ...): ingest.Signal is a StrEnum, so it looks up here.
-_COUNTERS: dict[str, Callable[[Any], Iterable[tuple[Any, int]]]] = {
-    "traces": _traces,
-    "metrics": _metrics,
-    "logs": _logs,
+_RESOURCE_LISTS = {
+    Signal.TRACES: ("resource_spans", "scope_spans"),
+    Signal.METRICS: ("resource_metrics", "scope_metrics"),
+    Signal.LOGS: ("resource_logs", "scope_logs"),
 }
+
+
+def _resources(signal: Signal, request: Any) -> Any:
+    return getattr(request, _RESOURCE_LISTS[Signal(signal)][0])
+
+
+def _scopes(signal: Signal, resource_message: Any) -> int:
+    return len(getattr(resource_message, _RESOURCE_LISTS[Signal(signal)][1]))

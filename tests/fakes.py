@@ -7,8 +7,9 @@ import heapq
 import itertools
 from collections.abc import Sequence
 
-from ingestd.batching import Batch, PartResult
+from ingestd.batching import Batch
 from ingestd.errors import IngestdError
+from ingestd.model import PartResult
 
 
 class FakeClock:

@@ -132,6 +132,18 @@ DO $$BEGIN
   END IF;
 END$$;
 ALTER ROLE ingestd LOGIN CREATEDB PASSWORD 'ingestd';
+-- The writers' least-privilege login (docs/security.md): a member of the ingest role, which
+-- `ingestd schema apply` (as the owner ingestd) grants exactly what the writers need.
+DO $$BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ingestd_ingest') THEN
+    CREATE ROLE ingestd_ingest NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ingestd_writer') THEN
+    CREATE ROLE ingestd_writer;
+  END IF;
+END$$;
+ALTER ROLE ingestd_writer LOGIN NOCREATEDB NOCREATEROLE PASSWORD 'ingestd_writer';
+GRANT ingestd_ingest TO ingestd_writer;
 SELECT 'CREATE DATABASE deep_eyes OWNER ingestd'
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'deep_eyes')\gexec
 ALTER DATABASE deep_eyes OWNER TO ingestd;
@@ -140,10 +152,10 @@ EOF
 
 pg_provision() {
   local out
-  out=$(pg_provision_sql | pg_sql postgres 2>&1) || { echo "$out" >&2; die postgres "creating role ingestd / database deep_eyes failed"; }
+  out=$(pg_provision_sql | pg_sql postgres 2>&1) || { echo "$out" >&2; die postgres "creating roles ingestd, ingestd_writer / database deep_eyes failed"; }
   [[ -n $(pg_ts_default_version) ]] ||
     die postgres "extension timescaledb is not available to the server (pg_available_extensions)"
-  log postgres "database deep_eyes and role ingestd ready"
+  log postgres "database deep_eyes, owner ingestd and writer ingestd_writer ready"
 }
 
 pg_ts_default_version() {

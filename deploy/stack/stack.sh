@@ -14,6 +14,8 @@ set -Eeuo pipefail
 STACK_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=deploy/stack/lib.sh
 . "$STACK_HOME/lib.sh"
+# shellcheck source=deploy/apt_mirror.sh
+. "$STACK_HOME/../apt_mirror.sh"
 # shellcheck source=deploy/stack/timescaledb.sh
 . "$STACK_HOME/timescaledb.sh"
 # shellcheck source=deploy/stack/postgres.sh
@@ -60,6 +62,8 @@ write_env() {
   cat >"$ENV_FILE.tmp" <<EOF
 # Written by deploy/stack/stack.sh up; load with: set -a; . .stack/env; set +a
 INGESTD_PG_DSN=postgresql://ingestd:ingestd@127.0.0.1:$PG_PORT/deep_eyes
+# The writers' least-privilege login (member of ingestd_ingest; docs/security.md).
+INGESTD_PG_INGEST_DSN=postgresql://ingestd_writer:ingestd_writer@127.0.0.1:$PG_PORT/deep_eyes
 INGESTD_PG_ADMIN_DSN=postgresql://postgres@127.0.0.1:$PG_PORT/postgres
 INGESTD_ES_URL=http://127.0.0.1:$ES_PORT
 INGESTD_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
@@ -91,6 +95,9 @@ cmd_up() {
   local s
   for s in "${SERVERS[@]}"; do server_up "$s"; done
   CURRENT=up   # server_up set it to each server's name
+  # tests/integration/test_alerts.py runs its own Alertmanager from this package's binary;
+  # the package's system service is never used.
+  ensure_pkgs up prometheus-alertmanager
   write_env
   log up "all servers answer; environment written to $ENV_FILE"
   print_versions

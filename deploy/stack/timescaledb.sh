@@ -1,6 +1,7 @@
 # TimescaleDB (Apache-2 part only) built from Debian trixie's source package against the
 # system PostgreSQL. Debian 12 has no timescaledb package, and the upstream repo ships the
-# TSL-licensed build; the trixie source is signed by a key Debian 12 already trusts.
+# TSL-licensed build; the trixie source is signed by a key Debian 12 already trusts, and comes
+# from the mirror the machine's own apt sources name (deploy/apt_mirror.sh).
 # Sourced by stack.sh.
 # shellcheck shell=bash
 
@@ -39,17 +40,23 @@ ts_apt_opts() {
     -o "Dir::State::Lists=$TS_APT_DIR/lists"
 }
 
+# The one-line deb-src entry for trixie on MIRROR (the URI of this machine's own apt source).
+ts_src_line() {
+  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $1 trixie main"
+}
+
 ts_dsc() { { compgen -G "$TS_SRC_DIR/timescaledb_*.dsc" || true; } | sort -V | tail -n 1; }
 
 ts_fetch_source() {
   [[ -n $(ts_dsc) ]] && return 0
   log postgres "downloading the timescaledb source package from Debian trixie"
+  local mirror
+  mirror=$(apt_mirror_uri /etc/apt/sources.list /etc/apt/sources.list.d) || die postgres "cannot tell which Debian mirror to fetch the trixie source from (above)"
   mkdir -p "$TS_APT_DIR"/{lists/partial,etc/sources.list.d} "$TS_SRC_DIR"
-  echo 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' \
-    >"$TS_APT_DIR/etc/sources.list"
+  ts_src_line "$mirror" >"$TS_APT_DIR/etc/sources.list"
   local opts
   mapfile -t opts < <(ts_apt_opts)
-  run_logged postgres "$TS_LOG" "apt-get update of the trixie source index failed (no network to deb.debian.org?)" \
+  run_logged postgres "$TS_LOG" "apt-get update of the trixie source index failed (no network to $mirror?)" \
     apt-get "${opts[@]}" --error-on=any update
   run_logged postgres "$TS_LOG" "downloading the timescaledb source package failed" \
     env -C "$TS_SRC_DIR" apt-get "${opts[@]}" source --download-only timescaledb

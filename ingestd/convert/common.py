@@ -5,7 +5,7 @@ Values follow docs/design.md ("Database contract"):
   list, key-value list -> object, empty value -> null; NaN/±Infinity and bytes become tagged
   objects `{"$double": "NaN"}` / `{"$bytes": "<base64>"}`. NUL characters, which PostgreSQL
   cannot store in text or jsonb, become U+FFFD and are counted.
-- `applicationId` is the xxh3_64 hex of `service.namespace \\x1f service.name \\x1f environment`;
+- `applicationId` is `ingestd.convert.identity`'s, the same for every signal;
   `resourceId` / `scopeId` the signed xxh3_64 of the message's deterministic serialization plus
   its schema URL.
 
@@ -20,9 +20,9 @@ stores as an integral numeric, so it reads back as an int of the same value.
 
 from __future__ import annotations
 
-import base64
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,11 @@ import orjson
 import xxhash
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from ingestd.convert.identity import service_identity
+from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
+from ingestd.convert.values import any_value, kv_dict
+from ingestd.model import Converted
 
 # timestamptz is int64 microseconds since 2000-01-01 UTC on the wire.
 PG_EPOCH_US = 946_684_800_000_000
@@ -41,9 +46,6 @@ INT32_MAX = 2**31 - 1
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
 JSONB_VERSION = b"\x01"
 JSONB_EMPTY_OBJECT = b"\x01{}"
-# The identity of an application: service.name defaults as the OTLP SDKs do.
-DEFAULT_SERVICE_NAME = "unknown_service"
-_SEP = "\x1f"
 
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
@@ -95,40 +97,6 @@ def clean_text(text: str) -> tuple[str, int]:
 # -- attribute values ----------------------------------------------------------------------------
 
 
-def double_value(value: float) -> Any:
-    """A double as JSON-ready: itself when finite, else the tagged `{"$double": ...}`."""
-    if value - value == 0.0:  # finite; NaN and ±inf give NaN here
-        return value
-    if value != value:
-        return {"$double": "NaN"}
-    return {"$double": "Infinity" if value > 0 else "-Infinity"}
-
-
-def any_value(value: Any) -> Any:
-    """One OTLP AnyValue as a JSON-ready Python value (see the module docstring)."""
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "double_value":
-        return double_value(value.double_value)
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "array_value":
-        return [any_value(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return kv_dict(value.kvlist_value.values)
-    if kind == "bytes_value":
-        return {"$bytes": base64.b64encode(value.bytes_value).decode("ascii")}
-    return None
-
-
-def kv_dict(kvs: Iterable[Any]) -> dict[str, Any]:
-    """KeyValue messages as a dict (a repeated key keeps its last value, as jsonb does)."""
-    return {kv.key: any_value(kv.value) for kv in kvs}
-
-
 def dumps(value: Any) -> tuple[bytes, int]:
     """JSON bytes of *value* with NUL characters replaced, and how many were replaced."""
     text = orjson.dumps(value)
@@ -144,6 +112,10 @@ def jsonb(value: Any) -> tuple[bytes, int]:
     return JSONB_VERSION + text, nul
 
 
+# Bytes of attribute JSON one converter keeps memoised (see AttributeEncoder).
+ATTRIBUTE_CACHE_BYTES = 48 * 1024 * 1024
+
+
 class AttributeEncoder:
     """Raw KeyValue bytes (see `convert.wire`) -> JSON, memoised by those bytes.
 
@@ -157,7 +129,7 @@ class AttributeEncoder:
     Not thread-safe: one per event loop.
     """
 
-    def __init__(self, max_bytes: int = 48 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = ATTRIBUTE_CACHE_BYTES) -> None:
         self._members: dict[bytes, bytes] = {}
         self._pairs: dict[bytes, tuple[str, Any]] = {}
         self._lists: dict[tuple[bytes, ...], bytes] = {}
@@ -255,30 +227,6 @@ def message_id(message: Any, schema_url: str) -> int:
     return _signed64(hasher.intdigest())
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
-
-
-def service_identity(attributes: dict[str, Any]) -> tuple[str, str, str]:
-    """(name, namespace, environment) of a resource, as docs/design.md defines them."""
-    name = attributes.get("service.name")
-    environment = attributes.get("deployment.environment")
-    if environment is None:
-        environment = attributes.get("deployment.environment.name")
-    return (
-        DEFAULT_SERVICE_NAME if name is None else _text(name),
-        _text(attributes.get("service.namespace")),
-        _text(environment),
-    )
-
-
-def application_id(name: str, namespace: str, environment: str) -> str:
-    """applicationId: xxh3_64 hex of `namespace \\x1f name \\x1f environment`."""
-    return xxhash.xxh3_64_hexdigest(f"{namespace}{_SEP}{name}{_SEP}{environment}".encode())
-
-
 @dataclass(frozen=True, slots=True)
 class ResourceInfo:
     """What every record of one resource shares."""
@@ -287,24 +235,61 @@ class ResourceInfo:
     application_id: str
 
 
+class RowsConverter:
+    """A Timescale route's converter: a signal's `convert_request` with the process's attribute
+    cache and clock. Records later than now + *max_future_skew_s* are refused. *application_id*
+    is a registered application's (its ingest key authenticated the request): it overrides the
+    id derived from each resource."""
+
+    convert_request: Callable[..., Converted]
+
+    def __init__(
+        self,
+        *,
+        max_future_skew_s: float,
+        limits: RequestLimits = DEFAULT_LIMITS,
+        clock_ns: Callable[[], int] = time.time_ns,
+        cache_bytes: int = ATTRIBUTE_CACHE_BYTES,
+    ) -> None:
+        # The per-record caps of `limits` (resources, scopes and records are checked on the
+        # wire before parsing, `convert.limits`).
+        self.limits = limits
+        self._skew_ns = int(max_future_skew_s * 1e9)
+        self._clock_ns = clock_ns
+        self._attributes = AttributeEncoder(cache_bytes)
+
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        return self.convert_request(
+            request,
+            self._attributes,
+            max_time_unix_nano=self._clock_ns() + self._skew_ns,
+            application_id=application_id,
+            limits=self.limits,
+        )
+
+
 def add_resource(
-    rows: Rows, resource: Any, schema_url: str, app_id: str | None = None
+    rows: Rows, resource: Any, schema_url: str, *, override: str = ""
 ) -> tuple[ResourceInfo, int]:
     """Register *resource* (and its application) in *rows*; return its ids and the NUL count.
 
-    *app_id*, when given, replaces the derived application id (a request bound to one).
+    *override* is a registered application's id (its ingest key authenticated the request):
+    it replaces the id derived from the resource, and no applications row is written for it
+    (a registered application's row is Deep Eyes', never ingest's).
     """
     attributes = kv_dict(resource.attributes)
     resource_id = message_id(resource, schema_url)
-    identity = service_identity(attributes)
-    if app_id is None:
-        app_id = application_id(*identity)
     attrs_jsonb, nul = jsonb(attributes)
     url, nul_url = clean_text(schema_url)
     dropped = int4_count(resource.dropped_attributes_count)
     rows.resources[resource_id] = (attrs_jsonb, dropped, url)
+    if override:
+        return ResourceInfo(resource_id, override), nul + nul_url
+    identity = service_identity(resource.attributes)
+    app_id = identity.application_id
     if app_id not in rows.applications:
-        cleaned = [clean_text(part) for part in identity]
+        cleaned = [clean_text(identity.name), clean_text(identity.namespace)]
+        cleaned.append(clean_text(identity.environment))
         nul += sum(n for _, n in cleaned)
         name, namespace, environment = (text for text, _ in cleaned)
         rows.applications[app_id] = (name, namespace, environment)

@@ -1,20 +1,35 @@
-"""Ids every converter derives from OTLP content, the same in every replica (docs/design.md).
+"""The service identity of a resource, derived once for every signal (docs/design.md).
 
-`application_id` is the `applicationId` of the database contract and the `application_id` field
-of log documents, so a service's traces, metrics and logs join on one value.
+`service_identity` is the only place that reads `service.name`, `service.namespace` and the
+deployment environment from a resource. Its `application_id` is the `applicationId` of the
+traces and metrics tables and the `application_id` field of log documents, so a service's
+traces, metrics and logs join on one value; its `readable` form (`shop/checkout@prod`) is what
+the rate limiter keys tenants' limits by.
+
+The rules, one line each:
+- a string value is used as it is; any other value as its JSON text (`42`, `true`, `["a"]`),
+  as the resource's attribute column shows it; an empty value counts as missing;
+- `service.name` missing or empty is `unknown_service`, what the OTLP SDKs report;
+- `service.namespace` and the environment missing are empty;
+- the environment is `deployment.environment`, or `deployment.environment.name` (the newer
+  semantic conventions' key) when the old one is missing or empty;
+- a repeated key keeps its last value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import xxhash
+
+from ingestd.convert.values import any_value
 
 SERVICE_NAME = "service.name"
 SERVICE_NAMESPACE = "service.namespace"
 DEPLOYMENT_ENVIRONMENT = "deployment.environment"
-# Newer semantic conventions renamed deployment.environment; the old key wins when both exist.
 DEPLOYMENT_ENVIRONMENT_NAME = "deployment.environment.name"
 # What the OTLP SDKs report when the service sets no name.
 UNKNOWN_SERVICE = "unknown_service"
@@ -25,23 +40,42 @@ _IDENTITY_KEYS = frozenset(
 )
 
 
-def application_id(resource_attributes: Iterable[Any]) -> str:
-    """The application id of a resource, from its repeated `KeyValue` attributes.
+@dataclass(frozen=True, slots=True)
+class ServiceIdentity:
+    """Who produced a resource's telemetry: namespace, name and environment."""
 
-    xxh3_64 hex (16 characters) of `service.namespace \\x1f service.name \\x1f
-    deployment.environment`; missing parts are empty and `service.name` defaults to
-    `unknown_service`.
-    """
+    namespace: str
+    name: str
+    environment: str
+
+    @property
+    def application_id(self) -> str:
+        """xxh3_64 hex (16 characters) of `namespace \\x1f name \\x1f environment`."""
+        return application_id_of(self.namespace, self.name, self.environment)
+
+    @property
+    def readable(self) -> str:
+        """`namespace/name@environment`, the parts that are empty left out."""
+        qualified = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{qualified}@{self.environment}" if self.environment else qualified
+
+
+def service_identity(resource_attributes: Iterable[Any]) -> ServiceIdentity:
+    """The identity of a resource, from its repeated `KeyValue` attributes (rules above)."""
     found: dict[str, str] = {}
     for kv in resource_attributes:
         if kv.key in _IDENTITY_KEYS:
             found[kv.key] = _text(kv.value)
-    environment = found.get(DEPLOYMENT_ENVIRONMENT)
-    if environment is None:
-        environment = found.get(DEPLOYMENT_ENVIRONMENT_NAME, "")
-    return application_id_of(
-        found.get(SERVICE_NAMESPACE, ""), found.get(SERVICE_NAME) or UNKNOWN_SERVICE, environment
+    return ServiceIdentity(
+        namespace=found.get(SERVICE_NAMESPACE, ""),
+        name=found.get(SERVICE_NAME) or UNKNOWN_SERVICE,
+        environment=found.get(DEPLOYMENT_ENVIRONMENT) or found.get(DEPLOYMENT_ENVIRONMENT_NAME, ""),
     )
+
+
+def application_id(resource_attributes: Iterable[Any]) -> str:
+    """The application id of a resource, from its repeated `KeyValue` attributes."""
+    return service_identity(resource_attributes).application_id
 
 
 def application_id_of(namespace: str, name: str, environment: str) -> str:
@@ -51,13 +85,7 @@ def application_id_of(namespace: str, name: str, environment: str) -> str:
 
 
 def _text(value: Any) -> str:
-    # Identity attributes are strings by convention; other scalars are used as their text so
-    # that a service sending `service.name=42` still gets a stable id.
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
+    if value.WhichOneof("value") == "string_value":
         return str(value.string_value)
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind in ("int_value", "double_value"):
-        return str(getattr(value, kind))
-    return ""
+    decoded = any_value(value)
+    return "" if decoded is None else orjson.dumps(decoded).decode()

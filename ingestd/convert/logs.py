@@ -20,18 +20,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import math
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import xxhash
 
 from ingestd.convert.bulk import BulkItems
 from ingestd.convert.identity import application_id
-from ingestd.ingest import Converted
+from ingestd.model import Converted
+
+if TYPE_CHECKING:
+    from ingestd.config import LogsRoutingConfig
 
 DATASET_ATTR = "data_stream.dataset"
 NAMESPACE_ATTR = "data_stream.namespace"
@@ -64,10 +68,13 @@ class LogsConverter:
         dataset: str = DEFAULT_DATASET,
         namespace: str = DEFAULT_NAMESPACE,
         max_future_skew_s: float = 86400.0,
+        routes: RoutePolicy | None = None,
         now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._dataset = sanitize_dataset(dataset) or DEFAULT_DATASET + OTEL_SUFFIX
         self._namespace = sanitize_namespace(namespace) or DEFAULT_NAMESPACE
+        self.routes = routes or RoutePolicy()
+        self.routes.fallback = (self._dataset, self._namespace)
         self._max_future_skew_ns = int(max_future_skew_s * 1e9)
         self._now_ns = now_ns
 
@@ -80,8 +87,11 @@ class LogsConverter:
     def max_future_skew_ns(self) -> int:
         return self._max_future_skew_ns
 
-    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
-        """The request's bulk items (`BulkItems`); *application_id* replaces the derived one."""
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        """*application_id*: a registered application's (its ingest key authenticated the
+        request). Every document then carries it, and goes to the namespace of that
+        application (`application_namespace`): `data_stream.namespace` attributes are ignored,
+        so a key cannot write into another application's data streams."""
         items: list[bytes] = []
         out = Converted(payload=items, items=0, nbytes=0)
         now = self._now_ns()
@@ -89,14 +99,20 @@ class LogsConverter:
         seen: dict[bytes, int] = {}
         for resource_logs in request.resource_logs:
             try:
-                resource = _Resource(resource_logs, self._dataset, self._namespace, application_id)
+                resource = _Resource(
+                    resource_logs,
+                    self._dataset,
+                    self._namespace,
+                    self.routes.from_attributes,
+                    application_id,
+                )
             except orjson.JSONEncodeError as exc:
                 for scope_logs in resource_logs.scope_logs:
                     _refuse_all(out, scope_logs, "resource", exc)
                 continue
             for scope_logs in resource_logs.scope_logs:
                 try:
-                    scope = _Scope(resource, scope_logs)
+                    scope = _Scope(resource, scope_logs, self.routes)
                 except orjson.JSONEncodeError as exc:
                     _refuse_all(out, scope_logs, "scope", exc)
                     continue
@@ -129,15 +145,22 @@ class _Refused(Exception):
 class _Resource:
     """What every record of one ResourceLogs shares, converted once."""
 
-    __slots__ = ("app_id", "dataset", "encoded", "namespace", "serialized")
+    __slots__ = ("app_id", "dataset", "encoded", "locked", "namespace", "routed", "serialized")
 
     def __init__(
-        self, resource_logs: Any, dataset: str, namespace: str, app_id: str | None = None
+        self, resource_logs: Any, dataset: str, namespace: str, routed: bool, registered: str = ""
     ) -> None:
         resource = resource_logs.resource
         attributes, dropped = _attributes(resource.attributes)
-        self.dataset, self.namespace = _route(attributes, dataset, namespace)
-        self.app_id = application_id(resource.attributes) if app_id is None else app_id
+        self.routed = routed
+        if routed:
+            dataset, namespace = _route(attributes, dataset, namespace)
+        self.dataset, self.namespace = dataset, namespace
+        self.app_id = registered or application_id(resource.attributes)
+        # A registered application's documents stay in its own namespace.
+        self.locked = bool(registered)
+        if registered:
+            self.namespace = application_namespace(registered)
         fields: dict[str, Any] = {}
         if attributes:
             fields["attributes"] = attributes
@@ -154,12 +177,28 @@ class _Resource:
 class _Scope:
     """What every record of one ScopeLogs shares: the encoded tail of each document."""
 
-    __slots__ = ("_routes", "_shared", "dataset", "namespace", "seed")
+    __slots__ = (
+        "_policy",
+        "_routes",
+        "_shared",
+        "dataset",
+        "locked",
+        "namespace",
+        "routed",
+        "seed",
+    )
 
-    def __init__(self, resource: _Resource, scope_logs: Any) -> None:
+    def __init__(self, resource: _Resource, scope_logs: Any, policy: RoutePolicy) -> None:
         scope = scope_logs.scope
         attributes, dropped = _attributes(scope.attributes)
-        self.dataset, self.namespace = _route(attributes, resource.dataset, resource.namespace)
+        self._policy = policy
+        self.routed = resource.routed
+        self.locked = resource.locked
+        self.dataset, self.namespace = resource.dataset, resource.namespace
+        if self.routed:
+            self.dataset, self.namespace = _route(attributes, self.dataset, self.namespace)
+        if self.locked:
+            self.namespace = resource.namespace
         fields: dict[str, Any] = {}
         if scope.name:
             fields["name"] = scope.name
@@ -219,12 +258,14 @@ class _Scope:
         if key_values := record.attributes:
             attributes, blank = _attributes(key_values)
             dropped += blank
-            if (
+            if self.routed and (
                 DATASET_ATTR in attributes
                 or NAMESPACE_ATTR in attributes
                 or TYPE_ATTR in attributes
             ):
-                dataset, namespace = _route(attributes, dataset, namespace)
+                dataset, routed = _route(attributes, dataset, namespace)
+                if not self.locked:
+                    namespace = routed
             if attributes:
                 doc["attributes"] = attributes
             if not event_name:
@@ -262,12 +303,79 @@ class _Scope:
         key = (dataset, namespace)
         cached = self._routes.get(key)
         if cached is None:
+            if self.locked:
+                # A registered application keeps its namespace; only the dataset is bounded.
+                dataset = self._policy.admit(dataset, namespace)[0]
+            else:
+                dataset, namespace = self._policy.admit(dataset, namespace)
             index = f"logs-{dataset}-{namespace}"
             action = b'{"create":{"_index":"' + index.encode() + b'","_id":"'
             data_stream = orjson.dumps({"type": "logs", "dataset": dataset, "namespace": namespace})
             tail = b',"data_stream":' + data_stream + self._shared + b"\n"
             cached = self._routes[key] = (action, tail)
         return cached
+
+
+class RoutePolicy:
+    """Which data streams records may be routed to by their `data_stream.*` attributes.
+
+    Every distinct dataset/namespace a client sends creates a data stream (a shard or more
+    each), so routing is bounded: *from_attributes* False ignores the attributes (they stay in
+    `attributes`); a route must match one of *allowed_datasets* / *allowed_namespaces*
+    (fnmatch patterns on the sanitized names; empty: any); and at most *max_routes* distinct
+    routes are taken per process. A record whose route is refused goes to the *fallback*
+    route (the configured dataset and namespace) and is counted in `refused`. Called once per
+    distinct route of a scope, not per record; safe from several threads (a set and a counter).
+    """
+
+    def __init__(
+        self,
+        *,
+        from_attributes: bool = True,
+        allowed_datasets: Sequence[str] = (),
+        allowed_namespaces: Sequence[str] = (),
+        max_routes: int = 256,
+    ) -> None:
+        self.from_attributes = from_attributes
+        self._datasets = tuple(allowed_datasets)
+        self._namespaces = tuple(allowed_namespaces)
+        self.max_routes = max_routes
+        self._known: set[tuple[str, str]] = set()
+        self.fallback: tuple[str, str] | None = None
+        self.refused = 0
+
+    def admit(self, dataset: str, namespace: str) -> tuple[str, str]:
+        """The route to write to: (dataset, namespace) when allowed, else the fallback."""
+        key = (dataset, namespace)
+        if key in self._known or key == self.fallback:
+            return key
+        if (
+            _matches(dataset, self._datasets)
+            and _matches(namespace, self._namespaces)
+            and len(self._known) < self.max_routes
+        ):
+            self._known.add(key)
+            return key
+        self.refused += 1
+        return self.fallback or key
+
+    def status(self) -> dict[str, object]:
+        """For /status: routes taken, the cap, records' routes sent to the fallback."""
+        return {"routes": len(self._known), "max_routes": self.max_routes, "refused": self.refused}
+
+
+def route_policy(routing: LogsRoutingConfig) -> RoutePolicy:
+    """The policy of `sinks.elasticsearch.routing`; one per process."""
+    return RoutePolicy(
+        from_attributes=routing.from_attributes,
+        allowed_datasets=routing.allowed_datasets,
+        allowed_namespaces=routing.allowed_namespaces,
+        max_routes=routing.max_data_streams,
+    )
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _route(attributes: dict[str, Any], dataset: str, namespace: str) -> tuple[str, str]:
@@ -280,6 +388,16 @@ def _route(attributes: dict[str, Any], dataset: str, namespace: str) -> tuple[st
         namespace = name
     attributes.pop(TYPE_ATTR, None)
     return dataset, namespace
+
+
+def application_namespace(application_id: str) -> str:
+    """The data stream namespace of a registered application: its id made a valid namespace,
+    with 8 hex digits of its hash when that changed it (so `app-1` and `app_1` stay apart)."""
+    name = sanitize_namespace(application_id)
+    if name == application_id:
+        return name
+    suffix = xxhash.xxh3_64_hexdigest(application_id.encode())[:8]
+    return f"{name[: _NAME_MAX - 9]}.{suffix}" if name else f"app.{suffix}"
 
 
 _sanitized: dict[tuple[str, bool], str] = {}
@@ -296,6 +414,9 @@ def sanitize_namespace(value: str) -> str:
 
 
 def _sanitize(value: str, *, suffix: bool) -> str:
+    # Only the first _NAME_MAX characters can reach the name (each maps to at least one): the
+    # cache is keyed by them, so a client's megabyte-long value costs it at most ~400 bytes.
+    value = value[:_NAME_MAX]
     key = (value, suffix)
     name = _sanitized.get(key)
     if name is None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ingestd.convert import copy_binary, wire
@@ -30,16 +30,17 @@ from ingestd.convert.common import (
     AttributeEncoder,
     BadAttribute,
     Rows,
+    RowsConverter,
     add_resource,
     add_scope,
     clean_text,
-    double_value,
     int4_bits,
     jsonb,
-    kv_dict,
     time_problem,
 )
-from ingestd.ingest import Converted, Signal
+from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
+from ingestd.convert.values import double_value, kv_dict
+from ingestd.model import Converted
 
 TABLE = "metrics"
 
@@ -85,58 +86,24 @@ _INT8_OID = 20
 TYPES = tuple(wire_type for _, wire_type in COLUMNS)
 
 
-class MetricConverter:
-    """The metrics route's reference codec: `convert` with the process's attribute cache and
-    clock, its rows encoded for binary COPY (`copy_binary.CopyRows`, as the native codec)."""
-
-    def __init__(
-        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
-    ) -> None:
-        self._skew_ns = int(max_future_skew_s * 1e9)
-        self._clock_ns = clock_ns
-        self._attributes = AttributeEncoder()
-
-    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
-        converted = convert(
-            request,
-            self._attributes,
-            max_time_unix_nano=self._clock_ns() + self._skew_ns,
-            application_id=application_id,
-        )
-        payload = copy_binary.from_rows(converted.payload, TYPES)
-        converted.payload = payload
-        converted.nbytes = len(payload.data)
-        return converted
-
-
 class _Reject(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
         self.detail = detail
 
 
+@dataclass(slots=True)
 class _Metric:
     """The per-metric context shared by its points (slots: built once per metric)."""
 
-    __slots__ = ("app_id", "attributes", "max_time", "name", "resource_id", "scope_id", "unit")
-
-    def __init__(
-        self,
-        name: str,
-        unit: str,
-        app_id: str,
-        resource_id: int,
-        scope_id: int,
-        attributes: AttributeEncoder,
-        max_time: int,
-    ) -> None:
-        self.name = name
-        self.unit = unit
-        self.app_id = app_id
-        self.resource_id = resource_id
-        self.scope_id = scope_id
-        self.attributes = attributes
-        self.max_time = max_time
+    name: str
+    unit: str
+    app_id: str
+    resource_id: int
+    scope_id: int
+    attributes: AttributeEncoder
+    max_time: int
+    max_buckets: int
 
 
 def convert(
@@ -144,20 +111,22 @@ def convert(
     attributes: AttributeEncoder,
     *,
     max_time_unix_nano: int,
-    application_id: str | None = None,
+    application_id: str = "",
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> Converted:
     """One ExportMetricsServiceRequest -> Converted whose payload is `Rows` for `metrics`.
 
-    *application_id*, when given, replaces the one derived from each resource.
+    A histogram or summary point with more than `limits.max_buckets_per_point` bounds, bucket
+    counts (per side) or quantiles is refused alone (`too_many_buckets`).
     """
-    request = wire.as_fast(Signal.METRICS, request)
+    request = wire.as_fast(wire.METRICS_REQUEST, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_metrics in request.resource_metrics:
         resource, n = add_resource(
-            out, resource_metrics.resource, resource_metrics.schema_url, application_id
+            out, resource_metrics.resource, resource_metrics.schema_url, override=application_id
         )
         nul += n
         for scope_metrics in resource_metrics.scope_metrics:
@@ -182,6 +151,7 @@ def convert(
                     scope_id,
                     attributes,
                     max_time_unix_nano,
+                    limits.max_buckets_per_point,
                 )
                 _KINDS[kind](getattr(metric, kind), context, out.rows, converted)
     converted.items = len(out.rows)
@@ -306,8 +276,18 @@ def _histogram(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Co
     _points(data.data_points, m, rows, converted, row)
 
 
+def _buckets(m: _Metric, **lists: Sequence[Any]) -> None:
+    for what, values in lists.items():
+        if len(values) > m.max_buckets:
+            raise _Reject(
+                "too_many_buckets",
+                f"{len(values)} {what}, over {m.max_buckets} (ingest.max_buckets_per_point)",
+            )
+
+
 def _histogram_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     t, start = _checked_times(p, m)
+    _buckets(m, explicit_bounds=p.explicit_bounds, bucket_counts=p.bucket_counts)
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "histogram", None, None, m.unit,
@@ -333,6 +313,11 @@ def _exponential(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: 
 def _exponential_row(temporality: int, p: Any, m: _Metric) -> tuple[Any, ...]:
     t, start = _checked_times(p, m)
     positive, negative = p.positive, p.negative
+    _buckets(
+        m,
+        positive_bucket_counts=positive.bucket_counts,
+        negative_bucket_counts=negative.bucket_counts,
+    )
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "exponential_histogram", None, None, m.unit,
@@ -358,6 +343,7 @@ def _summary(data: Any, m: _Metric, rows: list[tuple[Any, ...]], converted: Conv
 def _summary_row(p: Any, m: _Metric) -> tuple[Any, ...]:
     t, start = _checked_times(p, m)
     quantiles = p.quantile_values
+    _buckets(m, quantile_values=quantiles)
     # fmt: off
     return (
         t // 1000 - PG_EPOCH_US, m.app_id, m.name, "summary", None, None, m.unit,
@@ -408,7 +394,14 @@ def _exemplars(exemplars: list[Any], attributes: AttributeEncoder) -> bytes | No
 # element as (int32 length, value).
 
 
-@functools.lru_cache(maxsize=256)
+# Packers for arrays up to this long are kept (each a few KiB; SDK histograms have 16 bounds,
+# exponential ones up to 160 buckets); a longer array gets a packer for that call only, so a
+# client sending many distinct lengths pins nothing (a cache per length kept 8 MiB for one
+# length of 131,072).
+_CACHED_ARRAY_LENGTH = 256
+
+
+@functools.cache
 def _array_struct(code: str, n: int) -> struct.Struct:
     return struct.Struct(">iiIii" + ("i" + code) * n)
 
@@ -418,7 +411,12 @@ def _array(code: str, oid: int, values: Sequence[Any]) -> bytes:
     if n == 0:
         return struct.pack(">iiI", 0, 0, oid)
     pairs = itertools.chain.from_iterable(zip(itertools.repeat(8), values))
-    return _array_struct(code, n).pack(1, 0, oid, n, 1, *pairs)
+    packer = (
+        _array_struct(code, n)
+        if n <= _CACHED_ARRAY_LENGTH
+        else struct.Struct(">iiIii" + ("i" + code) * n)
+    )
+    return packer.pack(1, 0, oid, n, 1, *pairs)
 
 
 def float8_array(values: Sequence[float]) -> bytes:
@@ -429,3 +427,17 @@ def float8_array(values: Sequence[float]) -> bytes:
 def int8_array(values: Sequence[int]) -> bytes:
     """The binary form of a `bigint[]` (values must fit in int64)."""
     return _array("q", _INT8_OID, values)
+
+
+class MetricConverter(RowsConverter):
+    """The metrics route's converter: `convert` with the process's attribute cache and clock."""
+
+    convert_request = staticmethod(convert)
+
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        """The rows encoded for binary COPY (`copy_binary.CopyRows`), as the native codec's."""
+        converted = super().__call__(request, application_id)
+        payload = copy_binary.from_rows(converted.payload, TYPES)
+        converted.payload = payload
+        converted.nbytes = len(payload.data)
+        return converted

@@ -16,13 +16,23 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from ingestd.convert.bulk import BulkItems
+from ingestd.convert.common import RowsConverter
 from ingestd.convert.copy_binary import CopyRows, offsets_of
+from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
 from ingestd.convert.logs import LogsConverter
 from ingestd.errors import BadRequest, ConfigError
-from ingestd.ingest import Converted, Signal
+from ingestd.model import Converted, Converter, Signal
+
+if TYPE_CHECKING:
+    from ingestd.config import Config
+    from ingestd.convert.logs import RoutePolicy
+    from ingestd.signals import SignalSpec
 
 _native: ModuleType | None
 try:
@@ -102,7 +112,7 @@ class _NativeConverter:
     """A route's native codec: same payload, rejects and counts as the Python reference.
 
     Thread-safe (no state but the clock; the conversion releases the GIL), so `Ingest` runs
-    big requests on its conversion threads.
+    big requests on its conversion threads. *limits*: the per-record caps (buckets per point).
     """
 
     takes_bytes = True
@@ -111,7 +121,11 @@ class _NativeConverter:
     function: str
 
     def __init__(
-        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        *,
+        max_future_skew_s: float,
+        limits: RequestLimits = DEFAULT_LIMITS,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         if _native is None:
             raise ConfigError([f"ingestd_native does not import: {IMPORT_ERROR}"])
@@ -119,14 +133,18 @@ class _NativeConverter:
         self._decode_error = _native.DecodeError
         self._skew_ns = int(max_future_skew_s * 1e9)
         self._clock_ns = clock_ns
+        self.limits = limits
 
-    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        """*application_id*: a registered application's; it replaces the derived one and no
+        applications row is written for it (as `common.add_resource(override=)`)."""
         body = request if isinstance(request, bytes) else request.SerializeToString()
         try:
             out = self._convert(
                 body,
                 max_time_unix_nano=self._clock_ns() + self._skew_ns,
-                application_id=application_id,
+                application_id=application_id or None,
+                max_buckets_per_point=self.limits.max_buckets_per_point,
             )
         except self._decode_error as exc:
             raise BadRequest(f"not a valid OTLP {self.signal} export request: {exc}") from exc
@@ -141,16 +159,19 @@ class NativeTraceConverter(_NativeConverter):
 
 
 class NativeMetricConverter(_NativeConverter):
-    """`metrics.MetricConverter`, compiled."""
+    """`metrics.MetricConverter`, compiled (the `too_many_buckets` cap included)."""
 
     signal = Signal.METRICS
     function = "convert_metrics"
 
 
 class NativeLogsConverter:
-    """`logs.LogsConverter`, compiled: the same bulk items, ids, routing and rejects.
+    """`logs.LogsConverter`, compiled: the same bulk items, ids and rejects, for the requests
+    whose routes the reference's `RoutePolicy` cannot change (see `logs_native`).
 
-    Thread-safe for bytes (the only input `Ingest` hands to its conversion threads).
+    The others go to *reference*: decoded messages (OTLP/JSON the transcoder left to Python), a
+    registered application's requests (its namespace is locked and its dataset admitted by the
+    policy), and every request when *reference* routes by attributes. Thread-safe for bytes.
     """
 
     takes_bytes = True
@@ -164,20 +185,35 @@ class NativeLogsConverter:
         self._reference = reference
         self._now_ns = now_ns
 
-    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
-        if not isinstance(request, bytes):
-            # OTLP/JSON arrives decoded: the reference converts it (its limits differ).
-            return self._reference(request, application_id=application_id)
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        reference = self._reference
+        if (
+            isinstance(request, bytes)
+            and not application_id
+            and not reference.routes.from_attributes
+        ):
+            return self.compiled(request, from_attributes=False)
+        if isinstance(request, bytes):
+            try:
+                request = logs_service_pb2.ExportLogsServiceRequest.FromString(request)
+            except DecodeError as exc:
+                raise BadRequest(f"not a valid OTLP {Signal.LOGS} export request: {exc}") from exc
+        return reference(request, application_id)
+
+    def compiled(self, body: bytes, *, from_attributes: bool) -> Converted:
+        """The Rust conversion of *body* to the reference's default route; *from_attributes*
+        routes by the `data_stream.*` attributes as the reference does, with no `RoutePolicy`
+        (the differential tests use it where the policy admits every route)."""
         dataset, namespace = self._reference.route
         now = self._now_ns()
         try:
             data, offsets, items, rejected, reasons, example = self._convert(
-                request,
+                body,
                 max_time_unix_nano=now + self._reference.max_future_skew_ns,
                 now_unix_nano=now,
                 dataset=dataset,
                 namespace=namespace,
-                application_id=application_id,
+                from_attributes=from_attributes,
             )
         except self._decode_error as exc:
             raise BadRequest(f"not a valid OTLP {Signal.LOGS} export request: {exc}") from exc
@@ -196,6 +232,40 @@ NATIVE_CONVERTERS: dict[Signal, type[_NativeConverter]] = {
     Signal.METRICS: NativeMetricConverter,
 }
 NATIVE_SIGNALS = (Signal.TRACES, Signal.METRICS, Signal.LOGS)
+
+
+def logs_native(config: Config) -> bool:
+    """Whether the native codec converts logs under *config*: only when records are not routed
+    by their `data_stream.*` attributes (the Rust side has no `RoutePolicy`: allowlists, the
+    data stream cap and its fallback stay in Python). A registered application's requests go
+    to the reference in any case (`NativeLogsConverter`)."""
+    return not config.sinks.elasticsearch.routing.from_attributes
+
+
+def native_signals(config: Config) -> list[Signal]:
+    """The signals the native codec converts under *config* (/status); the rest: python."""
+    if resolve(config.ingest.codec)[0] != "native":
+        return []
+    return [s for s in NATIVE_SIGNALS if s is not Signal.LOGS or logs_native(config)]
+
+
+def converters(
+    spec: SignalSpec, config: Config, policy: RoutePolicy
+) -> tuple[Converter, Converter]:
+    """(convert, convert_large) of *spec*'s route: the Python reference's two instances (caches
+    of their own), or one native converter for both (thread-safe) when the codec is native."""
+    reference = spec.converter(config, policy)
+    if spec.signal not in native_signals(config):
+        return reference, spec.converter(config, policy, large=True)
+    if spec.signal is Signal.LOGS:
+        assert isinstance(reference, LogsConverter)
+        compiled: Converter = NativeLogsConverter(reference)
+    else:
+        assert isinstance(reference, RowsConverter)
+        compiled = NATIVE_CONVERTERS[spec.signal](
+            max_future_skew_s=config.ingest.max_future_skew_s, limits=reference.limits
+        )
+    return compiled, compiled
 
 
 def _converted(out: tuple[Any, ...]) -> Converted:

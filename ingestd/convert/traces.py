@@ -8,8 +8,6 @@ client's partial-success answer.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from ingestd.convert import copy_binary, wire
@@ -22,6 +20,7 @@ from ingestd.convert.common import (
     AttributeEncoder,
     BadAttribute,
     Rows,
+    RowsConverter,
     add_resource,
     add_scope,
     clean_text,
@@ -30,7 +29,8 @@ from ingestd.convert.common import (
     jsonb,
     time_problem,
 )
-from ingestd.ingest import Converted, Signal
+from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
+from ingestd.model import Converted
 
 TABLE = "traces"
 
@@ -67,50 +67,23 @@ _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
 
 
-class TraceConverter:
-    """The traces route's reference codec: `convert` with the process's attribute cache and
-    clock, its rows encoded for binary COPY (`copy_binary.CopyRows`, as the native codec)."""
-
-    def __init__(
-        self, *, max_future_skew_s: float, clock_ns: Callable[[], int] = time.time_ns
-    ) -> None:
-        self._skew_ns = int(max_future_skew_s * 1e9)
-        self._clock_ns = clock_ns
-        self._attributes = AttributeEncoder()
-
-    def __call__(self, request: Any, *, application_id: str | None = None) -> Converted:
-        converted = convert(
-            request,
-            self._attributes,
-            max_time_unix_nano=self._clock_ns() + self._skew_ns,
-            application_id=application_id,
-        )
-        payload = copy_binary.from_rows(converted.payload, TYPES)
-        converted.payload = payload
-        converted.nbytes = len(payload.data)
-        return converted
-
-
 def convert(
     request: Any,
     attributes: AttributeEncoder,
     *,
     max_time_unix_nano: int,
-    application_id: str | None = None,
+    application_id: str = "",
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> Converted:
-    """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`.
-
-    *application_id*, when given, replaces the one derived from each resource (a request
-    bound to a registered application).
-    """
-    request = wire.as_fast(Signal.TRACES, request)
+    """One ExportTraceServiceRequest -> Converted whose payload is `Rows` for `traces`."""
+    request = wire.as_fast(wire.TRACES_REQUEST, request)
     out = Rows()
     converted = Converted(payload=out, items=0, nbytes=0)
     nul = 0
     nul_before = attributes.nul_replaced
     for resource_spans in request.resource_spans:
         resource, n = add_resource(
-            out, resource_spans.resource, resource_spans.schema_url, application_id
+            out, resource_spans.resource, resource_spans.schema_url, override=application_id
         )
         nul += n
         for scope_spans in resource_spans.scope_spans:
@@ -272,3 +245,17 @@ def _jsonb(value: Any, attributes: AttributeEncoder) -> bytes:
     data, nul = jsonb(value)
     attributes.nul_replaced += nul
     return data
+
+
+class TraceConverter(RowsConverter):
+    """The traces route's converter: `convert` with the process's attribute cache and clock."""
+
+    convert_request = staticmethod(convert)
+
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        """The rows encoded for binary COPY (`copy_binary.CopyRows`), as the native codec's."""
+        converted = super().__call__(request, application_id)
+        payload = copy_binary.from_rows(converted.payload, TYPES)
+        converted.payload = payload
+        converted.nbytes = len(payload.data)
+        return converted

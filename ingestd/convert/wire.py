@@ -10,7 +10,7 @@ bytes: attribute sets repeat across records (every series of a metric, every spa
 so most records never touch a KeyValue object. Everything else (resource, scope, ids, times)
 parses exactly as in the official classes.
 
-`as_fast(signal, request)` accepts an official message too (OTLP/JSON requests are parsed into
+`as_fast(cls, request)` accepts an official message too (OTLP/JSON requests are parsed into
 those) and re-encodes it, so converters only ever see these classes.
 """
 
@@ -28,7 +28,6 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from ingestd.errors import BadRequest
-from ingestd.ingest import Signal
 
 # (message name within its file, field name) whose `repeated KeyValue` becomes `repeated bytes`.
 _RAW_ATTRIBUTES = {
@@ -89,26 +88,25 @@ def _message_class(full_name: str) -> Any:
     return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(full_name))
 
 
-FAST_REQUEST_TYPES: dict[Signal, Any] = {
-    Signal.TRACES: _message_class(
-        "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"
-    ),
-    Signal.METRICS: _message_class(
-        "opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest"
-    ),
-}
+TRACES_REQUEST: Any = _message_class(
+    "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"
+)
+METRICS_REQUEST: Any = _message_class(
+    "opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest"
+)
 
 
-def as_fast(signal: Signal, request: Message) -> Any:
-    """*request* as this module's class for *signal* (re-encoded if it is an official one).
+def as_fast(cls: Any, request: Message) -> Any:
+    """*request* as *cls*, one of this module's classes (re-encoded if it is an official one).
 
     BadRequest when the request nests deeper than protobuf parsing allows (100 levels): an
     OTLP/JSON request is built without that limit, and its protobuf form would be refused too.
     """
-    cls = FAST_REQUEST_TYPES[signal]
     if isinstance(request, cls):
         return request
     try:
         return cls.FromString(request.SerializeToString())
     except DecodeError as exc:
-        raise BadRequest(f"{signal} request nests deeper than OTLP protobuf allows: {exc}") from exc
+        raise BadRequest(
+            f"{cls.DESCRIPTOR.name} nests deeper than OTLP protobuf allows: {exc}"
+        ) from exc

@@ -1,7 +1,8 @@
 """The OTLP/HTTP receiver: `POST /v1/traces | /v1/metrics | /v1/logs` -> Ingest.export.
 
-Per request, in the Collector's order (reference otelcol.md section 2): path (404), method
-(405), Content-Type (415: application/x-protobuf or application/json), the body read under
+Per request, in the Collector's order (reference otelcol.md section 2): path (404), the bearer
+token when auth is on (401 with `WWW-Authenticate`, before anything else), method (405),
+Content-Type (415: application/x-protobuf or application/json), the body read under
 `max_request_body_bytes` (413), Content-Encoding (gzip, deflate, zstd; others 400) inflated
 in bounded steps under `max_decompressed_bytes` (413: a small bomb is refused after inflating
 at most the limit), decode (400), then `Ingest.export`. Outcomes map through the one status
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ssl
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -34,27 +34,33 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format
 
-from ingestd.auth import Authenticator
-from ingestd.config import AuthConfig, HttpReceiverConfig, TlsConfig
+from ingestd.auth import ANONYMOUS, Authenticator, Caller
+from ingestd.config import AuthConfig, HttpReceiverConfig
+from ingestd.convert.limits import Shape, check_shape, shape_of
 from ingestd.convert.native import json_as_protobuf
 from ingestd.errors import (
     BadRequest,
     IngestdError,
+    Overloaded,
     PayloadTooLarge,
     StageClosed,
+    Unauthenticated,
     Unimplemented,
     UnsupportedMedia,
 )
-from ingestd.ingest import Ingest, RequestContext, Signal, answer_deadline
-from ingestd.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
-from ingestd.pipeline import remaining
+from ingestd.ingest import MESSAGE_BYTES, Ingest, answer_deadline
+from ingestd.model import RequestContext, Signal
+from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
+from ingestd.receiver.cors import Cors
 from ingestd.receiver.decode import parse_protobuf, request_key, response
+from ingestd.receiver.inflight import InFlight
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.receiver.status import retry_after_header, rpc_status, status_for
+from ingestd.signals import BY_HTTP_PATH
+from ingestd.tls import ServerTls, server_context
 
 log = structlog.get_logger("ingestd.receiver.http")
 
-PATHS = {"/v1/traces": Signal.TRACES, "/v1/metrics": Signal.METRICS, "/v1/logs": Signal.LOGS}
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -68,6 +74,11 @@ _INFLATE_IN_THREAD = 256 * 1024
 # than allocated.
 _ZSTD_MAX_WINDOW = 8 * 1024 * 1024
 _READ_CHUNK = 256 * 1024
+# A body inflating to at most this is never refused for its compression ratio.
+_RATIO_FREE_BYTES = 4 * 1024 * 1024
+# Parsed JSON costs about a Python object per 20 bytes; counted against memory until parsed.
+_JSON_BYTES_PER_MESSAGE = 20
+_BUSY_RETRY_AFTER_S = 1.0
 
 
 class OtlpHttpReceiver:
@@ -89,12 +100,14 @@ class OtlpHttpReceiver:
         # Without auth every request belongs to the default tenant "".
         self._auth = auth or Authenticator(AuthConfig())
         self._ingest = ingest
+        self._cors = Cors(config.cors)
+        self._codecs = frozenset(config.compression_algorithms)
+        self._tls: ServerTls | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
         self._closing = False
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = InFlight()
         # Requests by the HTTP status sent, for /status.
         self._counts: collections.Counter[int] = collections.Counter()
         self.port: int | None = None
@@ -102,6 +115,9 @@ class OtlpHttpReceiver:
     async def start(self, tasks: asyncio.TaskGroup) -> None:
         """Listen on the endpoint; raises OSError when it cannot be bound."""
         host, _, port = self.config.endpoint.rpartition(":")
+        self._tls = server_context(self.config.tls, "http")
+        if self._tls is not None:
+            self._tls_watch = tasks.create_task(self._tls.watch(), name="http-tls-reload")
         server = _Server(
             self._handle,
             head_timeout_s=self.config.read_header_timeout_s,
@@ -118,7 +134,7 @@ class OtlpHttpReceiver:
             self._runner,
             host,
             int(port),
-            ssl_context=_ssl_context(self.config.tls),
+            ssl_context=self._tls.context if self._tls is not None else None,
             reuse_port=self.reuse_port or None,
         )
         await self._site.start()
@@ -136,76 +152,123 @@ class OtlpHttpReceiver:
         self._closing = True
         if self._runner is not None:
             self._ingest.begin_drain(answer_deadline(deadline))
-        if self._in_flight:
-            try:
-                async with asyncio.timeout(remaining(deadline)):
-                    await self._idle.wait()
-            except TimeoutError:
-                log.warning("http_requests_cut_at_shutdown", requests=self._in_flight)
+        if not await self._in_flight.drained(deadline):
+            log.warning("http_requests_cut_at_shutdown", requests=self._in_flight.count)
         if self._site is not None:
             # From here new connections are refused by the kernel: no status can be sent.
-            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight)
+            log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight.count)
             await self._site.stop()
             self._site = None
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+            self._tls_watch = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    def stats(self) -> dict[str, object]:
+    def status(self) -> dict[str, object]:
         """For /status: whether it serves, requests in flight, requests by HTTP status."""
         return {
             "port": self.port,
             "listening": self._site is not None,
             "closing": self._closing,
-            "in_flight": self._in_flight,
+            "in_flight": self._in_flight.count,
             "requests": {str(code): n for code, n in sorted(self._counts.items())},
         }
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        signal = PATHS.get(request.path)
-        if signal is None:
-            return _plain(404, f"no OTLP endpoint at {request.path}; use {', '.join(PATHS)}")
+        if not self._cors.enabled:
+            return await self._route(request)
+        if request.path in BY_HTTP_PATH and Cors.is_preflight(request.method, request.headers):
+            # Browsers send no credentials on a preflight: it is answered before auth.
+            return web.Response(status=204, headers=self._cors.preflight(request.headers))
+        reply = await self._route(request)
+        reply.headers.update(self._cors.response_headers(request.headers.get("Origin")))
+        return reply
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        spec = BY_HTTP_PATH.get(request.path)
+        if spec is None:
+            paths = ", ".join(BY_HTTP_PATH)
+            return _plain(404, f"no OTLP endpoint at {request.path}; use {paths}")
+        signal = spec.signal
+        media = request.content_type
+        authorization = request.headers.get("Authorization")
+        caller = ANONYMOUS
+        try:
+            # Before anything else: an unknown caller learns nothing and costs no reading.
+            caller = await self._auth.identify(authorization)
+        except IngestdError as exc:
+            reply = self._error(signal, media if media in (PROTOBUF, JSON) else JSON, exc)
+            if isinstance(exc, Unauthenticated):
+                # RFC 9110 section 11.6.1: a 401 names the scheme; RFC 6750 section 3 adds
+                # the error code only when a token was sent.
+                reply.headers["WWW-Authenticate"] = 'Bearer realm="ingestd"' + (
+                    ', error="invalid_token"' if authorization else ""
+                )
+            reply.force_close()  # the body is left unread
+            return reply
         if request.method != "POST":
             reply = _plain(405, f"{request.method} is not allowed; OTLP/HTTP uses POST")
             reply.headers["Allow"] = "POST"
             return reply
-        media = request.content_type
         if media not in (PROTOBUF, JSON):
             error = UnsupportedMedia(
                 f"Content-Type {media!r} is not supported; use {PROTOBUF} or {JSON}"
             )
             return self._error(signal, JSON, error)
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            return await self._export(signal, media, request)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+        if self._in_flight.count >= self.config.max_concurrent_requests:
+            reply = self._error(
+                signal,
+                media,
+                Overloaded(
+                    f"{self._in_flight.count} requests in flight, the most this receiver serves "
+                    "at once (receivers.http.max_concurrent_requests)",
+                    retry_after_s=_BUSY_RETRY_AFTER_S,
+                ),
+            )
+            reply.force_close()
+            return reply
+        with self._in_flight.request():
+            return await self._export(signal, media, request, caller)
 
-    async def _export(self, signal: Signal, media: str, request: web.BaseRequest) -> web.Response:
+    async def _export(
+        self, signal: Signal, media: str, request: web.BaseRequest, caller: Caller
+    ) -> web.Response:
+        # The declared body is counted against memory from admission on (the body limit when
+        # it is chunked): a burst of slow large bodies is refused before they arrive.
+        limit = self.config.max_request_body_bytes
+        declared = request.content_length
+        reserved = limit if declared is None else min(declared, limit)
         try:
-            self._admit(signal)
+            self._admit(signal, reserved)
         except IngestdError as exc:
             # The body is left unread: the connection cannot carry another request.
             reply = self._error(signal, media, exc)
             reply.force_close()
             return reply
         try:
-            # Authenticate before reading the body: an unknown caller costs no inflating.
-            tenant = self._auth.authenticate(request.headers.get("Authorization"))
-            body = await self._body(request)
-            with self._ingest.decoding(len(body)):
-                proto = body if media == PROTOBUF else self._transcoded(signal, body)
-                message = (
-                    parse_json(signal, body) if proto is None else parse_protobuf(signal, proto)
-                )
+            with self._ingest.decoding(0, extra=reserved):
+                body = await self._body(request)
+            # OTLP/JSON the native transcoder is sure of becomes protobuf (the native codec's
+            # input); None: the Python decoder reads the JSON.
+            proto = body if media == PROTOBUF else self._transcoded(signal, body)
+            if proto is not None:
+                shape = self._ingest.structure(signal, proto)
+            else:
+                # JSON costs more per message than protobuf; its caps are checked once parsed.
+                shape = Shape(items=len(body) // _JSON_BYTES_PER_MESSAGE)
+            with self._ingest.decoding(len(body), extra=MESSAGE_BYTES * shape.messages):
+                if proto is not None:
+                    message = parse_protobuf(signal, proto)
+                else:
+                    message = parse_json(signal, body)
+                    check_shape(shape_of(signal, message), self._ingest.request_limits)
                 result = await self._ingest.export(
                     signal,
                     message,
-                    key=request_key(signal, tenant, body),
-                    ctx=RequestContext("http", tenant),
+                    key=request_key(signal, caller.tenant, body),
+                    ctx=RequestContext("http", caller.tenant, caller.application_id),
                     wire_bytes=len(body),
                     body=proto,
                 )
@@ -232,12 +295,12 @@ class OtlpHttpReceiver:
             return None
         return json_as_protobuf(signal, body)
 
-    def _admit(self, signal: Signal) -> None:
+    def _admit(self, signal: Signal, reserved: int) -> None:
         if self._closing:
             raise StageClosed("shutting down; retry on another replica", retry_after_s=1.0)
         if not self._ingest.accepts(signal):
             raise Unimplemented(f"{signal} are not accepted by this ingestd (no sink takes them)")
-        refusal = self._ingest.admission_error()
+        refusal = self._ingest.admission_error(reserved)
         if refusal is not None:
             raise refusal
 
@@ -249,7 +312,8 @@ class OtlpHttpReceiver:
                 f"request body of {request.content_length} bytes exceeds {limit} bytes"
             )
         encoding = request.headers.get("Content-Encoding", "")
-        inflate = inflater(encoding)  # an unknown encoding fails before the body is read
+        # An unknown or disabled encoding fails before the body is read.
+        inflate = inflater(encoding, self._codecs)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -266,7 +330,11 @@ class OtlpHttpReceiver:
         raw = b"".join(chunks)
         if inflate is None:
             return raw
-        cap = self.config.max_decompressed_bytes
+        # A bomb (64 MiB of empty records gzip to 65 KB, zstd to 6 KB) is cut at the ratio;
+        # OTLP protobuf compresses 5-20x, repetitive logs ~50x.
+        cap = int(self.config.max_decompressed_bytes)
+        if ratio := self.config.max_decompression_ratio:
+            cap = min(cap, max(ratio * len(raw), _RATIO_FREE_BYTES))
         if len(raw) > _INFLATE_IN_THREAD:
             return await asyncio.to_thread(inflate, raw, cap)
         return inflate(raw, cap)
@@ -278,7 +346,7 @@ class OtlpHttpReceiver:
         reason = type(exc).__name__ if isinstance(exc, IngestdError) else "InternalError"
         RECEIVER_REFUSED_REQUESTS.labels(signal=signal, transport="http", reason=reason).inc()
         if status.http_status >= 500:
-            log.debug("http_request_refused", signal=str(signal), error=status.message[:300])
+            log.debug("http_request_refused", signal=str(signal), error=str(exc)[:300])
         reply = _encoded(status.http_status, media, rpc_status(status))
         retry_after = retry_after_header(status)
         if retry_after is not None:
@@ -292,20 +360,22 @@ class OtlpHttpReceiver:
 Inflate = Callable[[bytes, int], bytes]
 
 
-def inflater(content_encoding: str) -> Inflate | None:
-    """The decoder for a Content-Encoding; None for identity; BadRequest if unsupported."""
+ALL_CODECS = frozenset({"gzip", "deflate", "zstd"})
+
+
+def inflater(content_encoding: str, allowed: frozenset[str] = ALL_CODECS) -> Inflate | None:
+    """The decoder for a Content-Encoding; None for identity; BadRequest if not *allowed*."""
     encoding = content_encoding.strip().lower()
     if encoding in ("", "identity"):
         return None
-    if encoding in ("gzip", "x-gzip"):
-        return _gunzip
-    if encoding == "deflate":
-        return _inflate_deflate
-    if encoding == "zstd":
-        return _unzstd
-    raise BadRequest(
-        f"Content-Encoding {content_encoding!r} is not supported (gzip, deflate, zstd)"
-    )
+    codec = "gzip" if encoding == "x-gzip" else encoding
+    decoder = {"gzip": _gunzip, "deflate": _inflate_deflate, "zstd": _unzstd}.get(codec)
+    if decoder is None or codec not in allowed:
+        accepted = ", ".join(sorted(allowed)) or "none"
+        raise BadRequest(
+            f"Content-Encoding {content_encoding!r} is not accepted here ({accepted}, identity)"
+        )
+    return decoder
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
@@ -371,17 +441,6 @@ def _encoded(status: int, media: str, message: Any) -> web.Response:
 
 def _plain(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text)
-
-
-def _ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
-    if not tls.enabled:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    if tls.client_ca_file is not None:
-        context.load_verify_locations(str(tls.client_ca_file))
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 class _Server(web.Server):

@@ -6,7 +6,7 @@ lowerCamelCase; unknown fields MUST be ignored. 64-bit integers arrive as string
 
 google.protobuf.json_format would need the ids rewritten first and walks every field through
 generic reflection; this decoder fills the messages from plans built once per message type
-from the descriptors, about 3x faster on SDK-sized requests (README, "Receiver (OTLP/HTTP)").
+from the descriptors, about 3x faster on SDK-sized requests (docs/design.md#receiver-otlphttp).
 Like the Collector it also accepts the original snake_case field names and enum names, which
 cost nothing to recognise.
 """
@@ -23,8 +23,8 @@ import orjson
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from ingestd.errors import BadRequest
-from ingestd.ingest import Signal
-from ingestd.receiver.decode import REQUEST_TYPES
+from ingestd.model import Signal
+from ingestd.signals import SIGNALS
 
 # Bytes fields that OTLP/JSON encodes as hex (Span, Span.Link, LogRecord, Exemplar).
 _HEX_FIELDS = frozenset({"trace_id", "span_id", "parent_span_id"})
@@ -48,7 +48,7 @@ def parse_json(signal: Signal, body: bytes) -> Any:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"not valid JSON: {exc}") from exc
-    message = REQUEST_TYPES[signal]()
+    message = SIGNALS[signal].request_type()
     if not isinstance(data, dict):
         raise BadRequest(f"an OTLP/JSON {signal} request must be a JSON object")
     path: list[str] = []

@@ -64,10 +64,9 @@ def status_for(exc: BaseException) -> Status:
         for cls, code, http, retryable in _TABLE:
             if isinstance(exc, cls):
                 hint = (exc.retry_after_s or 1.0) if retryable else None
-                return Status(code, http, hint, exc.message)
-    return Status(
-        grpc.StatusCode.UNAVAILABLE, 503, _DEFAULT_RETRY_S, f"internal error: {type(exc).__name__}"
-    )
+                return Status(code, http, hint, exc.client_message)
+    # The exception's text (and class) stays in the log the receiver writes.
+    return Status(grpc.StatusCode.UNAVAILABLE, 503, _DEFAULT_RETRY_S, "internal error")
 
 
 def rpc_status(status: Status) -> status_pb2.Status:

@@ -1,7 +1,8 @@
-"""The database side of ingestd: `ingestd schema apply | status | maintain` and the maintenance job.
+"""The database side of ingestd: what `ingestd schema apply | status | maintain` runs.
 
-`apply` creates what the writers COPY into (numbered SQL in ingestd/schema/postgres/, chosen by
-tier) and sets the policies from the config; the maintenance job (a stage of the daemon)
-enforces them where TimescaleDB's own jobs cannot. `elasticsearch.py` does the same for the logs
+`apply` creates what the writers COPY into (numbered SQL in the top-level schema/postgres/,
+chosen by tier) and sets the policies from the config; the maintenance steps (`maintenance.py`)
+enforce them where TimescaleDB's own jobs cannot, once from `schema maintain` or on a schedule from
+the daemon's stage in `ingestd.jobs`. `elasticsearch.py` does the same for the logs
 data streams: their index templates, and their retention where Elasticsearch cannot enforce it.
 """

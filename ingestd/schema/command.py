@@ -13,8 +13,18 @@ import psycopg
 
 from ingestd import __version__
 from ingestd.config import Config
+from ingestd.database_url import owner_dsn
 from ingestd.errors import SchemaError
-from ingestd.schema import elasticsearch, maintenance, migrations, policies, status, tiers
+from ingestd.schema import (
+    elasticsearch,
+    grants,
+    maintenance,
+    migrations,
+    policies,
+    status,
+    tiers,
+    timescaledb_jobs,
+)
 from ingestd.schema.db import Connection, connect
 from ingestd.schema.partitions import PartitionWork
 
@@ -50,14 +60,14 @@ def _prefixed(out: Out, store: str) -> Out:
 
 
 async def apply_elasticsearch(config: Config, out: Out) -> None:
-    """The logs data streams' templates (schema/elasticsearch.py). Idempotent."""
+    """The logs data streams' templates (schema/elasticsearch/*.json). Idempotent."""
     for line in await elasticsearch.apply_templates(config.sinks.elasticsearch):
         out(line.removeprefix("elasticsearch: "))
 
 
 async def apply_postgres(config: Config, out: Out) -> None:
     """Tier, migrations, policies and (postgres tier) the first partitions. Idempotent."""
-    conn = await connect(config.sinks.timescale.dsn, purpose="schema")
+    conn = await connect(owner_dsn(config.sinks.timescale), purpose="schema")
     try:
         info = conn.info
         out(f"connected to {info.host}:{info.port}/{info.dbname} as {info.user}")
@@ -73,11 +83,14 @@ async def apply_postgres(config: Config, out: Out) -> None:
             ) from exc
         try:
             tier = await tiers.establish(conn, config.schema.tier, out)
+            facts = await tiers.read_facts(conn)
+            timescaledb_jobs.check_version(tier, facts.installed_version)
             directory = config.schema.migrations_dir or migrations.DEFAULT_DIR
             await migrations.apply(conn, tier, directory, __version__, out)
             await policies.reconcile(conn, config.schema, tier, out)
             if tier is tiers.Tier.POSTGRES:
                 await _first_partitions(conn, config, out)
+            await grants.reconcile(conn, config.sinks.timescale, out)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (config.maintenance.lock_key,))
     finally:
@@ -105,7 +118,7 @@ async def _first_partitions(conn: Connection, config: Config, out: Out) -> None:
 
 
 async def show_status(config: Config, out: Out) -> None:
-    conn = await connect(config.sinks.timescale.dsn, purpose="status")
+    conn = await connect(owner_dsn(config.sinks.timescale), purpose="status")
     try:
         for line in (await status.gather(conn)).lines():
             out(line)
@@ -116,7 +129,7 @@ async def show_status(config: Config, out: Out) -> None:
 async def maintain(config: Config, out: Out) -> bool:
     """One maintenance run by hand; True when it acted without errors."""
     report = await maintenance.maintain_once(
-        config.sinks.timescale.dsn, config.maintenance, trigger="manual"
+        owner_dsn(config.sinks.timescale), config.maintenance, trigger="manual"
     )
     for line in report.lines():
         out(line)

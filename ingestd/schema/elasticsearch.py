@@ -2,8 +2,9 @@
 
 `apply_templates` installs two component templates and one index template for the `logs-*-*`
 data streams the bulk writer creates on first write (the document shape is in
-convert/logs.py). It is idempotent: a template whose content (hashed into its `_meta`) is
-unchanged is left alone.
+convert/logs.py). Their defaults are the JSON files in schema/elasticsearch/, overlaid here
+with the config (shards, replicas, retention, ...) and the server's modules. It is idempotent:
+a template whose content (hashed into its `_meta`) is unchanged is left alone.
 
 Elasticsearch enforces `lifecycle.data_retention` only where its data-streams module runs (the
 data stream lifecycle service). Where it does not (the dev stack's integ-test zip),
@@ -23,6 +24,7 @@ import structlog
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from ingestd.config import ElasticsearchSinkConfig, LogsTemplateConfig
+from ingestd.schema import files
 from ingestd.sinks.elasticsearch import make_client
 
 log = structlog.get_logger("ingestd.schema.elasticsearch")
@@ -39,106 +41,57 @@ _LIFECYCLE_MODULE = "data-streams"
 _ILM_MODULE = "x-pack-ilm"
 _MIN_VERSION = (8, 13)
 
-_KEYWORD = {"type": "keyword", "ignore_above": 1024}
+# The defaults, one JSON file per template in schema/elasticsearch/ (named like the template),
+# so that a user can read them or install them with curl. The reasons behind the mapping are
+# in schema/README.md.
+_DEFAULTS = "elasticsearch"
+# Server modules that let the mapping use a leaner field type where the default JSON keeps a
+# portable one: (module, path of the field in `properties`, mapping used with the module).
+# match_only_text indexes no positions (about 10 % less disk for logs, Elastic's logs default);
+# the dev stack's integ-test zip has no mapper-extras and keeps `text`.
+CAPABILITY_OVERLAYS: tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...] = (
+    ("mapper-extras", ("body", "text"), {"type": "match_only_text"}),
+)
 
 
-def mappings() -> dict[str, Any]:
-    """The logs document mapping: the Collector's `otel` mode, built for this server.
+def mappings(modules: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The logs document mapping (the Collector's `otel` mode) from
+    schema/elasticsearch/ingestd-logs@mappings.json, with the leaner field types the server's
+    *modules* allow (CAPABILITY_OVERLAYS)."""
+    body = files.read_json(_DEFAULTS, f"{MAPPINGS_TEMPLATE}.json")
+    mapping: dict[str, Any] = body["template"]["mappings"]
+    for module, path, field in CAPABILITY_OVERLAYS:
+        if module in modules:
+            _field(mapping, path).clear()
+            _field(mapping, path).update(field)
+    return mapping
 
-    - Attributes are `passthrough` objects (subobjects: false): a key with dots is one field
-      (`http.method`), a map value becomes dotted leaf fields, and `attributes.x` is also
-      queryable as `x`. No object/scalar conflict can occur between documents.
-    - A value of another type than the field's mapping is kept in `_source` and listed in
-      `_ignored` (index.mapping.ignore_malformed), never a rejected document.
-    - Past `total_fields_limit`, new attribute keys are not indexed (still in `_source`).
-    - body.text is full-text `text` (no match_only_text here: no mapper-extras);
-      body.structured is `flattened`, one field for any map.
-    """
-    return {
-        "dynamic": False,
-        "date_detection": False,
-        "numeric_detection": False,
-        "properties": {
-            "@timestamp": {"type": "date_nanos"},
-            "observed_timestamp": {"type": "date_nanos"},
-            # constant_keyword would be leaner; this server has no such mapper.
-            "data_stream": {
-                "properties": {"type": _KEYWORD, "dataset": _KEYWORD, "namespace": _KEYWORD}
-            },
-            "application_id": {"type": "keyword"},
-            "severity_text": _KEYWORD,
-            "severity_number": {"type": "byte"},
-            "body": {
-                "properties": {
-                    "text": {"type": "text"},
-                    # OTLP bodies nest at most ~33 maps (protobuf's recursion limit of 100);
-                    # 8191 characters keeps a value under Lucene's 32 kB term limit.
-                    "structured": {"type": "flattened", "depth_limit": 64, "ignore_above": 8191},
-                }
-            },
-            "trace_id": {"type": "keyword"},
-            "span_id": {"type": "keyword"},
-            "flags": {"type": "long"},
-            "event_name": _KEYWORD,
-            "dropped_attributes_count": {"type": "long"},
-            "attributes": {"type": "passthrough", "dynamic": True, "priority": 20},
-            "scope": {
-                "properties": {
-                    "name": _KEYWORD,
-                    "version": _KEYWORD,
-                    "schema_url": _KEYWORD,
-                    "dropped_attributes_count": {"type": "long"},
-                    "attributes": {"type": "passthrough", "dynamic": True, "priority": 30},
-                }
-            },
-            "resource": {
-                "properties": {
-                    "schema_url": _KEYWORD,
-                    "dropped_attributes_count": {"type": "long"},
-                    "attributes": {"type": "passthrough", "dynamic": True, "priority": 40},
-                }
-            },
-            # The names Kibana and ECS queries use, as Elastic's logs-otel template has them.
-            "message": {"type": "alias", "path": "body.text"},
-            "log.level": {"type": "alias", "path": "severity_text"},
-            "trace.id": {"type": "alias", "path": "trace_id"},
-            "span.id": {"type": "alias", "path": "span_id"},
-        },
-        "dynamic_templates": [
-            # Dynamic mapping would pick `float` and lose a double's precision in the index.
-            {"ingestd_doubles": {"match_mapping_type": "double", "mapping": {"type": "double"}}},
-            {"ingestd_strings": {"match_mapping_type": "string", "mapping": _KEYWORD}},
-        ],
-    }
+
+def _field(mapping: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    node = mapping
+    for name in path:
+        node = node["properties"][name]
+    return node
 
 
 def settings(config: LogsTemplateConfig) -> dict[str, Any]:
-    return {
-        "index": {
-            "number_of_shards": config.shards,
-            "number_of_replicas": config.replicas,
-            "refresh_interval": f"{config.refresh_interval_s}s",
-            "mapping": {
-                "ignore_malformed": True,
-                "total_fields": {
-                    "limit": config.total_fields_limit,
-                    "ignore_dynamic_beyond_limit": True,
-                },
-            },
-        }
-    }
+    """schema/elasticsearch/ingestd-logs@settings.json with the configured shards, replicas,
+    refresh interval and field limit."""
+    body = files.read_json(_DEFAULTS, f"{SETTINGS_TEMPLATE}.json")
+    index: dict[str, Any] = body["template"]["settings"]["index"]
+    index["number_of_shards"] = config.shards
+    index["number_of_replicas"] = config.replicas
+    index["refresh_interval"] = f"{config.refresh_interval_s}s"
+    index["mapping"]["total_fields"]["limit"] = config.total_fields_limit
+    return {"index": index}
 
 
 def index_template(config: LogsTemplateConfig) -> dict[str, Any]:
-    return {
-        "index_patterns": [LOGS_PATTERN],
-        "priority": config.priority,
-        "data_stream": {},
-        "allow_auto_create": True,
-        "composed_of": [SETTINGS_TEMPLATE, MAPPINGS_TEMPLATE, CUSTOM_TEMPLATE],
-        "ignore_missing_component_templates": [CUSTOM_TEMPLATE],
-        "template": {"lifecycle": {"data_retention": f"{config.retention_days}d"}},
-    }
+    """schema/elasticsearch/ingestd-logs.json with the configured priority and retention."""
+    body = files.read_json(_DEFAULTS, f"{INDEX_TEMPLATE}.json")
+    body["priority"] = config.priority
+    body["template"]["lifecycle"]["data_retention"] = f"{config.retention_days}d"
+    return body
 
 
 async def apply_templates(
@@ -169,9 +122,10 @@ async def _apply(config: ElasticsearchSinkConfig, es: AsyncElasticsearch) -> lis
         )
     templates = config.templates
     changed = False
+    modules = _module_names(node)
     for name, body in (
         (SETTINGS_TEMPLATE, {"template": {"settings": settings(templates)}}),
-        (MAPPINGS_TEMPLATE, {"template": {"mappings": mappings()}}),
+        (MAPPINGS_TEMPLATE, {"template": {"mappings": mappings(frozenset(modules))}}),
     ):
         outcome = await _put_component(es, name, body)
         changed |= outcome == "updated"
@@ -188,7 +142,6 @@ async def _apply(config: ElasticsearchSinkConfig, es: AsyncElasticsearch) -> lis
             f"elasticsearch: {rolled} existing logs data streams take the new templates "
             f"at their next write (lazy rollover)"
         )
-    modules = _module_names(node)
     if _LIFECYCLE_MODULE not in modules:
         missing = [m for m in (_LIFECYCLE_MODULE, _ILM_MODULE) if m not in modules]
         log.warning(

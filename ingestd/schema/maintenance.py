@@ -13,8 +13,10 @@ lock taken, or a successful run newer than the interval, skip. What a run does b
 | rollups    | TimescaleDB jobs | refresh when due | refresh when due                   |
 
 Run by hand (`ingestd schema maintain`), rollups refresh even when not due, and on the full
-tier the TimescaleDB policy jobs are run at once (`CALL run_job`). Each step's failure is
-recorded and counted and the other steps still run. `ingestd.schema.stage` schedules runs
+tier the TimescaleDB policy jobs are run at once (`CALL run_job`). Scheduled runs on the full
+tier report the policy jobs TimescaleDB's scheduler fails and run the due ones themselves
+(`ingestd.schema.timescaledb_jobs`). Each step's failure is
+recorded and counted and the other steps still run. `ingestd.jobs.maintenance` schedules runs
 in the daemon.
 """
 
@@ -25,16 +27,19 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
+import structlog
 
-from ingestd import metrics
 from ingestd.config import MaintenanceConfig
-from ingestd.schema import partitions, rollups
+from ingestd.observe import metrics
+from ingestd.schema import partitions, rollups, timescaledb_jobs
 from ingestd.schema.db import Connection, connect
 from ingestd.schema.tiers import Tier, recorded_tier
+
+log = structlog.get_logger("ingestd.schema.maintenance")
 
 Trigger = Literal["schedule", "manual"]
 # Runs recorded in ingestd.maintenance_runs are kept this long (status, retention view).
@@ -69,6 +74,10 @@ class MaintenanceReport:
     rollup_pruned: dict[str, int] = field(default_factory=dict)
     watermarks: dict[str, str] = field(default_factory=dict)
     jobs_run: list[str] = field(default_factory=list)
+    # Full tier: policy jobs TimescaleDB's scheduler fails (timescaledb_jobs.describe), and the
+    # ids of those this run ran itself because they were due.
+    timescaledb_jobs_failing: list[dict[str, Any]] = field(default_factory=list)
+    timescaledb_jobs_run: list[int] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     ms: int = 0
 
@@ -89,6 +98,8 @@ class MaintenanceReport:
             "rollup_pruned",
             "watermarks",
             "jobs_run",
+            "timescaledb_jobs_failing",
+            "timescaledb_jobs_run",
             "errors",
         )
         out: dict[str, Any] = {"tier": str(self.tier) if self.tier else None, "ms": self.ms}
@@ -114,6 +125,12 @@ class MaintenanceReport:
             out.append(f"{name}: {n} rollup row(s) written, materialized up to {mark}")
         for name, n in self.rollup_pruned.items():
             out.append(f"{name}: deleted {n} rollup row(s) past retention")
+        out.extend(
+            f"TimescaleDB job {j['job']}: {j['state']} ({j['failures']} failures"
+            + (f", last error: {j['error']}" if j.get("error") else "")
+            + ")"
+            for j in self.timescaledb_jobs_failing
+        )
         out.extend(f"ran TimescaleDB job {job}" for job in self.jobs_run)
         out.extend(f"error in {step}: {message}" for step, message in self.errors.items())
         out.append(f"done in {self.ms} ms" + ("" if self.ok else " with errors"))
@@ -203,6 +220,8 @@ async def _run(conn: Connection, config: MaintenanceConfig, trigger: Trigger) ->
         steps.append(("rollups", lambda: _refresh(conn, policies, now, trigger, report)))
     if report.tier is Tier.FULL and trigger == "manual":
         steps.append(("timescaledb_jobs", lambda: _run_jobs(conn, report)))
+    elif report.tier is Tier.FULL:
+        steps.append(("timescaledb_jobs", lambda: _run_failing_jobs(conn, now, report)))
     for step, action in steps:
         try:
             await action()
@@ -360,10 +379,36 @@ ORDER BY array_position(ARRAY['policy_retention', 'policy_refresh_continuous_agg
 
 
 async def _run_jobs(conn: Connection, report: MaintenanceReport) -> None:
+    health = timescaledb_jobs.assess(await timescaledb_jobs.read_jobs(conn), _utcnow(), {})
+    report.timescaledb_jobs_failing = timescaledb_jobs.describe(health)
     cur = await conn.execute(_JOB_ORDER)
     for job_id, proc, relation in await cur.fetchall():
         await conn.execute("CALL run_job(%s)", (job_id,))
         report.jobs_run.append(f"{job_id} {proc} on {relation}")
+        report.timescaledb_jobs_run.append(job_id)
+
+
+async def _run_failing_jobs(conn: Connection, now: datetime, report: MaintenanceReport) -> None:
+    """Report the policy jobs the scheduler fails; run the due ones (timescaledb_jobs)."""
+    health = timescaledb_jobs.assess(
+        await timescaledb_jobs.read_jobs(conn),
+        now,
+        await timescaledb_jobs.read_ran_by_ingestd(conn),
+    )
+    report.timescaledb_jobs_failing = timescaledb_jobs.describe(health)
+    if report.timescaledb_jobs_failing:
+        log.warning("timescaledb_jobs_failing", jobs=report.timescaledb_jobs_failing)
+    for job in health:
+        if not job.due:
+            continue
+        try:
+            await conn.execute("CALL run_job(%s)", (job.job.job_id,))
+        except Exception as exc:  # noqa: BLE001 - the next job still runs; this one is reported
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            report.errors[f"timescaledb_job {job.job.job_id}"] = f"{type(exc).__name__}: {first}"
+            continue
+        report.jobs_run.append(f"{job.job.job_id} {job.job.proc_name} on {job.job.relation}")
+        report.timescaledb_jobs_run.append(job.job.job_id)
 
 
 async def _lock_timeout(conn: Connection, seconds: float) -> None:
@@ -381,6 +426,9 @@ def _count(report: MaintenanceReport) -> None:
         metrics.MAINTENANCE_RUNS.labels(outcome=report.skipped or "skipped").inc()
         return
     metrics.MAINTENANCE_RUNS.labels(outcome="ok" if report.ok else "error").inc()
+    if report.tier is Tier.FULL:
+        metrics.TIMESCALEDB_JOBS_FAILING.set(len(report.timescaledb_jobs_failing))
+        metrics.TIMESCALEDB_JOBS_RUN.inc(len(report.timescaledb_jobs_run))
     metrics.MAINTENANCE_RUN_SECONDS.observe(report.ms / 1000)
     metrics.MAINTENANCE_LEDGER_PRUNED.inc(report.ledger_pruned)
     for table, n in report.chunks_dropped.items():
@@ -395,3 +443,7 @@ def _count(report: MaintenanceReport) -> None:
         metrics.MAINTENANCE_ERRORS.labels(step=step).inc()
     if report.ok:
         metrics.MAINTENANCE_LAST_SUCCESS.set(time.time())
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -17,11 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingestd.errors import SchemaError
+from ingestd.schema import files
 from ingestd.schema.db import Connection
 from ingestd.schema.tiers import Tier
 
-# The files shipped with ingestd, as package data: a wheel (the container image) has them too.
-DEFAULT_DIR = Path(__file__).resolve().parent / "postgres"
+
+def __getattr__(name: str) -> Path:
+    """`DEFAULT_DIR`: the files shipped with ingestd, the repo's schema/postgres/ (package data
+    in a wheel and the image too). Looked up when used, so that an install without the package
+    data fails with SchemaError at `schema apply`, not at import."""
+    if name == "DEFAULT_DIR":
+        return files.directory("postgres")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _NAME = re.compile(r"^(?P<number>\d{3,})_[a-z0-9_]+(?:\.(?P<tags>[a-z+]+))?\.sql$")
 _TAGS: dict[str, frozenset[Tier]] = {

@@ -1,7 +1,7 @@
 """Refreshing `metrics_hourly` / `metrics_daily` on the apache and postgres tiers.
 
 The relations are views: materialized rows before a watermark, live aggregation after it
-(ingestd/schema/postgres/030_rollups.apache+postgres.sql). A refresh re-aggregates the complete
+(schema/postgres/030_rollups.apache+postgres.sql). A refresh re-aggregates the complete
 buckets from min(watermark, now - late window) up to the current bucket, upserts them
 (rewriting only rows whose values changed), and moves the watermark to the current bucket.
 The first refresh starts at the oldest raw row; a refresh after downtime catches up from

@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg import sql
 
+from ingestd.schema import timescaledb_jobs
 from ingestd.schema.db import Connection, human
 from ingestd.schema.tiers import Tier, describe, read_facts, recorded_tier
 
@@ -94,6 +95,7 @@ async def gather(conn: Connection) -> Status:
     jobs = await _maintenance_jobs(conn)
     if tier is Tier.FULL:
         jobs += await _timescaledb_jobs(conn)
+        header.append(("timescaledb jobs", await _failing_jobs(conn)))
     return Status(header, relations, jobs)
 
 
@@ -275,38 +277,48 @@ async def _maintenance_jobs(conn: Connection) -> list[tuple[str, ...]]:
 
 
 async def _timescaledb_jobs(conn: Connection) -> list[tuple[str, ...]]:
-    cur = await conn.execute(
-        """
-        SELECT j.job_id, j.proc_name, coalesce(c.view_name, j.hypertable_name),
-               j.schedule_interval,
-               CASE WHEN isfinite(s.last_run_started_at) THEN s.last_run_started_at END,
-               s.last_run_status || coalesce(': ' || e.err_message, ''),
-               CASE WHEN isfinite(s.next_start) THEN s.next_start END
-        FROM timescaledb_information.jobs AS j
-        LEFT JOIN timescaledb_information.job_stats AS s ON s.job_id = j.job_id
-        LEFT JOIN timescaledb_information.continuous_aggregates AS c
-            ON c.materialization_hypertable_schema = j.hypertable_schema
-           AND c.materialization_hypertable_name = j.hypertable_name
-        LEFT JOIN LATERAL (
-            SELECT err_message FROM timescaledb_information.job_errors AS x
-            WHERE x.job_id = j.job_id AND s.last_run_status = 'Failed'
-            ORDER BY x.start_time DESC LIMIT 1
-        ) AS e ON true
-        WHERE j.proc_name LIKE 'policy_%%' AND j.hypertable_name IS NOT NULL
-        ORDER BY j.job_id
-        """
-    )
+    jobs = sorted(await timescaledb_jobs.read_jobs(conn), key=lambda j: j.job_id)
     return [
         (
-            f"{proc.removeprefix('policy_')} [{job}]",
-            str(rel),
-            human(every),
-            when(last) if last else "never",
-            status or "-",
-            when(upcoming),
+            f"{j.proc_name.removeprefix('policy_')} [{j.job_id}]",
+            j.relation,
+            human(j.schedule_interval),
+            when(j.last_run_started_at) if j.last_run_started_at else "never",
+            _job_status(j),
+            when(j.next_start),
         )
-        for job, proc, rel, every, last, status, upcoming in await cur.fetchall()
+        for j in jobs
     ]
+
+
+def _job_status(job: timescaledb_jobs.JobStat) -> str:
+    if job.last_run_status is None:
+        return "-"
+    return job.last_run_status + (f": {job.error}" if job.error else "")
+
+
+async def _failing_jobs(conn: Connection) -> str:
+    """'all ok', or the policy jobs TimescaleDB's scheduler fails and what ingestd does."""
+    health = timescaledb_jobs.assess(
+        await timescaledb_jobs.read_jobs(conn),
+        await _now(conn),
+        await timescaledb_jobs.read_ran_by_ingestd(conn),
+    )
+    failing = [h for h in health if h.state != "ok"]
+    if not failing:
+        return f"{len(health)} policy jobs, none failing"
+    names = ", ".join(f"{h.name} ({h.state})" for h in failing)
+    return (
+        f"{len(failing)} of {len(health)} failing in TimescaleDB's scheduler: {names}; "
+        f"ingestd's maintenance job runs them (CALL run_job) when due"
+    )
+
+
+async def _now(conn: Connection) -> datetime:
+    cur = await conn.execute("SELECT now()")
+    (now,) = await _one(cur)
+    value: datetime = now
+    return value
 
 
 async def _one(cur: Any) -> Any:

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import structlog
 
-from ingestd.batching import Batch, PartResult
+from ingestd.batching import Batch
+from ingestd.model import PartResult
 
 log = structlog.get_logger("ingestd.sinks.discard")
 
@@ -33,6 +34,6 @@ class DiscardWriter:
         self.items += batch.items
         return [_STORED] * len(batch.parts)
 
-    def stats(self) -> dict[str, int]:
+    def status(self) -> dict[str, int]:
         """Counters for /status: what was acknowledged and thrown away."""
         return {"batches": self.batches, "discarded_items": self.items}

@@ -5,7 +5,12 @@ bulk writer that the logs batcher drives.
 
 Every document carries a deterministic `_id` and is written with `create` (convert/logs.py), so
 whatever is sent twice is stored once: a 409 means "already stored" and counts as success. That
-makes every retry safe, at the bulk level (connection lost, 429, 5xx) and per document.
+makes every retry safe, at the bulk level (connection lost, 429, 5xx) and per document, within
+one backing index. Across a rollover (the data stream got a new write index between a bulk
+whose answer was lost and its retry), the retry first looks its documents up in the previous
+backing indices (`BulkWriter._settle`). What stays open: a replica that dies after its bulk
+was stored and before it answered, when the client's retry (on another replica) comes after a
+rollover (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from elasticsearch import ApiError, AsyncElasticsearch, SerializationError, TransportError
 from elasticsearch.serializer import OrjsonSerializer
 
-from ingestd.batching import Batch, PartResult
+from ingestd.batching import Batch
 from ingestd.config import ElasticsearchSinkConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.metrics import (
+from ingestd.model import PartResult
+from ingestd.observe.metrics import (
     ES_BULK_BYTES,
     ES_BULK_REQUESTS,
     ES_BULK_SECONDS,
@@ -124,6 +131,8 @@ class _BatchState:
     error: list[str | None]
     reason_example: str = ""
     rejected_types: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Documents whose last bulk got no answer (connection lost, 5xx): maybe stored.
+    uncertain: set[int] = field(default_factory=set)
 
     def unfinished(self) -> list[int]:
         return [i for i, o in enumerate(self.outcome) if o == 0 or o == _RETRY]
@@ -160,8 +169,15 @@ class BulkWriter:
         (connection, 429, 5xx), raises SinkUnavailable and remembers what is already stored,
         so the batcher's retry sends only the rest.
         """
-        state = self._states.pop(batch.id, None) or _new_state(batch)
+        state = self._states.pop(batch.id, None)
+        if state is None:
+            state = _new_state(batch)
+            if batch.attempt > 1:
+                # A retry whose state was evicted: any of it may have been stored.
+                state.uncertain.update(range(len(state.items)))
         try:
+            if state.uncertain:
+                await self._settle(state)
             await self._write(state)
         except SinkUnavailable:
             self._remember(batch.id, state)
@@ -205,6 +221,10 @@ class BulkWriter:
             return
         try:
             response = await self._post(b"".join([state.items[i] for i in indices]))
+        except SinkUnavailable as exc:
+            if not _refused_unread(exc):
+                state.uncertain.update(indices)
+            raise
         except _TooLarge as exc:
             if len(indices) == 1:
                 self._reject(state, indices[0], exc.error_type, exc.reason)
@@ -256,6 +276,64 @@ class BulkWriter:
         finally:
             ES_BULK_REQUESTS.labels(outcome=outcome).inc()
             ES_BULK_SECONDS.labels(outcome=outcome).observe(time.monotonic() - began)
+
+    async def _settle(self, state: _BatchState) -> None:
+        """Find the uncertain documents that the data stream rolled away from.
+
+        A document's `_id` makes a retry a 409 only within one backing index: if the stream
+        rolled over between the lost answer and this retry, the retry would land in the new
+        write index and store the record twice. So the uncertain documents are looked up (a
+        realtime multi-get) in the two backing indices before the write index; those found
+        count as stored. Costs one GET per stream and one `_mget`, only after a bulk went
+        unanswered. Raises SinkUnavailable (and stays uncertain) when Elasticsearch cannot say.
+        """
+        by_stream: dict[str, list[tuple[int, str]]] = {}
+        for i in sorted(state.uncertain):
+            if state.outcome[i] in (0, _RETRY):
+                stream, doc_id = _target(state.items[i])
+                by_stream.setdefault(stream, []).append((i, doc_id))
+        try:
+            found = 0
+            for stream, docs in by_stream.items():
+                previous = await self._previous_indices(stream)
+                if not previous:
+                    continue
+                stored = await self._stored_ids(previous, [doc_id for _, doc_id in docs])
+                for i, doc_id in docs:
+                    if doc_id in stored:
+                        state.outcome[i] = _DUPLICATE
+                        found += 1
+        except (ApiError, TransportError, SerializationError) as exc:
+            raise SinkUnavailable(
+                f"elasticsearch: cannot check documents of an unanswered bulk: {exc}"[:500],
+                retry_after_s=2.0,
+            ) from exc
+        if found:
+            ES_DOCS.labels(outcome="duplicate").inc(found)
+            log.warning("bulk_retry_found_stored_before_rollover", documents=found)
+        state.uncertain.clear()
+
+    async def _previous_indices(self, stream: str) -> list[str]:
+        """The (up to) two backing indices of *stream* before its write index."""
+        # _resolve/index is in every distribution (GET _data_stream needs a module).
+        response = await self._sink.client.perform_request(
+            "GET",
+            f"/_resolve/index/{stream}?filter_path=data_streams.backing_indices",
+            headers={"accept": "application/json"},
+        )
+        streams = response.body.get("data_streams") or [{}]
+        names: list[str] = streams[0].get("backing_indices", [])
+        return names[-3:-1]
+
+    async def _stored_ids(self, indices: list[str], ids: list[str]) -> set[str]:
+        docs = [{"_index": index, "_id": doc_id} for index in indices for doc_id in ids]
+        response = await self._sink.client.perform_request(
+            "POST",
+            "/_mget?_source=false&filter_path=docs._id,docs.found",
+            headers={"content-type": "application/json", "accept": "application/json"},
+            body=orjson.dumps({"docs": docs}),
+        )
+        return {d["_id"] for d in response.body.get("docs", ()) if d.get("found")}
 
     def _read_items(self, state: _BatchState, indices: list[int], answer: dict[str, Any]) -> None:
         outcome = state.outcome
@@ -324,9 +402,10 @@ class BulkWriter:
         for p, part in enumerate(batch.parts):
             message = ""
             if rejected[p]:
+                # Only the error type of this part's own first refused record: the reason
+                # text quotes values, and the batch's example may be another client's record.
                 message = (
-                    f"{rejected[p]} log records refused by Elasticsearch "
-                    f"({first_error[p]}; e.g. {state.reason_example})"
+                    f"{rejected[p]} log records refused by Elasticsearch ({first_error[p]})"
                 )[:1000]
             results.append(
                 PartResult(
@@ -336,6 +415,18 @@ class BulkWriter:
                 )
             )
         return results
+
+
+def _target(item: bytes) -> tuple[str, str]:
+    """(data stream, _id) of one bulk item, from its action line."""
+    action = orjson.loads(item[: item.index(b"\n")])["create"]
+    return str(action["_index"]), str(action["_id"])
+
+
+def _refused_unread(exc: SinkUnavailable) -> bool:
+    """Whether Elasticsearch answered that it did not take the bulk (429: nothing indexed)."""
+    cause = exc.__cause__
+    return isinstance(cause, ApiError) and cause.meta.status == 429
 
 
 def _new_state(batch: Batch) -> _BatchState:

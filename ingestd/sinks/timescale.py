@@ -40,15 +40,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+import xxhash
 from psycopg import AsyncConnection, AsyncCursor, errors, sql
 from psycopg.adapt import PyFormat
 from psycopg_pool import AsyncConnectionPool
 
-from ingestd.batching import Batch, Part, PartResult
+from ingestd.batching import Batch
 from ingestd.config import TimescaleSinkConfig
 from ingestd.convert.copy_binary import COPY_HEADER, COPY_TRAILER, CopyRows
 from ingestd.errors import Rejected, SinkUnavailable
-from ingestd.metrics import SINK_DUPLICATE_ITEMS, SINK_REJECTED_ITEMS
+from ingestd.model import Part, PartResult
+from ingestd.observe.metrics import SINK_DUPLICATE_ITEMS, SINK_REJECTED_ITEMS
 from ingestd.pipeline import remaining
 
 log = structlog.get_logger("ingestd.sinks.timescale")
@@ -174,7 +176,9 @@ class Dimensions:
         self._resources: set[int] = set()
         self._scopes: set[int] = set()
         self._applications: dict[str, float] = {}
-        self._descriptions: dict[tuple[str, str], tuple[str, str, str]] = {}
+        # Keyed and valued by digests, not the client's strings: a metric name or description
+        # of a megabyte costs the cache 16 + 8 bytes like any other (bounded by bytes).
+        self._descriptions: dict[bytes, int] = {}
 
     def pending(self, payloads: Sequence[CopyRows], now: float) -> _Pending:
         resources: dict[int, tuple[bytes, int, str]] = {}
@@ -192,7 +196,9 @@ class Dimensions:
                 if now - self._applications.get(app_id, -_LAST_SEEN_EVERY_S) >= _LAST_SEEN_EVERY_S
             )
             descriptions.update(
-                (key, d) for key, d in rows.descriptions.items() if self._descriptions.get(key) != d
+                (key, d)
+                for key, d in rows.descriptions.items()
+                if self._descriptions.get(_digest(key)) != _digest64(d)
             )
         return _Pending(
             sorted(resources.items()),
@@ -208,7 +214,15 @@ class Dimensions:
         self._resources.update(rid for rid, _ in pending.resources)
         self._scopes.update(sid for sid, _ in pending.scopes)
         self._applications.update((app_id, now) for app_id, _ in pending.applications)
-        self._descriptions.update(pending.descriptions)
+        self._descriptions.update((_digest(key), _digest64(d)) for key, d in pending.descriptions)
+
+
+def _digest(parts: tuple[str, ...]) -> bytes:
+    return xxhash.xxh3_128_digest("\x1f".join(parts).encode())
+
+
+def _digest64(parts: tuple[str, ...]) -> int:
+    return xxhash.xxh3_64_intdigest("\x1f".join(parts).encode())
 
 
 _UPSERT_RESOURCES = sql.SQL("""
@@ -234,7 +248,7 @@ _UPSERT_APPLICATIONS = sql.SQL("""
         AS u(id, name, namespace, environment)
     ORDER BY u.id
     ON CONFLICT (id) DO UPDATE SET lastseenat = excluded.lastseenat
-    WHERE applications.lastseenat < excluded.lastseenat
+    WHERE applications.lastseenat < excluded.lastseenat AND applications.registeredat IS NULL
 """)
 _UPSERT_DESCRIPTIONS = sql.SQL("""
     INSERT INTO metric_descriptions (applicationid, name, type, unit, description, updatedat)
@@ -343,6 +357,8 @@ class _PartState:
     part: Part
     excluded: set[int] = field(default_factory=set)
     message: str = ""
+    # PostgreSQL's own text about the first refused row, for the log only.
+    detail: str = ""
     sqlstate: str = ""
     refused_whole: bool = False
 
@@ -476,10 +492,12 @@ class TimescaleWriter:
         if located is None:
             raise exc
         state, index = located
-        message = exc.error.diag.message_primary or str(exc.error)
         if not state.message:
-            state.message = f"{self.table}: row refused by PostgreSQL: {message}"
             state.sqlstate = exc.error.sqlstate or "unknown"
+            # The client hears the SQLSTATE only: PostgreSQL's text may quote values and
+            # names; it goes to the log (rows_refused) instead.
+            state.message = f"{self.table}: rows refused by PostgreSQL (SQLSTATE {state.sqlstate})"
+            state.detail = exc.error.diag.message_primary or str(exc.error)
         if sum(len(s.excluded) for s in states) >= _MAX_ROW_REJECTS:
             state.refused_whole = True
         else:
@@ -528,7 +546,7 @@ class TimescaleWriter:
                 rows=rejected,
                 parts=len(refusing),
                 sqlstates=sorted({s.sqlstate for s in refusing}),
-                example=refusing[0].message[:300],
+                example=f"{refusing[0].message}: {refusing[0].detail}"[:300],
             )
         log.debug(
             "batch_committed",
@@ -540,7 +558,7 @@ class TimescaleWriter:
         )
         return out
 
-    def stats(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """Counters for /status."""
         return dict(self._counts)
 

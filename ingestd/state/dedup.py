@@ -26,7 +26,7 @@ import structlog
 
 from ingestd.config import DedupConfig
 from ingestd.errors import InFlightElsewhere, StateUnavailable
-from ingestd.metrics import DEDUP_REQUESTS, DEDUP_WAIT_SECONDS
+from ingestd.observe.metrics import DEDUP_REQUESTS, DEDUP_WAIT_SECONDS
 from ingestd.pipeline import remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script

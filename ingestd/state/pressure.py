@@ -18,7 +18,6 @@ Without Redis (disabled, or not answering) the replica's own view alone decides.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import math
 import random
@@ -31,8 +30,14 @@ import structlog
 from ingestd.batching import Batcher
 from ingestd.config import PressureConfig
 from ingestd.errors import SinkUnavailable, StateUnavailable
-from ingestd.health import Health, State
-from ingestd.metrics import PRESSURE_REFUSED_REQUESTS, PRESSURE_REPLICAS, PRESSURE_SIGNAL_CLOSED
+from ingestd.model import Signal
+from ingestd.observe.health import Health, State
+from ingestd.observe.metrics import (
+    PRESSURE_MALFORMED_ENTRIES,
+    PRESSURE_REFUSED_REQUESTS,
+    PRESSURE_REPLICAS,
+    PRESSURE_SIGNAL_CLOSED,
+)
 from ingestd.pipeline import cancel_and_wait
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script
@@ -145,16 +150,14 @@ class ClusterPressure:
         self._health = health
         self._clock = clock
         self._rng = rng or random.Random()
-        self._signals: dict[str, _Watched] = {}
+        self._signals: dict[Signal, _Watched] = {}
         self._replicas = 1
         self._task: asyncio.Task[None] | None = None
         self._key = redis.key(b"pressure") if redis else b""
         PRESSURE_REPLICAS.set(1)
 
-    def watch(self, signal: str, batcher: Batcher, component: str | None = None) -> None:
+    def watch(self, signal: Signal, batcher: Batcher, component: str | None = None) -> None:
         """Gate *signal* on *batcher*'s fill and on the health of *component* (its sink)."""
-        # Plain str keys: orjson encodes only exact str keys (Signal is a StrEnum).
-        signal = str(signal)
         self._signals[signal] = _Watched(batcher, component, Admission(self.config, self._rng))
         PRESSURE_SIGNAL_CLOSED.labels(signal=signal).set(0)
 
@@ -168,7 +171,7 @@ class ClusterPressure:
         task, self._task = self._task, None
         await cancel_and_wait(task)
 
-    def admit(self, signal: str) -> None:
+    def admit(self, signal: Signal) -> None:
         """Raise SinkUnavailable (with a retry hint) when *signal* is not admitted now."""
         watched = self._signals.get(signal)
         if watched is None:
@@ -180,14 +183,17 @@ class ClusterPressure:
         reason = "sink_failing" if gate is Gate.CLOSED else "reopening"
         PRESSURE_REFUSED_REQUESTS.labels(signal=signal, reason=reason).inc()
         where = f"{watched.failing_replicas} of {watched.reporting_replicas} replicas"
-        raise SinkUnavailable(
+        message = (
             f"{signal}: its sink is failing ({where}); refused at once"
             if gate is Gate.CLOSED
-            else f"{signal}: its sink is recovering; admitting a growing share",
-            retry_after_s=watched.admission.hint_s(now),
+            else f"{signal}: its sink is recovering; admitting a growing share"
+        )
+        # ingestd's own words (counts only): the client may read them.
+        raise SinkUnavailable(
+            message, retry_after_s=watched.admission.hint_s(now), client_message=message
         )
 
-    def hint_s(self, signal: str) -> float:
+    def hint_s(self, signal: Signal) -> float:
         """The retry hint for *signal* now: the outage's, or the batcher's from cluster fill."""
         watched = self._signals.get(signal)
         if watched is None:
@@ -222,16 +228,14 @@ class ClusterPressure:
     def _local_view(self) -> dict[str, list[Any]]:
         view: dict[str, list[Any]] = {}
         for signal, watched in self._signals.items():
-            stats = watched.batcher.stats()
-            watched.fill = max(
-                stats["held_items"] / stats["max_items"], stats["held_bytes"] / stats["max_bytes"]
-            )
-            # last_error alone stays set after a batch gave up; only a batch still being
-            # retried means the sink is failing now (else a closed gate would never reopen).
-            retrying = bool(stats["last_error"]) and stats["batches_in_flight"] > 0
+            watched.fill = watched.batcher.fill()
+            # Only a batch still being retried means the sink is failing now (a batch that
+            # gave up leaves its error behind; else a closed gate would never reopen).
+            retrying = watched.batcher.retrying()
             watched.retrying_ticks = watched.retrying_ticks + 1 if retrying else 0
             failing = watched.retrying_ticks >= 2 or self._component_down(watched.component)
-            view[signal] = [round(watched.fill, 4), 1 if failing else 0]
+            # The view is JSON: orjson encodes only exact str keys, not a StrEnum's.
+            view[signal.value] = [round(watched.fill, 4), 1 if failing else 0]
         return view
 
     def _component_down(self, component: str | None) -> bool:
@@ -253,9 +257,16 @@ class ClusterPressure:
             [redis.replica_id, orjson.dumps(mine), stale_ms],
         )
         entries: dict[str, dict[str, list[Any]]] = {}
+        malformed = 0
         for i in range(0, len(flat), 2):
-            with contextlib.suppress(ValueError):
-                entries[flat[i].decode()] = orjson.loads(flat[i + 1])
+            entry = _valid_entry(flat[i], flat[i + 1])
+            if entry is None:
+                malformed += 1
+            else:
+                entries[entry[0]] = entry[1]
+        if malformed:
+            PRESSURE_MALFORMED_ENTRIES.inc(malformed)
+            log.debug("pressure_entries_malformed", entries=malformed)
         return entries
 
     def _apply(self, mine: dict[str, list[Any]], entries: dict[str, dict[str, list[Any]]]) -> None:
@@ -265,14 +276,14 @@ class ClusterPressure:
             watched.reporting_replicas = len(reports)
             watched.failing_replicas = sum(1 for _, failing in reports if failing)
             watched.cluster_fill = sum(fill for fill, _ in reports) / len(reports) if reports else 0
-            watched.batcher.cluster_fill = watched.cluster_fill
+            watched.batcher.note_cluster_fill(watched.cluster_fill)
             need = max(1, math.ceil(self.config.failing_quorum * len(reports)))
             failing = bool(mine[signal][1]) or watched.failing_replicas >= need
             changed = watched.admission.update(failing, now)
             if changed is not None:
                 self._log_change(signal, watched, changed)
 
-    def _log_change(self, signal: str, watched: _Watched, gate: Gate) -> None:
+    def _log_change(self, signal: Signal, watched: _Watched, gate: Gate) -> None:
         PRESSURE_SIGNAL_CLOSED.labels(signal=signal).set(1 if gate is Gate.CLOSED else 0)
         emit = log.warning if gate is Gate.CLOSED else log.info
         emit(
@@ -289,7 +300,7 @@ class ClusterPressure:
         return {
             "replicas": self._replicas,
             "signals": {
-                signal: {
+                signal.value: {
                     "gate": str(w.admission.gate),
                     "admitted_fraction": round(w.admission.fraction(now), 3),
                     "fill": round(w.fill, 4),
@@ -299,3 +310,28 @@ class ClusterPressure:
                 for signal, w in self._signals.items()
             },
         }
+
+
+def _valid_entry(replica: Any, raw: Any) -> tuple[str, dict[str, list[Any]]] | None:
+    """One replica's entry as read from Redis, or None when it is not the shape we write.
+
+    Redis is shared (other deployments, other versions, anyone with access): an entry that is
+    not `{signal: [fill >= 0, 0 | 1], ...}` is treated as absent rather than trusted.
+    """
+    try:
+        name = replica.decode() if isinstance(replica, bytes) else str(replica)
+        value = orjson.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    for report in value.values():
+        if not isinstance(report, list) or len(report) != 2:
+            return None
+        fill, failing = report
+        if isinstance(fill, bool) or not isinstance(fill, int | float):
+            return None
+        if not (math.isfinite(fill) and fill >= 0) or failing not in (0, 1):
+            return None
+        report[0] = min(float(fill), 1.0)  # a fill beyond full says nothing more
+    return name, value

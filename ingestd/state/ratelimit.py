@@ -20,12 +20,17 @@ import structlog
 
 from ingestd.config import LimitsConfig, TenantLimitConfig
 from ingestd.errors import RateLimited, StateUnavailable
-from ingestd.metrics import RATELIMIT_LIMITED_ITEMS, RATELIMIT_REQUESTS
+from ingestd.model import Signal
+from ingestd.observe.metrics import RATELIMIT_LIMITED_ITEMS, RATELIMIT_REQUESTS
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script
 from ingestd.tenants import Charge, charges
 
 log = structlog.get_logger("ingestd.state.ratelimit")
+
+# Tenants (applications, without auth) whose rates and local buckets are kept; past it they are
+# forgotten. Names are at most `tenants.MAX_NAME_CHARS` long, so this bounds the bytes too.
+_MAX_TENANTS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +154,7 @@ class RateLimiter:
         self._local.clear()
 
     async def charge(
-        self, signal: str, request: Any, tenant: str, wire_bytes: int, *, shared: bool = True
+        self, signal: Signal, request: Any, tenant: str, wire_bytes: int, *, shared: bool = True
     ) -> None:
         """Take *request*'s items and bytes from its tenants' buckets, or raise RateLimited.
 
@@ -186,6 +191,8 @@ class RateLimiter:
         for charge in owed:
             rates = self._rates.get(charge.tenant)
             if rates is None:
+                if len(self._rates) >= _MAX_TENANTS:
+                    self._rates.clear()
                 rates = self._rates[charge.tenant] = resolve(self.config, charge.tenant)
             if rates.items is not None:
                 out.append(((charge.tenant, "i"), rates.items, float(charge.items)))
@@ -217,6 +224,9 @@ class RateLimiter:
         for key, rate, cost in buckets:
             bucket = self._local.get(key)
             if bucket is None:
+                if len(self._local) >= _MAX_TENANTS:
+                    # Application names come from clients: a forgotten bucket starts full again.
+                    self._local.clear()
                 shared_rate = Rate(rate.per_s / share, rate.capacity / share)
                 bucket = self._local[key] = TokenBucket(shared_rate, now)
             wait = max(wait, bucket.wait_s(cost, now))

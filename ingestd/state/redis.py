@@ -29,8 +29,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ingestd.config import BreakerConfig, RedisConfig
 from ingestd.errors import StateUnavailable
-from ingestd.health import Health, State
-from ingestd.metrics import (
+from ingestd.observe.health import Health, State
+from ingestd.observe.metrics import (
     REDIS_BREAKER_OPEN,
     REDIS_CALL_SECONDS,
     REDIS_CALLS,

@@ -63,6 +63,9 @@ pub struct Context {
     pub max_time_unix_nano: u64,
     /// The converter's clock (logs: the time of a record without one).
     pub now_unix_nano: u64,
+    /// Metrics: a histogram, exponential histogram or summary point with more bounds, bucket
+    /// counts (per side) or quantiles than this is refused (`too_many_buckets`).
+    pub max_buckets_per_point: usize,
 }
 
 /// The first refused record, for the client's message: `f"{prefix}{name!r}{suffix}"`, or
@@ -780,14 +783,19 @@ pub fn add_resource(
         attributes_of(chunks, 1, 2, depth)?
     };
     let resource_id = message_id(&canonical, schema_url);
-    let identity = identity::service_identity(&attributes);
-    let app_id = match &ctx.application_id {
-        Some(id) => id.clone(),
-        None => identity::application_id(&identity.0, &identity.1, &identity.2),
-    };
-    let (attrs_jsonb, mut nul) = jsonb(&Value::Object(attributes));
+    let (attrs_jsonb, mut nul) = jsonb(&Value::Object(attributes.clone()));
     let (url, nul_url) = clean_text(schema_url);
     dims.put_resource((resource_id, attrs_jsonb, int4_count(dropped), url));
+    if let Some(id) = ctx.application_id.as_ref().filter(|id| !id.is_empty()) {
+        // A registered application's id: no applications row (that row is Deep Eyes').
+        let info = ResourceInfo {
+            resource_id,
+            application_id: id.clone(),
+        };
+        return Ok((info, nul + nul_url));
+    }
+    let identity = identity::service_identity(&attributes);
+    let app_id = identity::application_id(&identity.0, &identity.1, &identity.2);
     if !dims.has_application(&app_id) {
         let (name, n1) = clean_text(&identity.0);
         let (namespace, n2) = clean_text(&identity.1);

@@ -34,6 +34,9 @@ pub struct Bulk {
 pub struct Route<'c> {
     pub dataset: &'c str,
     pub namespace: &'c str,
+    /// `sinks.elasticsearch.routing.from_attributes`: off, the `data_stream.*` attributes
+    /// stay plain attributes and every record goes to *dataset* / *namespace*.
+    pub from_attributes: bool,
 }
 
 /// Python's `str.isspace` (Unicode White_Space plus the C0 separators 0x1c-0x1f).
@@ -240,6 +243,7 @@ impl IsoClock {
 }
 
 struct Scope {
+    routed: bool,
     dataset: String,
     namespace: String,
     /// `,"application_id":...,"resource":{...},"scope":{...}}` (after data_stream).
@@ -252,6 +256,7 @@ fn object_bytes(object: &Object) -> Vec<u8> {
 }
 
 struct ResourceInfo {
+    routed: bool,
     dataset: String,
     namespace: String,
     app_id: String,
@@ -280,7 +285,11 @@ fn resource_info(
     })?;
     let serialized = canon_resource(chunks, RESOURCE_DEPTH)?;
     let (mut attrs, blank) = attributes(&raws, RESOURCE_DEPTH + 1)?;
-    let (dataset, namespace) = route(&mut attrs, start.dataset, start.namespace);
+    let (dataset, namespace) = if start.from_attributes {
+        route(&mut attrs, start.dataset, start.namespace)
+    } else {
+        (start.dataset.to_owned(), start.namespace.to_owned())
+    };
     let app_id = match &ctx.application_id {
         Some(id) => id.clone(),
         None => identity::log_application_id(&raws, RESOURCE_DEPTH + 1)?,
@@ -299,6 +308,7 @@ fn resource_info(
     let mut serialized_url = serialized;
     serialized_url.extend_from_slice(schema_url.as_bytes());
     Ok(ResourceInfo {
+        routed: start.from_attributes,
         dataset,
         namespace,
         app_id,
@@ -326,7 +336,11 @@ fn scope_info(resource: &ResourceInfo, chunks: &[&[u8]], schema_url: &str) -> Re
     })?;
     let canonical = canon_scope(chunks, SCOPE_DEPTH)?;
     let (mut attrs, blank) = attributes(&raws, SCOPE_DEPTH + 1)?;
-    let (dataset, namespace) = route(&mut attrs, &resource.dataset, &resource.namespace);
+    let (dataset, namespace) = if resource.routed {
+        route(&mut attrs, &resource.dataset, &resource.namespace)
+    } else {
+        (resource.dataset.clone(), resource.namespace.clone())
+    };
     let mut fields = Object::new();
     if !name.is_empty() {
         fields.insert("name".into(), Value::Str(name.to_owned()));
@@ -357,6 +371,7 @@ fn scope_info(resource: &ResourceInfo, chunks: &[&[u8]], schema_url: &str) -> Re
     seed_input.extend_from_slice(schema_url.as_bytes());
     let seed = xxhash_rust::xxh3::xxh3_64(&seed_input);
     Ok(Scope {
+        routed: resource.routed,
         dataset,
         namespace,
         shared,
@@ -684,7 +699,7 @@ fn encode(
     let mut attributes_value = None;
     if let Some((mut attrs, blank)) = attrs {
         dropped += u64::from(blank);
-        if has_routing(&attrs) {
+        if scope.routed && has_routing(&attrs) {
             (dataset, namespace) = route(&mut attrs, &dataset, &namespace);
         }
         if event_name.is_empty() {

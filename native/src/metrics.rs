@@ -413,6 +413,7 @@ struct Shared<'s> {
     resource_id: i64,
     scope_id: i64,
     max_time: u64,
+    max_buckets: usize,
 }
 
 /// One ExportMetricsServiceRequest -> COPY rows for `metrics`, rejects and dimension rows.
@@ -459,6 +460,7 @@ pub fn convert(body: &[u8], ctx: &Context) -> Result<Converted> {
                     resource_id: resource.resource_id,
                     scope_id,
                     max_time: ctx.max_time_unix_nano,
+                    max_buckets: ctx.max_buckets_per_point,
                 };
                 points(data, &shared, &mut out, &mut attributes, &mut scratch);
             }
@@ -514,6 +516,19 @@ fn checked_times(p: &Point<'_>, max_time: u64) -> std::result::Result<(), Refusa
             "timestamp_out_of_range",
             format!("start_time_unix_nano {}", p.start),
         ));
+    }
+    Ok(())
+}
+
+/// A point with more bounds, bucket counts or quantiles than the cap is refused alone.
+fn bucket_cap(lists: &[(&str, usize)], max: usize) -> std::result::Result<(), Refusal> {
+    for &(what, len) in lists {
+        if len > max {
+            return Err((
+                "too_many_buckets",
+                format!("{len} {what}, over {max} (ingest.max_buckets_per_point)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -614,6 +629,19 @@ fn row<'a>(
     scratch: &mut Vec<u8>,
 ) -> std::result::Result<(), Refusal> {
     checked_times(p, m.max_time)?;
+    let lists: &[(&str, usize)] = match m.kind {
+        Kind::Gauge | Kind::Sum => &[],
+        Kind::Histogram => &[
+            ("explicit_bounds", p.explicit_bounds.len()),
+            ("bucket_counts", p.bucket_counts.len()),
+        ],
+        Kind::Exponential => &[
+            ("positive_bucket_counts", p.positive.1.len()),
+            ("negative_bucket_counts", p.negative.1.len()),
+        ],
+        Kind::Summary => &[("quantile_values", p.quantile_values.len())],
+    };
+    bucket_cap(lists, m.max_buckets)?;
     let mut attrs = Vec::new();
     attributes
         .jsonb(&p.attributes, &mut attrs)

@@ -18,11 +18,16 @@ create_exception!(
     "The bytes are not a valid OTLP request."
 );
 
-fn context(application_id: Option<String>, max_time_unix_nano: u64) -> Context {
+fn context(
+    application_id: Option<String>,
+    max_time_unix_nano: u64,
+    max_buckets_per_point: usize,
+) -> Context {
     Context {
         application_id,
         max_time_unix_nano,
         now_unix_nano: 0,
+        max_buckets_per_point,
     }
 }
 
@@ -100,42 +105,46 @@ fn run<'py>(
 
 /// ExportMetricsServiceRequest bytes -> the `metrics` rows (see `to_python`); DecodeError.
 #[pyfunction]
-#[pyo3(signature = (body, *, max_time_unix_nano, application_id=None))]
+#[pyo3(signature = (body, *, max_time_unix_nano, application_id=None, max_buckets_per_point=usize::MAX))]
 fn convert_metrics<'py>(
     py: Python<'py>,
     body: PyBackedBytes,
     max_time_unix_nano: u64,
     application_id: Option<String>,
+    max_buckets_per_point: usize,
 ) -> PyResult<Bound<'py, PyTuple>> {
     run(
         py,
         &body,
-        &context(application_id, max_time_unix_nano),
+        &context(application_id, max_time_unix_nano, max_buckets_per_point),
         metrics::convert,
     )
 }
 
 /// ExportTraceServiceRequest bytes -> the `traces` rows (see `to_python`); DecodeError.
 #[pyfunction]
-#[pyo3(signature = (body, *, max_time_unix_nano, application_id=None))]
+#[pyo3(signature = (body, *, max_time_unix_nano, application_id=None, max_buckets_per_point=usize::MAX))]
 fn convert_traces<'py>(
     py: Python<'py>,
     body: PyBackedBytes,
     max_time_unix_nano: u64,
     application_id: Option<String>,
+    max_buckets_per_point: usize,
 ) -> PyResult<Bound<'py, PyTuple>> {
     run(
         py,
         &body,
-        &context(application_id, max_time_unix_nano),
+        &context(application_id, max_time_unix_nano, max_buckets_per_point),
         traces::convert,
     )
 }
 
 /// ExportLogsServiceRequest bytes -> (bulk bytes, item offsets, items, rejected, reasons,
 /// example); DecodeError. *dataset* and *namespace* are the sanitized defaults.
+// The keyword arguments are the converter's context, one per setting.
+#[allow(clippy::too_many_arguments)]
 #[pyfunction]
-#[pyo3(signature = (body, *, max_time_unix_nano, now_unix_nano, dataset, namespace, application_id=None))]
+#[pyo3(signature = (body, *, max_time_unix_nano, now_unix_nano, dataset, namespace, application_id=None, from_attributes=true))]
 fn convert_logs<'py>(
     py: Python<'py>,
     body: PyBackedBytes,
@@ -144,15 +153,18 @@ fn convert_logs<'py>(
     dataset: String,
     namespace: String,
     application_id: Option<String>,
+    from_attributes: bool,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let ctx = Context {
         application_id,
         max_time_unix_nano,
         now_unix_nano,
+        max_buckets_per_point: usize::MAX,
     };
     let start = logs::Route {
         dataset: &dataset,
         namespace: &namespace,
+        from_attributes,
     };
     let out = detached(py, || logs::convert(&body, &ctx, &start))?
         .map_err(|e| DecodeError::new_err(e.to_string()))?;

@@ -132,7 +132,8 @@ impl<'a> Reader<'a> {
         }
         loop {
             let tag = self.varint()?;
-            if tag >> 3 == 0 || tag >> 3 > MAX_FIELD_NUMBER {
+            // upb accepts field number 0 inside a group it skips (not outside one).
+            if tag >> 3 > MAX_FIELD_NUMBER {
                 return Err(DecodeError::Malformed);
             }
             let inner = (tag >> 3) as u32;
@@ -227,5 +228,13 @@ mod tests {
         let got = fields(&buf).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].int, 2);
+    }
+
+    #[test]
+    fn field_zero_only_inside_a_skipped_group() {
+        // As upb: `0b 05 <4 bytes> 0c` parses, a top-level field 0 does not.
+        let grouped = [0x0b, 0x05, 0x10, 0x80, 0x80, 0x80, 0x0c];
+        assert_eq!(fields(&grouped).unwrap().len(), 1);
+        assert!(fields(&[0x05, 0, 0, 0, 0]).is_err());
     }
 }

@@ -86,7 +86,7 @@ def copy_writer(
         from psycopg.sql import SQL, Identifier
 
         from ingestd.convert import metrics, traces
-        from ingestd.ingest import Signal
+        from ingestd.model import Signal
         from ingestd.receiver.decode import parse_protobuf
         from tests.bench import payloads
 
@@ -151,7 +151,7 @@ def bulk_writer(
         import urllib3
 
         from ingestd.convert.logs import LogsConverter
-        from ingestd.ingest import Signal
+        from ingestd.model import Signal
         from ingestd.receiver.decode import parse_protobuf
         from tests.bench import payloads
 

@@ -1,6 +1,6 @@
 """Profile the core path in-process: OTLP/gRPC -> ingestd pipeline -> TimescaleDB, with cProfile.
 
-The end-to-end numbers come from `python -m tests.bench` (README, "Performance"); this script runs
+The end-to-end numbers come from `python -m tests.bench` (docs/reports/benchmarks-*.md); this runs
 the pipeline inside its own process so that cProfile sees call counts, and py-spy line samples.
 
 Not a test: it prints numbers. Needs the dev stack (`set -a; . .stack/env; set +a`).
@@ -123,7 +123,7 @@ def _backend_pids(admin_dsn: str, dbname: str) -> list[int]:
 
 
 def _create_database(admin_dsn: str, pg_dsn: str) -> tuple[str, str]:
-    from tests.integration.design_tables import create_design_tables
+    from tests.harness import create_design_tables
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -143,13 +143,14 @@ async def _measure_ingest(
 ) -> dict[str, Any]:
     from ingestd import config
     from ingestd.daemon import build
+    from ingestd.observe.telemetry import setup_logging
     from ingestd.pipeline import deadline_in
-    from ingestd.telemetry import setup_logging
+    from tests.harness import free_port
 
     ctx = mp.get_context("spawn")
     go, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
     # Clients are spawned first; they connect once the server below is listening.
-    grpc_port = _free_port()
+    grpc_port = free_port()
     target = f"127.0.0.1:{grpc_port}"
     clients = [
         ctx.Process(
@@ -175,7 +176,7 @@ sinks:
     )
     setup_logging(cfg.telemetry)
     daemon = build(cfg)
-    writer_stats = daemon.admin._status_sources[f"batcher.{signal}"]
+    writer_stats = daemon.pipeline.status_sources()[f"batcher.{signal}"]
     result: dict[str, Any] = {}
     async with asyncio.TaskGroup() as tasks:
         await daemon.pipeline.start(tasks)
@@ -241,39 +242,21 @@ async def _py_spy(seconds: float) -> str:
         )  # fmt: skip
         await process.wait()
         lines = raw.read().decode().splitlines()
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        own[frames[-1]] = own.get(frames[-1], 0) + n
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + n
-    out = [f"py-spy, {total} samples of the event loop thread (C time counts to its caller)"]
+    from tests.bench.profile import summarize
+
+    summary = summarize(lines, top=30)
+    samples = summary["samples"]
+    out = [f"py-spy, {samples} samples of the event loop thread (C time counts to its caller)"]
     out.append("own time:")
-    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:22]:
-        out.append(f"  {n / total:6.1%}  {frame[:140]}")
+    out += [f"  {share:6.1%}  {frame[:140]}" for share, frame in summary["own"][:22]]
     out.append("inclusive time:")
-    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:30]:
-        out.append(f"  {n / total:6.1%}  {frame[:140]}")
+    out += [f"  {share:6.1%}  {frame[:140]}" for share, frame in summary["inclusive"]]
     return "\n".join(out)
 
 
 def _cpu(process: psutil.Process) -> float:
     t = process.cpu_times()
     return t.user + t.system
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _measure_raw_copy(args: argparse.Namespace, signal: str, dsn: str) -> dict[str, Any]:

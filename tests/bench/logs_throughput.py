@@ -27,7 +27,8 @@ from elasticsearch import AsyncElasticsearch
 from ingestd.config import Config, parse
 from ingestd.convert.logs import LogsConverter
 from ingestd.daemon import build
-from ingestd.ingest import Ingest, RequestContext, Signal
+from ingestd.ingest import Ingest
+from ingestd.model import RequestContext, Signal
 from ingestd.pipeline import deadline_in
 from ingestd.receiver.decode import request_key
 from ingestd.receiver.otlp_http import OtlpHttpReceiver

@@ -13,7 +13,7 @@ import orjson
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from ingestd.receiver.otlp_json import parse_json
 from tests.bench.logs_payload import logs_request
 

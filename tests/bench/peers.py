@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Pinned together: the Collector core v0.153.0 pairs with its stable modules at v1.59.0, and
-# contrib tags the same minor. Change them together (and read the new defaults, see README).
+# contrib tags the same minor. Change them together (and read the new defaults, see docs/reports).
 # v0.153.0, not the newest: the module proxy reachable here answers 403 "not available" for the
 # elasticsearch exporter's v0.154.0-v0.161.0 archives.
 CORE_VERSION = "v0.153.0"
@@ -95,7 +95,8 @@ def _go_env() -> dict[str, str]:
         "GOPATH": str(root),
         "GOMODCACHE": str(root / "pkg" / "mod"),
         "GOCACHE": str(PEERS_DIR / "go-build"),
-        "GOPROXY": os.environ.get("GOPROXY", "https://proxy.golang.org,direct"),
+        # No GOPROXY here: the go command takes the machine's own (`go env GOPROXY`: the
+        # environment, then the user's go env file, then the toolchain's go.env).
         "GOFLAGS": "-buildvcs=false",
         # The proxy's sumdb mirror here lacks the v0.153.0 entries of the Collector's modules
         # (404), so those are taken on the proxy's word (TLS); every other module is verified.

@@ -1,4 +1,4 @@
-"""The benchmark's output: ratios against the issue's targets, a Markdown report and a JSON file.
+"""The benchmark's output: ratios against its targets, a Markdown report and a JSON file.
 
 Both land in `.bench/results-<timestamp>.{md,json}` (git-ignored); the Markdown is also printed.
 A target whose inputs were not measured in this run (a section skipped or not selected) is
@@ -65,7 +65,7 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
-    """The issue's targets, each with the ratio or value this run measured."""
+    """The performance targets, each with the ratio or value this run measured."""
     out = []
     for signal, base_key in (("traces", "rows_per_s"), ("metrics", "rows_per_s")):
         ours = _get(results, "throughput", signal, "stored_per_s")

@@ -1,7 +1,7 @@
 """The benchmark's sections: each starts its subject, drives load, and returns plain numbers.
 
 Every section writes its result into `Bench.results[<section>]`; a section that cannot run here
-(peers not installed, a feature this ingestd lacks) records `{"skipped": "<why>"}` instead.
+(peers not installed) records `{"skipped": "<why>"}` instead.
 Measurement windows follow one pattern (`Bench.drive`): clients start together, the first
 `warmup_s` are not measured, and over the next `duration_s` the stored count, the subject's CPU
 seconds and its RSS peaks are read at both ends of the window.
@@ -30,13 +30,12 @@ from tests.bench.subjects import (
     Ports,
     batch_histogram,
     batch_sizes,
-    config_is_valid,
-    free_port,
     histogram,
     ingestd_config,
     running_ingestd,
     write_times,
 )
+from tests.harness import free_port
 
 SIGNALS = ("traces", "metrics", "logs")
 SECTIONS = (
@@ -520,14 +519,6 @@ WORKERS_CLIENTS = 4
 
 
 def workers(bench: Bench) -> None:
-    probe = bench.config(discard=True, workers=2)
-    ok, complaint = config_is_valid(probe, bench.workdir)
-    if not ok:
-        bench.results["workers"] = skipped(
-            f"this ingestd does not accept `workers: 2` ({complaint.splitlines()[-1][:200]}); "
-            "the comparison runs once issue 7 (workers) is merged"
-        )
-        return
     out: dict[str, Any] = {}
     clients = max(bench.options.clients, WORKERS_CLIENTS)
     for n in (1, 2):

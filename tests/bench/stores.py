@@ -20,7 +20,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from ingestd import config as ingestd_config
 from ingestd.schema.elasticsearch import apply_templates
-from tests.integration.design_tables import create_design_tables
+from tests.harness import create_design_tables
 
 # Unique columns per table: the load generator's item id (tests/bench/payloads.py).
 ID_COLUMN = {"traces": "spanid", "metrics": "timeunixnano"}

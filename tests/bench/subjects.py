@@ -23,16 +23,9 @@ from typing import Any
 import psutil
 import yaml
 
-from tests.integration.daemon import IngestdProcess
+from tests.harness import IngestdProcess, free_port
 
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -143,7 +136,7 @@ def ingestd_config(
     workers: int | None = None,
     flush_when_idle: bool | None = None,
 ) -> dict[str, Any]:
-    """ingestd's defaults, with this run's addresses; see README, "Performance"."""
+    """ingestd's defaults, with this run's addresses; see docs/reports/benchmarks-2026-11-26.md."""
     config: dict[str, Any] = {
         "receivers": {
             "grpc": {"endpoint": f"127.0.0.1:{ports.grpc}"},
@@ -177,21 +170,6 @@ def ingestd_config(
             "flush_when_idle": flush_when_idle,
         }
     return config
-
-
-def config_is_valid(config: dict[str, Any], workdir: Path) -> tuple[bool, str]:
-    """Whether this ingestd accepts *config* (`ingestd check-config`), and its complaint."""
-    import sys
-
-    path = workdir / "check.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "ingestd", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.returncode == 0, (done.stderr or done.stdout).strip()
 
 
 class Ingestd:

@@ -2,5 +2,5 @@
 
 `python -m tests.chaos` (or `make chaos`) runs every fault in `faults.FAULTS` against a real
 `ingestd run` process and the dev stack; tests/integration/test_chaos_short.py runs a reduced
-set inside `make test`. See README.md, "Reliability", for what the faults showed.
+set inside `make test`. See docs/reports/reliability-2026-11-26.md for what the faults showed.
 """

@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,18 +30,11 @@ from elasticsearch import Elasticsearch
 
 from ingestd import config as config_module
 from ingestd.schema import command
-from tests.integration.daemon import IngestdProcess, deep_merge
+from tests.harness import IngestdProcess, deep_merge, free_port
 from tests.proxy import Proxy
 
 ES_NAMESPACE = "ingestdtest"  # tests/integration/conftest.py: the shared test namespace
 LOGS_INDEX = f"logs-*-{ES_NAMESPACE}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

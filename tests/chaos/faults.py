@@ -177,6 +177,76 @@ def cut(server: str) -> Step:
     return inject
 
 
+def rollover_between_attempts(cycles: int) -> Step:
+    async def inject(run: FaultRun) -> None:
+        """Bulks held in the proxy, the logs data streams rolled over, the held answers cut:
+        each retry comes after a rollover, so only a lookup in the old backing index keeps it
+        from storing the records a second time."""
+        proxy = _proxy(run, "elasticsearch")
+        es_url = run.env.stack.es_url
+        # Each chunk waits this long each way: a bulk is indexed while its answer is held.
+        proxy.latency_s = 0.4
+        rollovers = cuts = 0
+        try:
+            for _ in range(cycles):
+                await asyncio.sleep(run.duration_s / (cycles + 1))
+                for stream in await asyncio.to_thread(_logs_streams, es_url):
+                    await asyncio.to_thread(_es_post, es_url, f"/{stream}/_rollover")
+                    rollovers += 1
+                cuts += await proxy.cut_all()
+        finally:
+            proxy.latency_s = 0.0
+        run.notes["rollovers"] = rollovers
+        run.notes["connections_cut"] = cuts
+
+    return inject
+
+
+# The rollover fault's logs go to a data stream of their own: rolling over the shared test
+# stream would make tests that post fixed documents find them twice.
+ROLLOVER_DATASET = "chaosrollover"
+
+
+def _backing_indices(es_url: str, stream: str) -> list[str]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{es_url}/_resolve/index/{stream}", timeout=10) as reply:
+            streams = json.loads(reply.read())["data_streams"]
+    except urllib.error.HTTPError:
+        return []
+    return [name for d in streams for name in d["backing_indices"]]
+
+
+def _logs_streams(es_url: str) -> list[str]:
+    """The data stream the load writes to in this fault (created by its first bulk)."""
+    from tests.chaos.environment import ES_NAMESPACE
+
+    stream = f"logs-{ROLLOVER_DATASET}.otel-{ES_NAMESPACE}"
+    return [stream] if _backing_indices(es_url, stream) else []
+
+
+async def cleanup_rollover(run: FaultRun) -> None:
+    """Delete the backing indices the fault rolled away from (the write index stays)."""
+    import urllib.request
+
+    es_url = run.env.stack.es_url
+    for stream in await asyncio.to_thread(_logs_streams, es_url):
+        for index in (await asyncio.to_thread(_backing_indices, es_url, stream))[:-1]:
+            request = urllib.request.Request(f"{es_url}/{index}", method="DELETE")
+            await asyncio.to_thread(urllib.request.urlopen, request, None, 30)
+
+
+def _es_post(es_url: str, path: str) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(f"{es_url}{path}", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        reply.read()
+
+
 # -- PostgreSQL: full disk, read-only -----------------------------------------------------------
 
 
@@ -373,6 +443,13 @@ FAULTS: tuple[Fault, ...] = (
         short=True,
     ),
     Fault("redis-cut", "Redis connections reset at random", cut("redis")),
+    Fault(
+        "elasticsearch-rollover",
+        "logs data stream rolled over while bulk answers are held, then the answers cut",
+        rollover_between_attempts(4),
+        cleanup=cleanup_rollover,
+        config={"sinks": {"elasticsearch": {"logs_dataset": ROLLOVER_DATASET}}},
+    ),
     Fault(
         "postgres-disk-full",
         "the tablespace's filesystem full (tmpfs), then grown",

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 
 
 class Outcome(enum.StrEnum):

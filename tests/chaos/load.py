@@ -24,25 +24,11 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from ingestd.ingest import Signal
+from ingestd.model import Signal
+from ingestd.signals import SIGNALS
 from tests.chaos.ledger import Ledger, Outcome, Request
-from tests.integration.harness import retry_delay_s
+from tests.harness import retry_delay_s
 
-_PATHS = {
-    Signal.TRACES: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    Signal.METRICS: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-    Signal.LOGS: "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-}
-_RESPONSES: dict[Signal, Any] = {
-    Signal.TRACES: trace_service_pb2.ExportTraceServiceResponse,
-    Signal.METRICS: metrics_service_pb2.ExportMetricsServiceResponse,
-    Signal.LOGS: logs_service_pb2.ExportLogsServiceResponse,
-}
-_REJECTED = {
-    Signal.TRACES: "rejected_spans",
-    Signal.METRICS: "rejected_data_points",
-    Signal.LOGS: "rejected_log_records",
-}
 # The OTLP exporters' retryable gRPC codes (RESOURCE_EXHAUSTED only with RetryInfo).
 _RETRYABLE_GRPC = {
     grpc.StatusCode.CANCELLED,
@@ -149,7 +135,9 @@ class Client:
         if self.transport == "grpc":
             async with grpc.aio.insecure_channel(self.grpc_target) as channel:
                 call = channel.unary_unary(
-                    _PATHS[self.signal], request_serializer=None, response_deserializer=None
+                    SIGNALS[self.signal].grpc_method,
+                    request_serializer=None,
+                    response_deserializer=None,
                 )
                 await self._loop(stop, lambda body: self._grpc(call, body))
         else:
@@ -183,7 +171,9 @@ class Client:
             request.last_status = status
             if answer is not None:
                 request.outcome = Outcome.OK
-                request.rejected = getattr(answer.partial_success, _REJECTED[self.signal])
+                request.rejected = getattr(
+                    answer.partial_success, SIGNALS[self.signal].rejected_field
+                )
                 return
             if not retryable:
                 request.outcome = Outcome.REJECTED
@@ -206,7 +196,7 @@ class Client:
                 code is grpc.StatusCode.RESOURCE_EXHAUSTED and hint is not None
             )
             return code.name, retryable, hint, None
-        return "OK", False, None, _RESPONSES[self.signal].FromString(data)
+        return "OK", False, None, SIGNALS[self.signal].response_type.FromString(data)
 
     async def _http(
         self, session: aiohttp.ClientSession, body: bytes
@@ -216,7 +206,7 @@ class Client:
             async with session.post(self.http_url, data=body, headers=headers) as reply:
                 data = await reply.read()
                 if reply.status == 200:
-                    return "200", False, None, _RESPONSES[self.signal].FromString(data)
+                    return "200", False, None, SIGNALS[self.signal].response_type.FromString(data)
                 hint = _retry_after(reply.headers.get("Retry-After"))
                 return str(reply.status), reply.status in _RETRYABLE_HTTP, hint, None
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:

@@ -16,7 +16,7 @@ from tests.chaos.environment import Environment
 from tests.chaos.faults import Fault, FaultRun, Skip
 from tests.chaos.ledger import Ledger, Outcome, Verdict, check
 from tests.chaos.load import LoadConfig, run_load
-from tests.integration.daemon import deep_merge
+from tests.harness import deep_merge
 
 
 @dataclass

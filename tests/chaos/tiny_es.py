@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.chaos.environment import free_port
+from tests.harness import free_port
 
 ES_USER = "ingestd-stack"
 CACHE = Path(os.environ.get("INGESTD_CACHE_DIR", "/var/cache/ingestd"))

@@ -138,7 +138,7 @@ def hypothesis_session(session: Session, *, as_json: bool, differential: bool = 
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from ingestd.ingest import Signal
+    from ingestd.model import Signal
     from tests.fuzz.differential import DifferentialTarget
     from tests.fuzz.strategies import REQUESTS, json_bytes, mutated_json
     from tests.fuzz.targets import Target
@@ -178,7 +178,7 @@ def atheris_session(session: Session, seconds: int) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["ingestd"]):
-        from ingestd.ingest import Signal
+        from ingestd.model import Signal
         from tests.fuzz.targets import Target
     target = Target()
     signals = list(Signal)
@@ -215,7 +215,7 @@ def _seed_corpus(path: Path) -> Path:
     """Valid requests of each signal and encoding, from the strategies and the OTLP examples."""
     import orjson
 
-    from ingestd.ingest import Signal
+    from ingestd.model import Signal
     from tests.fuzz.strategies import REQUESTS, otlp_json
 
     path.mkdir(parents=True, exist_ok=True)

@@ -10,45 +10,61 @@ from typing import Any
 
 from ingestd.convert import native
 from ingestd.convert.bulk import BulkItems
-from ingestd.convert.logs import LogsConverter
+from ingestd.convert.limits import RequestLimits
+from ingestd.convert.logs import LogsConverter, RoutePolicy
 from ingestd.convert.metrics import MetricConverter
 from ingestd.convert.traces import TraceConverter
 from ingestd.errors import BadRequest
-from ingestd.ingest import Converted, Signal
-from ingestd.receiver.decode import REQUEST_TYPES, parse_protobuf
+from ingestd.model import Converted, Signal
+from ingestd.receiver.decode import parse_protobuf
 from ingestd.receiver.otlp_json import parse_json
+from ingestd.signals import SIGNALS
 
 NOW_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+# Small enough that generated histograms and summaries cross it (`too_many_buckets`).
+LIMITS = RequestLimits(max_buckets_per_point=8)
 
 
 def _clock() -> int:
     return NOW_NS
 
 
-def _python(signal: Signal, body: bytes, application_id: str | None) -> Converted | str:
+def _python(signal: Signal, body: bytes, application_id: str, routed: bool) -> Converted | str:
     try:
         request = parse_protobuf(signal, body)
     except BadRequest:
         return "BadRequest"
     if signal is Signal.LOGS:
-        return _logs_reference()(request, application_id=application_id)
+        return _logs_reference(routed)(request, application_id)
     reference = TraceConverter if signal is Signal.TRACES else MetricConverter
-    converter = reference(max_future_skew_s=3600, clock_ns=_clock)
-    return converter(request, application_id=application_id)
+    converter = reference(max_future_skew_s=3600, clock_ns=_clock, limits=LIMITS)
+    return converter(request, application_id)
 
 
-def _logs_reference() -> LogsConverter:
-    return LogsConverter(dataset="app", namespace="Prod", max_future_skew_s=3600, now_ns=_clock)
+def _logs_reference(routed: bool) -> LogsConverter:
+    return LogsConverter(
+        dataset="app",
+        namespace="Prod",
+        max_future_skew_s=3600,
+        routes=RoutePolicy(from_attributes=routed),
+        now_ns=_clock,
+    )
 
 
-def _native(signal: Signal, body: bytes, application_id: str | None) -> Converted | str:
-    converter: Any
-    if signal is Signal.LOGS:
-        converter = native.NativeLogsConverter(_logs_reference(), now_ns=_clock)
-    else:
-        converter = native.NATIVE_CONVERTERS[signal](max_future_skew_s=3600, clock_ns=_clock)
+def _native(signal: Signal, body: bytes, application_id: str, routed: bool) -> Converted | str:
     try:
-        return converter(body, application_id=application_id)
+        if signal is Signal.LOGS:
+            logs = native.NativeLogsConverter(_logs_reference(routed), now_ns=_clock)
+            if application_id:
+                # Production: a registered application's logs go to the reference.
+                return logs(body, application_id)
+            # Routing by attributes without a RoutePolicy: the reference's fresh policy
+            # admits every route (fewer than its cap), so the Rust side must match it.
+            return logs.compiled(body, from_attributes=routed)
+        converter = native.NATIVE_CONVERTERS[signal](
+            max_future_skew_s=3600, clock_ns=_clock, limits=LIMITS
+        )
+        return converter(body, application_id)
     except BadRequest:
         return "BadRequest"
 
@@ -85,10 +101,14 @@ def summary(converted: Converted | str) -> Any:
     }
 
 
-def compare(signal: Signal, body: bytes, application_id: str | None = None) -> Any:
-    """Run both codecs on *body*; raise AssertionError naming the first field that differs."""
-    expected = summary(_python(signal, body, application_id))
-    got = summary(_native(signal, body, application_id))
+def compare(signal: Signal, body: bytes, application_id: str = "", *, routed: bool = True) -> Any:
+    """Run both codecs on *body*; raise AssertionError naming the first field that differs.
+
+    *application_id*: a registered application's (the override); *routed*: logs routed by
+    their `data_stream.*` attributes (`routing.from_attributes`).
+    """
+    expected = summary(_python(signal, body, application_id, routed))
+    got = summary(_native(signal, body, application_id, routed))
     if expected != got:
         if isinstance(expected, dict) and isinstance(got, dict):
             for key in expected:
@@ -97,7 +117,9 @@ def compare(signal: Signal, body: bytes, application_id: str | None = None) -> A
                         f"{signal} codecs differ in {key}:\n python {expected[key]!r}\n"
                         f" native {got[key]!r}\n body {body.hex()}"
                     )
-        raise AssertionError(f"{signal} codecs differ: python {expected!r} native {got!r}")
+        raise AssertionError(
+            f"{signal} codecs differ: python {expected!r} native {got!r}\n body {body.hex()}"
+        )
     return expected
 
 
@@ -129,6 +151,6 @@ class DifferentialTarget:
             expected = parse_json(signal, body)
         except BadRequest as exc:
             raise Finding(f"transcoded an input Python refuses: {exc}") from exc
-        if REQUEST_TYPES[signal].FromString(proto) != expected:
+        if SIGNALS[signal].request_type.FromString(proto) != expected:
             raise Finding(f"transcoded {signal} request differs from Python's")
         return self.protobuf(signal, proto)

@@ -21,7 +21,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from tests.fuzz.targets import NOW_NS
 
 INT32 = st.integers(-(2**31), 2**31 - 1)

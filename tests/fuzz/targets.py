@@ -20,7 +20,7 @@ import orjson
 from ingestd.convert import copy_binary, metrics, traces
 from ingestd.convert.logs import LogsConverter
 from ingestd.errors import BadRequest, IngestdError
-from ingestd.ingest import Converted, Signal
+from ingestd.model import Converted, Signal
 from ingestd.receiver.decode import parse_protobuf
 from ingestd.receiver.otlp_http import inflater
 from ingestd.receiver.otlp_json import parse_json

@@ -209,7 +209,7 @@ def tier_database(request: pytest.FixtureRequest, make_database: Callable[[], st
 @pytest.fixture
 def timescale_db(database: str, stack: Stack) -> str:
     """DSN of a fresh database holding the design.md tables (made by `ingestd schema apply`)."""
-    from tests.integration.design_tables import create_design_tables
+    from tests.harness import create_design_tables
 
     create_design_tables(database, stack.pg_admin_dsn)
     return database

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from tests.integration.harness import query, retry_delay_s
+from tests.harness import query, retry_delay_s
 from tests.samples import span_request
 
 _TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

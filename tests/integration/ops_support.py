@@ -21,8 +21,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.daemon import IngestdProcess
-from tests.integration.harness import retry_delay_s
+from tests.harness import IngestdProcess, retry_delay_s
 from tests.samples import span_request
 
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ingestd.config import BreakerConfig, RedisConfig
-from ingestd.health import Health
+from ingestd.observe.health import Health
 from ingestd.pipeline import deadline_in
 from ingestd.state.redis import RedisState
 

@@ -12,23 +12,25 @@ import yaml
 
 from ingestd import config
 from ingestd.schema import command, maintenance, partitions
+from tests.harness import deep_merge
 from tests.integration.conftest import TierDatabase
 
 
-def make_config(db: TierDatabase, schema: dict[str, Any] | None = None) -> config.Config:
-    doc = {
+def _schema_doc(db: TierDatabase, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """TimescaleDB of *db*'s tier only, with *schema* settings."""
+    return {
         "sinks": {"timescale": {"dsn": db.dsn}, "elasticsearch": {"enabled": False}},
         "schema": {"tier": db.config_tier, **(schema or {})},
     }
-    return config.parse(yaml.safe_dump(doc), environ={})
+
+
+def make_config(db: TierDatabase, schema: dict[str, Any] | None = None) -> config.Config:
+    return config.parse(yaml.safe_dump(_schema_doc(db, schema)), environ={})
 
 
 def write_config(db: TierDatabase, path: Path, schema: dict[str, Any] | None = None) -> Path:
-    doc = {
-        "sinks": {"timescale": {"dsn": db.dsn}, "elasticsearch": {"enabled": False}},
-        "schema": {"tier": db.config_tier, **(schema or {})},
-        "telemetry": {"log_format": "json"},
-    }
+    """The same config as a file for `ingestd schema ...`, logging JSON lines."""
+    doc = deep_merge(_schema_doc(db, schema), {"telemetry": {"log_format": "json"}})
     path.write_text(yaml.safe_dump(doc))
     return path
 

@@ -76,10 +76,6 @@ def test_measured_sections_hold_numbers(quick_report: dict[str, Any]) -> None:
         value = quick_report[section]
         if section in PEER_SECTIONS:
             continue
-        if section == "workers" and "skipped" in value:
-            # Until `workers:` exists (issue 7) the comparison is skipped, and says why.
-            assert "workers" in value["skipped"]
-            continue
         assert _numbers(value), f"{section} has no numbers: {value}"
 
 
@@ -103,11 +99,11 @@ def test_each_signal_is_counted_in_its_sink(quick_report: dict[str, Any]) -> Non
 
 
 def test_targets_carry_the_measured_ratios(quick_report: dict[str, Any]) -> None:
-    """Each target has a value unless its section was skipped (peers, workers)."""
+    """Each target has a value unless its section was skipped (the peers)."""
     unmeasured = {t["name"] for t in quick_report["targets"] if t["value"] is None}
     for target in quick_report["targets"]:
         if target["name"] in unmeasured:
-            assert "Collector" in target["name"] or "workers" in target["name"], target
+            assert "Collector" in target["name"], target
         else:
             assert isinstance(target["value"], int | float), target
     memory = quick_report["memory"]

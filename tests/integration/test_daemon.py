@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import IngestdProcess, base_config, deep_merge
 from tests.integration.conftest import Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import aiohttp
 import grpc
 import pytest
 
+from tests.harness import IngestdProcess, base_config, deep_merge
 from tests.integration.conftest import Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
 from tests.integration.ops_support import OWN_CONNECTION, Answer, Exporter, post_http
 from tests.integration.test_outages import _port
 from tests.proxy import Proxy

@@ -36,9 +36,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
 from tests.integration.conftest import ES_TEST_NAMESPACE, Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
-from tests.integration.design_tables import create_design_tables
 
 pytestmark = [pytest.mark.integration]
 

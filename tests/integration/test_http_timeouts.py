@@ -15,10 +15,11 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, HttpReceiverConfig, IngestConfig, RetryConfig
 from ingestd.convert.logs import LogsConverter
-from ingestd.ingest import Ingest, Route, Signal
+from ingestd.ingest import Ingest, Route
+from ingestd.model import Signal
 from ingestd.receiver.otlp_http import OtlpHttpReceiver
 from tests.fakes import RecordingWriter
-from tests.integration.logs_support import free_port
+from tests.harness import free_port
 
 HEADER_TIMEOUT_S = 0.3
 BODY_TIMEOUT_S = 0.3

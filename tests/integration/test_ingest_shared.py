@@ -24,8 +24,9 @@ from ingestd.config import (
     TenantLimitConfig,
 )
 from ingestd.errors import RateLimited, Rejected, SinkUnavailable
-from ingestd.health import Health, State
-from ingestd.ingest import Converted, ExportResult, Ingest, RequestContext, Route, Signal
+from ingestd.ingest import Ingest, Route
+from ingestd.model import Converted, ExportResult, RequestContext, Signal
+from ingestd.observe.health import Health, State
 from ingestd.pipeline import deadline_in
 from ingestd.state.dedup import RedisDedup
 from ingestd.state.pressure import ClusterPressure
@@ -72,7 +73,7 @@ async def replica(
         await batcher.start(tasks)
         dedup = RedisDedup(DedupConfig(wait_in_flight_s=3), state, in_flight_ttl_s=10)
         pressure = ClusterPressure(PressureConfig(reopen_s=0), state, health)
-        pressure.watch(Signal.TRACES, batcher, "timescale")
+        # Ingest watches the traces batcher and its sink ("timescale") with the pressure.
         ingest = Ingest(
             IngestConfig(ack_timeout_s=5),
             {Signal.TRACES: Route(convert, batcher)},

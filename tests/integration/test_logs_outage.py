@@ -13,8 +13,8 @@ from elasticsearch import Elasticsearch
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from ingestd.schema.elasticsearch import apply_templates
+from tests.harness import http_url, logs_config, running
 from tests.integration.conftest import Stack
-from tests.integration.logs_support import http_url, logs_config, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,8 +69,8 @@ async def test_elasticsearch_outage_under_load_stores_every_acked_record_once(
     await apply_templates(config.sinks.elasticsearch)
     acked: list[int] = []
     flowing = asyncio.Event()
-    async with running(config) as daemon:
-        url = http_url(daemon)
+    async with running(config) as run:
+        url = http_url(run.daemon)
         clients = [
             asyncio.create_task(client(url, run_id, n, acked, flowing)) for n in range(CLIENTS)
         ]

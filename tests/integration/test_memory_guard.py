@@ -2,7 +2,7 @@
 everything acknowledged is stored once the load stops.
 
 32 clients send distinct 3,000-span requests (~1.1 MB each) as fast as they are answered;
-unguarded, this takes one ingestd from ~100 MiB to over 300 MiB (README, Operations: Memory).
+unguarded, this takes one ingestd from ~100 MiB to over 300 MiB (docs/operations.md, "Memory").
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import grpc
 import psutil
 import pytest
 
+from tests.harness import IngestdProcess, base_config, deep_merge, retry_delay_s
 from tests.integration.conftest import Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
-from tests.integration.harness import retry_delay_s
 from tests.integration.load import stored_counts
 from tests.integration.ops_support import OWN_CONNECTION, TRACE_EXPORT, scrape, value
 from tests.samples import span_request
@@ -29,7 +28,7 @@ MiB = 1024 * 1024
 MAX_RSS_MIB = 200
 # Requests admitted below the bound keep growing after it is crossed, and grpc buffers
 # messages before ingestd is asked: measured overshoot 5-23 % of the bound with 24-48 such
-# clients on the shared dev machine (README, Operations: Memory). Unguarded, the same load
+# clients on the shared dev machine (docs/operations.md, "Memory"). Unguarded, the same load
 # takes RSS to ~280-320 MiB; the check leaves room for 25 %.
 PEAK_ALLOWED = MAX_RSS_MIB * MiB * 1.25
 CLIENTS = 32

@@ -15,9 +15,8 @@ import aiohttp
 import grpc
 import pytest
 
+from tests.harness import IngestdProcess, base_config, deep_merge, query
 from tests.integration.conftest import Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
-from tests.integration.harness import query
 from tests.integration.ops_support import (
     OWN_CONNECTION,
     Exporter,

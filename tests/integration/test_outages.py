@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -19,8 +18,8 @@ import grpc
 import psycopg
 import pytest
 
+from tests.harness import config_text, free_port, query, running, stubs
 from tests.integration.conftest import Stack
-from tests.integration.harness import config_text, query, running, stubs
 from tests.integration.load import Clients, assert_exactly_once, stored_counts
 from tests.proxy import CommitCut, Proxy
 from tests.samples import span_request
@@ -84,7 +83,7 @@ async def test_connection_cut_at_commit_stores_exactly_once(
             request = span_request(50, tag=f"cut-{when}")
             answer = await traces.Export(request, timeout=30)
             assert cut.is_set(), "the proxy cut the COMMIT of this request's batch"
-            stats = ingestd.stats("traces")
+            stats = ingestd.status("traces")
     assert not answer.HasField("partial_success")
     spans = request.resource_spans[0].scope_spans[0].spans
     counts = dict(query(timescale_db, "SELECT spanid, count(*) FROM traces GROUP BY 1"))
@@ -106,7 +105,7 @@ async def test_commit_cuts_under_concurrent_load(timescale_db: str, stack: Stack
                 for when in ("after", "during", "before", "after", "during", "after"):
                     await wait_for(proxy.cut_at_commit(when).is_set)
                     await asyncio.sleep(0.2)
-            stats = ingestd.stats("traces")
+            stats = ingestd.status("traces")
     assert stats["duplicate_parts"] >= 1
     assert all(s.acked for s in clients.sent)
     assert_exactly_once(timescale_db, clients)
@@ -146,7 +145,7 @@ async def test_slow_database_link_fills_the_buffer(timescale_db: str, stack: Sta
             async with exporting(clients):
                 await wait_for(lambda: "UNAVAILABLE" in clients.errors(), timeout_s=30)
                 proxy.latency_s = 0.0
-            refused = ingestd.stats("traces").get("refused_buffer_full", 0)
+            refused = ingestd.status("traces").get("refused_buffer_full", 0)
     assert refused > 0
     assert all(s.unavailable_without_retry_info == 0 for s in clients.sent)
     assert all(s.acked for s in clients.sent)
@@ -155,13 +154,6 @@ async def test_slow_database_link_fills_the_buffer(timescale_db: str, stack: Sta
 
 def _port(dsn: str) -> int:
     return int(psycopg.conninfo.conninfo_to_dict(dsn).get("port") or 5432)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -190,13 +182,13 @@ async def _until_serving(target: str, process: subprocess.Popen[bytes], log: Pat
 
 async def test_kill_9_loses_no_acknowledged_request(timescale_db: str, tmp_path: Path) -> None:
     """kill -9 while clients export: every OK'd request is stored; retries after restart once."""
-    grpc_port = _free_port()
+    grpc_port = free_port()
     config = tmp_path / "ingestd.yaml"
     config.write_text(
         config_text(
             timescale_db,
             receivers={"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}},
-            admin={"endpoint": f"127.0.0.1:{_free_port()}"},
+            admin={"endpoint": f"127.0.0.1:{free_port()}"},
         )
     )
     log = tmp_path / "ingestd.log"

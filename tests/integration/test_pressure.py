@@ -12,7 +12,8 @@ import pytest
 from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, PressureConfig, RetryConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.health import Health, State
+from ingestd.model import Signal
+from ingestd.observe.health import Health, State
 from ingestd.state.pressure import ClusterPressure
 from tests.fakes import RecordingWriter
 from tests.integration.conftest import Stack
@@ -42,7 +43,7 @@ async def replicas(
                 writers=1,
                 retry=RetryConfig(),
             )
-            pressure.watch("traces", batcher, "timescale")
+            pressure.watch(Signal.TRACES, batcher, "timescale")
             out.append((pressure, health))
         yield out
 
@@ -64,13 +65,13 @@ async def test_sink_failing_on_a_quorum_closes_every_replica(
         await tick(group)
         healthy = group[2][0]
         with pytest.raises(SinkUnavailable) as info:
-            healthy.admit("traces")
+            healthy.admit(Signal.TRACES)
         assert info.value.retry_after_s is not None
         assert healthy.live_replicas() == 3
         for _, health in group[:2]:
             health.set("timescale", State.OK)
         await tick(group)
-        healthy.admit("traces")
+        healthy.admit(Signal.TRACES)
 
 
 async def test_one_broken_replica_does_not_close_the_others(
@@ -81,9 +82,9 @@ async def test_one_broken_replica_does_not_close_the_others(
         group[0][1].set("timescale", State.UNAVAILABLE, "no route to host")
         await tick(group)
         with pytest.raises(SinkUnavailable):
-            group[0][0].admit("traces")
-        group[1][0].admit("traces")
-        group[2][0].admit("traces")
+            group[0][0].admit(Signal.TRACES)
+        group[1][0].admit(Signal.TRACES)
+        group[2][0].admit(Signal.TRACES)
 
 
 async def test_dead_replica_fades_out(stack: Stack, redis_prefix: str) -> None:

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from ingestd import config
-from ingestd.process import ProcessSampler
+from ingestd.observe.process import ProcessSampler
 
 pytestmark = pytest.mark.integration
 

@@ -26,11 +26,12 @@ from ingestd.config import (
     TlsConfig,
 )
 from ingestd.convert.traces import TraceConverter
-from ingestd.ingest import Ingest, Route, Signal
+from ingestd.ingest import Ingest, Route
+from ingestd.model import Signal
 from ingestd.pipeline import deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from tests.fakes import RecordingWriter
-from tests.integration.harness import retry_delay_s
+from tests.harness import retry_delay_s
 from tests.samples import span_request
 
 pytestmark = pytest.mark.integration

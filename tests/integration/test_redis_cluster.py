@@ -1,15 +1,12 @@
 """Three real ingestd processes sharing one Redis, driven through OTLP/HTTP and OTLP/gRPC.
 
-Issue 6's end-to-end tests. They need the OTLP receivers (`ingestd/receiver/otlp_http.py`,
-`otlp_grpc.py`) and `ingestd schema apply` from other branches: until those are merged this
-module is skipped locally with that reason and FAILS under CI=true, so that CI cannot pass
-without them having run. The receivers must call `Authenticator.authenticate` before decoding
-and log a `*listening` event naming their endpoint (like `admin_listening`).
+The shared-state end-to-end tests: dedup, cluster pressure and rate limits across replicas.
+The receivers authenticate (`Authenticator.identify`) before decoding and log a `*listening`
+event naming their endpoint (like `admin_listening`), which is how these tests find the ports.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -28,16 +25,8 @@ import redis
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.integration.conftest import ON_CI, Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
-
-_NEEDED = ("ingestd.receiver.otlp_http", "ingestd.receiver.otlp_grpc")
-_MISSING = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
-if _MISSING:
-    _WHY = f"OTLP receivers not in this tree yet ({', '.join(_MISSING)}); run after the merge"
-    if ON_CI:
-        pytest.fail(f"{_WHY} (CI=true: these tests must run)", pytrace=False)
-    pytest.skip(_WHY, allow_module_level=True)
+from tests.harness import IngestdProcess, base_config, deep_merge
+from tests.integration.conftest import Stack
 
 TOKEN = "cluster-test-token-acme-0001"
 REDIS_TIMEOUT_MS = 25

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from ingestd.errors import StateUnavailable
-from ingestd.health import Health, State
+from ingestd.observe.health import Health, State
 from ingestd.state.redis import BreakerState, RedisState, Script
 from tests.integration.conftest import Stack
 from tests.integration.redis_helpers import redis_state, silent_server

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 
 from ingestd.config import MaintenanceConfig
+from ingestd.jobs.maintenance import MaintenanceJob
 from ingestd.schema import command
 from ingestd.schema.maintenance import maintain_once
 from ingestd.schema.partitions import floor
-from ingestd.schema.stage import MaintenanceJob
 from tests.integration.conftest import TierDatabase
 from tests.integration.schema_support import (
     DAY,
@@ -277,7 +277,7 @@ async def test_the_stage_runs_on_its_schedule(tier_database: TierDatabase) -> No
             await job.stop(asyncio.get_running_loop().time() + 5)
     assert done[0][0] >= 2
     assert job.last is not None
-    assert job.snapshot()["tier"] == db.tier
+    assert job.status()["tier"] == db.tier
 
 
 async def test_status_shows_refresh_state_and_the_last_run(tier_database: TierDatabase) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.harness import IngestdProcess, base_config, deep_merge
 from tests.integration.conftest import Stack
-from tests.integration.daemon import IngestdProcess, base_config, deep_merge
 from tests.integration.load import stored_counts
 from tests.integration.ops_support import OWN_CONNECTION, Exporter, scrape, status_json, value
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from structlog.testing import capture_logs
 
 from ingestd import config
+from ingestd.appkeys import ApplicationKeys
 from ingestd.auth import Authenticator, load_table
 from ingestd.config import AuthConfig, TokenConfig
 from ingestd.errors import ConfigError, Unauthenticated
@@ -137,3 +139,81 @@ def test_file_change_is_noticed_by_check(tmp_path: Path) -> None:
     assert reloader.check()
     assert authn.authenticate(f"Bearer {TOKEN_B}") == "bolt"
     assert not reloader.check()
+
+
+def keys_reloader(path: Path, keys_on: bool) -> tuple[ConfigReloader, Authenticator]:
+    """A reloader over an Authenticator that has an application key cache when *keys_on*."""
+    cfg = config.load(path)
+    db: dict[str, str] = {"d1": "app-1"}
+
+    async def query(digests: list[str]) -> dict[str, str]:
+        return {d: db[d] for d in digests if d in db}
+
+    keys = (
+        ApplicationKeys(cfg.auth.application_keys, "unused", None, query=query) if keys_on else None
+    )
+    authn = Authenticator(cfg.auth, keys=keys)
+    return ConfigReloader(path, cfg, authn, RateLimiter(cfg.limits, None)), authn
+
+
+def write_keys_config(path: Path, keys: dict[str, object]) -> None:
+    tokens = [{"token": TOKEN_A, "tenant": "acme"}]
+    auth_section = {"enabled": True, "tokens": tokens, "application_keys": keys}
+    path.write_text(yaml.safe_dump({"auth": auth_section}))
+
+
+def test_reload_applies_application_key_tuning(tmp_path: Path) -> None:
+    """Changed refresh and TTL settings reach the running key cache, and are logged."""
+    path = tmp_path / "ingestd.yaml"
+    write_keys_config(path, {"enabled": True})
+    reloader, authn = keys_reloader(path, keys_on=True)
+    write_keys_config(path, {"enabled": True, "refresh_s": 7.0, "max_stale_s": 90.0})
+    with capture_logs() as logs:
+        assert reloader.reload("test")
+    assert authn.keys is not None
+    assert authn.keys.config.refresh_s == 7.0
+    assert authn.keys.config.max_stale_s == 90.0
+    (event,) = [e for e in logs if e["event"] == "config_reloaded"]
+    assert "auth.application_keys: refresh_s=7.0, max_stale_s=90.0" in event["changes"]
+
+
+@pytest.mark.parametrize(("before", "after"), [(True, False), (False, True)])
+def test_reload_refuses_to_switch_application_keys(
+    tmp_path: Path, before: bool, after: bool
+) -> None:
+    """Turning keys on or off is refused with one clear line; tokens and keys stay as they were."""
+    path = tmp_path / "ingestd.yaml"
+    write_keys_config(path, {"enabled": before})
+    reloader, authn = keys_reloader(path, keys_on=before)
+    keys = authn.keys
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "auth": {
+                    "enabled": True,
+                    "tokens": [{"token": TOKEN_B, "tenant": "bolt"}],
+                    "application_keys": {"enabled": after},
+                }
+            }
+        )
+    )
+    with capture_logs() as logs:
+        assert not reloader.reload("test")
+    assert authn.keys is keys
+    assert authn.authenticate(f"Bearer {TOKEN_A}") == "acme"
+    (event,) = [e for e in logs if e["event"] == "config_reload_failed"]
+    turn = "on" if after else "off"
+    assert event["problems"] == [
+        f"auth.application_keys.enabled: turning application keys {turn} takes a restart"
+        " (the key cache starts with the daemon); nothing was reloaded"
+    ]
+
+
+def test_reload_with_auth_off_ignores_the_key_cache(tmp_path: Path) -> None:
+    """With auth turned off no key is looked at, so a running cache does not block the reload."""
+    path = tmp_path / "ingestd.yaml"
+    write_keys_config(path, {"enabled": True})
+    reloader, authn = keys_reloader(path, keys_on=True)
+    path.write_text(yaml.safe_dump({"auth": {"enabled": False}}))
+    assert reloader.reload("test")
+    assert authn.authenticate(None) == ""

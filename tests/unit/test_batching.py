@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from ingestd.batching import Batcher, Part
+from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, RetryConfig
 from ingestd.errors import Overloaded, PayloadTooLarge, Rejected, SinkUnavailable, StageClosed
+from ingestd.model import Part
 from tests.fakes import FakeClock, RecordingWriter, settle
 
 RETRY = RetryConfig(initial_backoff_s=0.1, max_backoff_s=1.0, max_elapsed_s=5.0)
@@ -218,7 +219,7 @@ async def test_retries_stop_after_max_elapsed() -> None:
     for _ in range(20):
         await clock.advance(1.0)
     assert isinstance(p.done.exception(), SinkUnavailable)
-    assert batcher.stats()["held_items"] == 0
+    assert batcher.held_items == 0
     await finish(batcher, group, clock)
 
 

@@ -172,3 +172,54 @@ def test_partitions_ahead_must_cover_the_future_skew() -> None:
         "schema.partitions_ahead_hours: must cover ingest.max_future_skew_s (43200 s < 86400 s)"
     ]
     config.parse("schema: {partitions_ahead_hours: 12}\ningest: {max_future_skew_s: 3600}\n")
+
+
+def test_application_keys_need_the_timescale_sink() -> None:
+    """Application keys without the Timescale sink are refused: the keys live in its database."""
+    text = (
+        "auth: {enabled: true, application_keys: {enabled: true}}\n"
+        "sinks: {timescale: {enabled: false}}\n"
+    )
+    assert problems_of(text) == [
+        "auth.application_keys.enabled: needs sinks.timescale.enabled (application keys live"
+        " in the Timescale sink's database, sinks.timescale.dsn)"
+    ]
+    config.parse("auth: {enabled: true, application_keys: {enabled: true}}\n")
+    config.parse("sinks: {timescale: {enabled: false}}\n")
+
+
+def test_rules_across_sections_are_reported_with_the_other_problems() -> None:
+    """A rule across sections is still checked when another section fails, so all come at once."""
+    text = (
+        "auth: {enabled: true, application_keys: {enabled: true}}\n"
+        "sinks: {timescale: {enabled: false}}\n"
+        "receivers: {grpc: {endpoint: nope}}\n"
+        "schema: {partitions_ahead_hours: 12}\n"
+    )
+    paths = sorted(p.split(":", 1)[0] for p in problems_of(text))
+    assert paths == [
+        "auth.application_keys.enabled",
+        "receivers.grpc.endpoint",
+        "schema.partitions_ahead_hours",
+    ]
+
+
+def test_a_rule_is_not_checked_against_a_section_that_failed() -> None:
+    """A failing section is not judged by its defaults: only its own problem is reported."""
+    text = "auth: {enabled: true, application_keys: {enabled: true}}\nsinks: {timescale: 1}\n"
+    (problem,) = problems_of(text)
+    assert problem.startswith("sinks.timescale: ")
+
+
+def test_grpc_tls_min_version_other_than_1_2_is_refused() -> None:
+    """grpcio's server cannot enforce a minimum TLS version: config says so, not pretends."""
+    with pytest.raises(ConfigError, match="grpcio's server cannot set a minimum TLS version"):
+        config.parse("receivers:\n  grpc:\n    tls:\n      min_version: '1.3'\n", environ={})
+    cfg = config.parse("receivers:\n  http:\n    tls:\n      min_version: '1.3'\n", environ={})
+    assert cfg.receivers.http.tls.min_version == "1.3"
+
+
+def test_admin_metrics_token_needs_a_token() -> None:
+    """admin.metrics_need_token without a token is refused (it would lock out Prometheus)."""
+    with pytest.raises(ConfigError, match="metrics_need_token needs status_token"):
+        config.parse("admin:\n  metrics_need_token: true\n", environ={})

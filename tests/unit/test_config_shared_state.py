@@ -29,7 +29,7 @@ def test_defaults() -> None:
 def test_auth_enabled_without_tokens_is_refused() -> None:
     """Turning auth on with no token anywhere would refuse every request: a config error."""
     assert problems_of("auth: {enabled: true}") == [
-        "auth: enabled without tokens or tokens_file: every request would fail"
+        "auth: enabled without tokens, tokens_file or application_keys: every request would fail"
     ]
 
 

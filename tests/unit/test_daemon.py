@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
+
 from ingestd import config
 from ingestd.daemon import build
-from ingestd.ingest import Signal
+from ingestd.errors import StageClosed
+from ingestd.model import Signal
+from ingestd.pipeline import deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
-from ingestd.sinks.discard import DiscardWriter
+from ingestd.receiver.otlp_http import OtlpHttpReceiver
 
 
 def test_stages_start_downstream_first() -> None:
-    """Memory guard and process sampler, sinks, shared state, the prober, one batcher per
-    table, the receivers last."""
+    """Memory guard, codec choice and process sampler, sinks, shared state, the prober, one
+    batcher per table, the receivers last."""
     daemon = build(
         config.parse("redis: {enabled: false}\nsinks: {elasticsearch: {enabled: false}}")
     )
     names = [stage.name for stage in daemon.pipeline.stages]
     assert names == [
         "memory",
+        "codec",
         "process",
         "timescale",
         "maintenance",
@@ -35,9 +42,6 @@ def test_stages_start_downstream_first() -> None:
 def test_each_signal_is_routed_to_its_enabled_sink() -> None:
     """Traces and metrics go to TimescaleDB, logs to Elasticsearch; a disabled sink, no route."""
     daemon = build(config.parse("redis: {enabled: false}"))
-    receiver = daemon.stages["receiver.grpc"]
-    assert isinstance(receiver, OtlpGrpcReceiver)
-    assert receiver._ingest is daemon.ingest
     assert all(daemon.ingest.accepts(s) for s in (Signal.TRACES, Signal.METRICS, Signal.LOGS))
     no_es = build(config.parse("redis: {enabled: false}\nsinks: {elasticsearch: {enabled: false}}"))
     assert not no_es.ingest.accepts(Signal.LOGS)
@@ -47,15 +51,13 @@ def test_each_signal_is_routed_to_its_enabled_sink() -> None:
 def test_accepted_mode_retries_until_stopped() -> None:
     """ack: accepted makes every batcher retry until shutdown instead of giving up."""
     daemon = build(config.parse("ingest: {ack: accepted}\nredis: {enabled: false}"))
-    receiver = daemon.stages["receiver.grpc"]
-    assert isinstance(receiver, OtlpGrpcReceiver)
-    assert all(r.batcher._retry_until_stopped for r in receiver._ingest.routes.values())
+    assert all(route.batcher.retry_until_stopped for route in daemon.ingest.routes.values())
 
 
 def test_batcher_status_is_published() -> None:
     """/status shows each batcher with its writer's counters."""
     daemon = build(config.parse("redis: {enabled: false}"))
-    status = daemon.admin._status_sources["batcher.traces"]()
+    status = daemon.pipeline.status_sources()["batcher.traces"]()
     assert status["held_items"] == 0
     assert status["duplicate_parts"] == 0
 
@@ -70,6 +72,50 @@ def test_discarding_sinks_replace_the_writers_and_open_no_connection() -> None:
     )
     names = [stage.name for stage in daemon.pipeline.stages]
     assert not {"timescale", "elasticsearch", "maintenance", "logs_retention"} & set(names)
-    for signal in (Signal.TRACES, Signal.METRICS, Signal.LOGS):
-        assert isinstance(daemon.ingest.routes[signal].batcher._writer, DiscardWriter)
-    assert daemon.admin._status_sources["batcher.traces"]()["discarded_items"] == 0
+    status = daemon.pipeline.status_sources()
+    for name in ("batcher.traces", "batcher.metrics", "batcher.logs"):
+        assert status[name]()["discarded_items"] == 0
+
+
+async def test_receivers_answer_through_the_daemons_ingest() -> None:
+    """Both receivers refuse new requests once the daemon's ingest drains: they share it."""
+    daemon = build(
+        config.parse(
+            "redis: {enabled: false}\n"
+            "receivers: {grpc: {endpoint: '127.0.0.1:0'}, http: {endpoint: '127.0.0.1:0'}}"
+        )
+    )
+    grpc_receiver, http_receiver = daemon.stages["receiver.grpc"], daemon.stages["receiver.http"]
+    assert isinstance(grpc_receiver, OtlpGrpcReceiver)
+    assert isinstance(http_receiver, OtlpHttpReceiver)
+    assert grpc_receiver.admission_error() is None
+    daemon.ingest.draining = True
+    assert isinstance(grpc_receiver.admission_error(), StageClosed)
+    async with asyncio.TaskGroup() as tasks:
+        await http_receiver.start(tasks)
+        try:
+            url = f"http://127.0.0.1:{http_receiver.port}/v1/traces"
+            headers = {"Content-Type": "application/x-protobuf"}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(url, data=b"", headers=headers) as reply,
+            ):
+                assert reply.status == 503
+        finally:
+            await http_receiver.stop(deadline_in(2.0))
+
+
+def test_status_and_probes_come_from_the_registration() -> None:
+    """/status lists every stage with a status once; the prober probes each stage with a probe,
+    Redis as optional."""
+    daemon = build(config.parse(""))
+    names = [stage.name for stage in daemon.pipeline.stages]
+    assert len(names) == len(set(names))
+    sources = daemon.pipeline.status_sources()
+    assert {"memory", "process", "timescale", "redis", "pressure", "batcher.logs"} <= set(sources)
+    assert "logs_routing" in sources
+    assert list(sources) == [n for n in names if n in sources]
+    probes = {p.component: p.required for p in daemon.pipeline.probes()}
+    assert probes == {"timescale": True, "elasticsearch": True, "redis": False}
+    # Plus `memory`, which the memory guard reports itself (unready after long shedding).
+    assert set(daemon.health.status()["components"]) == {*probes, "memory"}

@@ -1,4 +1,5 @@
-"""Big requests to a thread-safe (native) converter are converted off the event loop."""
+"""Large requests are converted off the event loop, by one mechanism for both codecs: the
+route's `convert_large` on a conversion thread (`Ingest._convert`)."""
 
 from __future__ import annotations
 
@@ -6,37 +7,60 @@ import threading
 from typing import Any
 
 from ingestd.config import IngestConfig
-from ingestd.ingest import CONVERT_INLINE_MAX_BYTES, Converted, Ingest
+from ingestd.ingest import CONVERT_THREADS, Ingest, Route
+from ingestd.model import Converted
 
 
 class _Recording:
-    """A converter that records the thread it ran on."""
+    """A converter that records the thread it ran on and the application id it was given."""
 
     takes_bytes = True
 
     def __init__(self, thread_safe: bool) -> None:
         self.thread_safe = thread_safe
-        self.threads: list[int] = []
+        self.calls: list[tuple[int, str]] = []
 
-    def __call__(self, request: Any) -> Converted:
-        self.threads.append(threading.get_ident())
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        self.calls.append((threading.get_ident(), application_id))
         return Converted(payload=None, items=0, nbytes=0)
 
 
-async def test_big_request_runs_on_a_conversion_thread() -> None:
-    """A request of CONVERT_INLINE_MAX_BYTES goes to the pool; a small one stays inline."""
+def _route(convert: _Recording, large: _Recording | None) -> Route:
+    return Route(convert, batcher=None, convert_large=large)  # type: ignore[arg-type]
+
+
+async def test_large_request_runs_on_a_conversion_thread() -> None:
+    """At convert_in_thread_bytes a request goes to convert_large on a thread; below, inline."""
     ingest = Ingest(IngestConfig(), {})
-    convert = _Recording(thread_safe=True)
-    await ingest._convert(convert, b"x" * CONVERT_INLINE_MAX_BYTES)
-    await ingest._convert(convert, b"x" * 10)
+    native = _Recording(thread_safe=True)
+    route = _route(native, native)
+    size = IngestConfig().convert_in_thread_bytes
+    await ingest._convert(route, b"x", size, "app-1")
+    await ingest._convert(route, b"x", size - 1, "")
     loop_thread = threading.get_ident()
-    assert convert.threads[0] != loop_thread
-    assert convert.threads[1] == loop_thread
+    assert native.calls[0][0] != loop_thread
+    assert native.calls[0][1] == "app-1"
+    assert native.calls[1] == (loop_thread, "")
 
 
-async def test_converter_that_is_not_thread_safe_stays_inline() -> None:
-    """The Python reference (shared attribute cache) is never run on another thread."""
+async def test_thread_safe_converter_gets_the_pool_and_the_reference_one_thread() -> None:
+    """The native codec (thread_safe) gets CONVERT_THREADS threads, the Python reference's
+    large converter (caches of its own) one; the small-request converter is never used."""
+    ingest = Ingest(IngestConfig(), {})
+    size = IngestConfig().convert_in_thread_bytes
+    small, reference_large = _Recording(thread_safe=False), _Recording(thread_safe=False)
+    native = _Recording(thread_safe=True)
+    await ingest._convert(_route(small, reference_large), b"x", size, "")
+    await ingest._convert(_route(native, native), b"x", size, "")
+    assert small.calls == []
+    assert len(reference_large.calls) == 1
+    assert ingest._converting[False]._max_workers == 1
+    assert ingest._converting[True]._max_workers == CONVERT_THREADS
+
+
+async def test_route_without_a_large_converter_converts_inline() -> None:
+    """No convert_large: every request, however large, is converted on the event loop."""
     ingest = Ingest(IngestConfig(), {})
     convert = _Recording(thread_safe=False)
-    await ingest._convert(convert, b"x" * CONVERT_INLINE_MAX_BYTES)
-    assert convert.threads == [threading.get_ident()]
+    await ingest._convert(_route(convert, None), b"x", 1 << 30, "")
+    assert convert.calls == [(threading.get_ident(), "")]

@@ -11,8 +11,9 @@ from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, IngestConfig, MemoryConfig, RetryConfig
 from ingestd.convert.traces import TraceConverter
 from ingestd.errors import MemoryPressure, StageClosed
-from ingestd.ingest import Ingest, RequestContext, Route, Signal, answer_deadline
+from ingestd.ingest import Ingest, Route, answer_deadline
 from ingestd.memory import MemoryGuard
+from ingestd.model import RequestContext, Signal
 from tests.fakes import FakeClock, RecordingWriter, settle
 from tests.samples import span_request
 

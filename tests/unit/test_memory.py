@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from ingestd.batching import Batcher, Part
+from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, MemoryConfig, RetryConfig
 from ingestd.errors import MemoryPressure, Overloaded
 from ingestd.memory import MemoryBudget, MemoryGuard, rss_limit_bytes
+from ingestd.model import Part
 from tests.fakes import FakeClock, RecordingWriter
 
 MiB = 1024 * 1024
@@ -89,7 +90,7 @@ async def test_batchers_share_the_process_wide_cap() -> None:
     await first.submit(Part(payload=[1], items=1, nbytes=800), timeout_s=0)
     with pytest.raises(Overloaded, match="max_buffered_bytes"):
         await second.submit(Part(payload=[2], items=1, nbytes=300), timeout_s=0)
-    assert second.stats()["refused_memory_full"] == 1
+    assert second.status()["refused_memory_full"] == 1
     small = await second.submit(Part(payload=[3], items=1, nbytes=200), timeout_s=0)
     assert small.items == 1
     assert budget.buffered == 1000

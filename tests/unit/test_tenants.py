@@ -8,6 +8,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from ingestd.model import Signal
 from ingestd.tenants import Charge, application_name, charges
 
 
@@ -35,7 +36,7 @@ def test_authenticated_tenant_pays_for_the_whole_request() -> None:
         rl = request.resource_logs.add()
         rl.resource.CopyFrom(resource(service_name=name))
         rl.scope_logs.add().log_records.add()
-    assert charges("logs", request, "acme", 500) == [Charge("acme", 2, 500)]
+    assert charges(Signal.LOGS, request, "acme", 500) == [Charge("acme", 2, 500)]
 
 
 def test_without_tenant_each_application_pays_its_items_and_share_of_bytes() -> None:
@@ -47,9 +48,9 @@ def test_without_tenant_each_application_pays_its_items_and_share_of_bytes() -> 
         metric = rm.scope_metrics.add().metrics.add(name="m")
         for _ in range(points):
             metric.gauge.data_points.add(as_double=1.0)
-    assert charges("metrics", request, "", 400) == [Charge("a", 3, 300), Charge("b", 1, 100)]
+    assert charges(Signal.METRICS, request, "", 400) == [Charge("a", 3, 300), Charge("b", 1, 100)]
 
 
 def test_empty_request_costs_nothing() -> None:
     """A request without records charges no bucket."""
-    assert charges("logs", ExportLogsServiceRequest(), "", 10) == []
+    assert charges(Signal.LOGS, ExportLogsServiceRequest(), "", 10) == []

@@ -11,7 +11,7 @@ import xxhash
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from ingestd.convert import common
+from ingestd.convert import common, values
 from ingestd.convert.common import AttributeEncoder, BadAttribute, Rows
 from tests.samples import set_attributes, set_value
 
@@ -50,19 +50,19 @@ def decoded(jsonb_value: bytes) -> object:
 )
 def test_any_value_kinds_survive_json(python_value: object, expected: object) -> None:
     """Every plain AnyValue kind becomes the JSON value of the same type and exact value."""
-    data, _ = common.dumps(common.any_value(value(python_value)))
+    data, _ = common.dumps(values.any_value(value(python_value)))
     assert json.loads(data) == expected
     assert type(json.loads(data)) is type(expected)
 
 
 def test_empty_value_is_null() -> None:
     """An AnyValue with no kind set becomes JSON null."""
-    assert common.any_value(AnyValue()) is None
+    assert values.any_value(AnyValue()) is None
 
 
 def test_whole_double_keeps_a_fraction() -> None:
     """A finite double with no fractional part is written as 1.0, so it reads back as a float."""
-    data, _ = common.dumps(common.any_value(value(1.0)))
+    data, _ = common.dumps(values.any_value(value(1.0)))
     assert data == b"1.0"
 
 
@@ -72,13 +72,13 @@ def test_whole_double_keeps_a_fraction() -> None:
 )
 def test_non_finite_doubles_are_tagged(double: float, tag: str) -> None:
     """NaN and the infinities, which JSON cannot hold, become {"$double": ...}."""
-    assert common.any_value(value(double)) == {"$double": tag}
+    assert values.any_value(value(double)) == {"$double": tag}
 
 
 def test_bytes_are_tagged_base64() -> None:
     """A bytes value becomes {"$bytes": standard base64} with its exact bytes."""
     raw = bytes(range(256))
-    tagged = common.any_value(value(raw))
+    tagged = values.any_value(value(raw))
     assert tagged == {"$bytes": base64.b64encode(raw).decode()}
     assert base64.b64decode(tagged["$bytes"]) == raw
 
@@ -145,26 +145,6 @@ def test_undecodable_attribute_raises_bad_attribute() -> None:
     """Raw bytes that are not a KeyValue raise BadAttribute (the record is rejected alone)."""
     with pytest.raises(BadAttribute):
         AttributeEncoder().jsonb([b"\x0a\xff"])
-
-
-def test_application_id_is_xxh3_of_namespace_name_environment() -> None:
-    """applicationId = xxh3_64 hex of namespace, name, environment joined by 0x1f."""
-    identity = common.service_identity(
-        {"service.name": "api", "service.namespace": "shop", "deployment.environment": "prod"}
-    )
-    assert identity == ("api", "shop", "prod")
-    expected = xxhash.xxh3_64_hexdigest(b"shop\x1fapi\x1fprod")
-    assert common.application_id(*identity) == expected
-    assert len(expected) == 16
-
-
-def test_service_name_defaults_and_new_environment_key() -> None:
-    """A missing service.name is unknown_service; deployment.environment.name is a fallback."""
-    identity = common.service_identity({"deployment.environment.name": "staging"})
-    assert identity == ("unknown_service", "", "staging")
-    assert common.application_id(*identity) == xxhash.xxh3_64_hexdigest(
-        b"\x1funknown_service\x1fstaging"
-    )
 
 
 def test_resource_and_scope_ids_are_signed_xxh3_of_serialization_and_url() -> None:

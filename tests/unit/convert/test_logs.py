@@ -12,7 +12,13 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 
 from ingestd.convert.identity import application_id_of
-from ingestd.convert.logs import LogsConverter, iso_nanos, sanitize_dataset
+from ingestd.convert.logs import (
+    LogsConverter,
+    application_namespace,
+    iso_nanos,
+    sanitize_dataset,
+)
+from tests.samples import set_value
 
 NOW = 1_700_000_000_000_000_000
 T = 1_544_712_660_300_000_123
@@ -22,26 +28,6 @@ def kv(key: str, value: Any) -> common_pb2.KeyValue:
     out = common_pb2.KeyValue(key=key)
     set_value(out.value, value)
     return out
-
-
-def set_value(target: common_pb2.AnyValue, value: Any) -> None:
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, bytes):
-        target.bytes_value = value
-    elif isinstance(value, dict):
-        target.kvlist_value.SetInParent()
-        target.kvlist_value.values.extend(kv(k, v) for k, v in value.items())
-    elif isinstance(value, list):
-        target.array_value.SetInParent()
-        for item in value:
-            set_value(target.array_value.values.add(), item)
 
 
 def request(
@@ -335,3 +321,32 @@ def test_empty_request_converts_to_nothing() -> None:
     """No records: no items, nothing rejected."""
     _, out = convert(logs_service_pb2.ExportLogsServiceRequest())
     assert (out.items, out.rejected, list(out.payload)) == (0, 0, [])
+
+
+def test_registered_application_keeps_its_documents_in_its_namespace() -> None:
+    """With an application id (ingest key), documents carry it and stay in its namespace:
+    data_stream.namespace at any level is ignored; the dataset may still be chosen."""
+    req = request(
+        record(attributes={"data_stream.namespace": "victim", "data_stream.dataset": "audit"}),
+        record(),
+        resource={"service.name": "victim-svc", "data_stream.namespace": "victim"},
+        scope={"data_stream.namespace": "victim"},
+    )
+    out = LogsConverter(now_ns=lambda: NOW)(req, "app-7")
+    indices, docs = [], []
+    for item in out.payload:
+        action, doc, _ = item.split(b"\n")
+        indices.append(orjson.loads(action)["create"]["_index"])
+        docs.append(orjson.loads(doc))
+    namespace = application_namespace("app-7")
+    assert indices == [f"logs-audit.otel-{namespace}", f"logs-generic.otel-{namespace}"]
+    assert {d["application_id"] for d in docs} == {"app-7"}
+    assert {d["data_stream"]["namespace"] for d in docs} == {namespace}
+
+
+def test_application_namespaces_stay_apart_when_sanitized() -> None:
+    """An id that is a valid namespace is used as is; others get a hash so none collide."""
+    assert application_namespace("de_alpha") == "de_alpha"
+    assert application_namespace("app-1") != application_namespace("app_1")
+    assert application_namespace("app-1").startswith("app_1.")
+    assert application_namespace("Ünï") != application_namespace("---")

@@ -13,9 +13,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
-from ingestd.convert import common, metrics
+from ingestd.convert import metrics
 from ingestd.convert.common import PG_EPOCH_US, AttributeEncoder
-from ingestd.ingest import Converted
+from ingestd.convert.identity import application_id_of
+from ingestd.model import Converted
 from tests.samples import set_attributes
 
 NOW = 1_700_000_000_123_456_789
@@ -85,7 +86,7 @@ def test_gauge_double_point_fills_every_column() -> None:
     converted = convert(request(m))
     (row,) = rows_of(converted)
     assert row["timestamp"] == NOW // 1000 - PG_EPOCH_US
-    assert row["applicationid"] == common.application_id("api", "ns", "")
+    assert row["applicationid"] == application_id_of("ns", "api", "")
     assert (row["name"], row["type"], row["unit"]) == ("temp", "gauge", "Cel")
     assert (row["value"], row["intvalue"]) == (21.5, None)
     assert json.loads(row["attributes"][1:]) == {"room": "a", "floor": 2}

@@ -9,9 +9,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
-from ingestd.convert import common, traces, wire
+from ingestd.convert import traces, wire
 from ingestd.convert.common import PG_EPOCH_US, AttributeEncoder
-from ingestd.ingest import Converted, Signal
+from ingestd.convert.identity import application_id_of
+from ingestd.model import Converted
 from tests.samples import set_attributes
 
 NOW = 1_700_000_000_123_456_789
@@ -112,7 +113,7 @@ def test_every_column_of_a_full_span() -> None:
         2,
         3,
     )
-    assert row["applicationid"] == common.application_id("api", "", "")
+    assert row["applicationid"] == application_id_of("", "api", "")
     assert row["resourceid"] in rows.resources
     assert row["scopeid"] in rows.scopes
     assert rows.scopes[row["scopeid"]][:2] == ("lib", "1.0")
@@ -168,7 +169,7 @@ def test_unstorable_span_is_rejected_alone(fields: dict[str, Any], reason: str) 
 
 def test_undecodable_attribute_rejects_its_span() -> None:
     """A span whose raw attribute bytes do not decode is rejected, the others stored."""
-    req = wire.as_fast(Signal.TRACES, request(span(name="bad"), span(name="ok")))
+    req = wire.as_fast(wire.TRACES_REQUEST, request(span(name="bad"), span(name="ok")))
     req.resource_spans[0].scope_spans[0].spans[0].attributes.append(b"\x0a\xff\xff")
     converted = convert(req)
     assert converted.reject_reasons == {"bad_attribute": 1}
@@ -194,9 +195,9 @@ def test_resource_and_scope_are_converted_once_per_group(monkeypatch: pytest.Mon
     calls = {"resource": 0, "scope": 0}
     real_resource, real_scope = traces.add_resource, traces.add_scope
 
-    def count_resource(*args: Any) -> Any:
+    def count_resource(*args: Any, **kwargs: Any) -> Any:
         calls["resource"] += 1
-        return real_resource(*args)
+        return real_resource(*args, **kwargs)
 
     def count_scope(*args: Any) -> Any:
         calls["scope"] += 1
@@ -219,7 +220,7 @@ def test_official_and_fast_messages_convert_alike() -> None:
     s = span()
     set_attributes(s.attributes, {"a": [1, {"b": None}], "c": b"x"})
     official = request(s)
-    fast = wire.FAST_REQUEST_TYPES[Signal.TRACES].FromString(official.SerializeToString())
+    fast = wire.TRACES_REQUEST.FromString(official.SerializeToString())
     assert convert(official).payload.rows == convert(fast).payload.rows
 
 
@@ -232,7 +233,7 @@ def test_several_resources_keep_their_own_application() -> None:
     req.resource_spans.append(other)
     converted = convert(req)
     apps = [r[COLUMN["applicationid"]] for r in converted.payload.rows]
-    assert apps == [common.application_id("a", "", ""), common.application_id("b", "", "e")]
+    assert apps == [application_id_of("", "a", ""), application_id_of("", "b", "e")]
     assert len({r[COLUMN["resourceid"]] for r in converted.payload.rows}) == 2
 
 
@@ -242,3 +243,16 @@ def test_converter_uses_its_clock_for_the_future_limit() -> None:
     converted = converter(request(span(end_time_unix_nano=NOW + 2_000_000_000), span()))
     assert converted.reject_reasons == {"timestamp_in_future": 1}
     assert converted.items == 1
+
+
+def test_registered_application_id_overrides_the_resource() -> None:
+    """An ingest key's application id is every row's, and no derived application row is made."""
+    converted = traces.convert(
+        request(span(), span(span_id=b"\x02" * 8), resource={"service.name": "someone-else"}),
+        AttributeEncoder(),
+        max_time_unix_nano=NOW + 10**12,
+        application_id="app-7",
+    )
+    assert {row_of(converted, i)["applicationid"] for i in range(2)} == {"app-7"}
+    assert converted.payload.applications == {}
+    assert convert(request(span())).payload.applications  # without a key: derived, recorded

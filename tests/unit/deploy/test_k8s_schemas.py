@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import zipfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "deploy" / "k8s_schemas.py"
+from tests.unit.deploy.scripts import load_script
+
 PREFIX = "kubernetes_validate/kubernetes-json-schema/v1.32.0-local-strict/"
 DEFS_URL = "/api/_definitions.json#/$defs/"
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("k8s_schemas", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-k8s_schemas = load_script()
+k8s_schemas = load_script("k8s_schemas")
 
 DEFINITIONS: dict[str, Any] = {
     "Spec": {"properties": {"template": {"$ref": "#/$defs/Template"}}},

@@ -21,7 +21,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from ingestd.convert import copy_binary, metrics, traces
 from ingestd.convert.common import INT32_MAX
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from tests.fuzz.targets import NOW_NS, Outcome, Target, converters
 
 TRACE_ID = bytes(range(1, 17))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from tests.fuzz.strategies import REQUESTS, json_bytes, mutated_json
 from tests.fuzz.targets import Target
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from ingestd.convert import native
 from ingestd.errors import BadRequest
-from ingestd.ingest import Signal
-from ingestd.receiver.decode import REQUEST_TYPES
+from ingestd.model import Signal
 from ingestd.receiver.otlp_json import parse_json
+from ingestd.signals import SIGNALS
 from tests.fuzz.strategies import json_bytes, mutated_json
 
 EXAMPLES = Path(__file__).parents[2] / "data" / "otlp-examples"
@@ -34,7 +34,7 @@ def check(signal: Signal, body: bytes) -> bytes | None:
         expected: Any = parse_json(signal, body)
     except BadRequest as exc:
         raise AssertionError(f"transcoded what Python refuses ({exc}): {body[:300]!r}") from exc
-    got = REQUEST_TYPES[signal].FromString(proto)
+    got = SIGNALS[signal].request_type.FromString(proto)
     assert got == expected, body[:300]
     return proto
 

@@ -12,7 +12,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from ingestd.receiver.otlp_json import parse_json
 from tests.fuzz import strategies
 from tests.fuzz.differential import NOW_NS, compare

@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from ingestd.ingest import Signal
+from ingestd.model import Signal
 from ingestd.receiver.otlp_json import parse_json
 from tests.fuzz import strategies
 from tests.fuzz.differential import NOW_NS, compare

@@ -12,8 +12,8 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from ingestd.convert.wire import FAST_REQUEST_TYPES
-from ingestd.ingest import Signal
+from ingestd.convert.wire import TRACES_REQUEST
+from ingestd.model import Signal
 from ingestd.receiver.otlp_json import parse_json
 from tests.fuzz import strategies
 from tests.fuzz.differential import NOW_NS, compare
@@ -152,9 +152,12 @@ def test_identity_edge_cases_are_identical() -> None:
 
 
 def test_application_id_override_is_identical() -> None:
-    """A request bound to an application: both codecs use the given id."""
+    """A request bound to a registered application: both codecs use the given id on every row
+    and write no applications row for it (the row is Deep Eyes')."""
     out = compare(Signal.TRACES, _body(_span()), application_id="0123456789abcdef")
-    assert list(out["applications"]) == ["0123456789abcdef"]
+    assert out["applications"] == {}
+    assert out["items"] == 1
+    assert b"0123456789abcdef" in out["data"]
 
 
 def test_bad_attribute_bytes_are_identical() -> None:
@@ -173,7 +176,7 @@ def test_deep_attribute_is_identical() -> None:
             array = b"\x0a" + _varint(len(value)) + value  # ArrayValue{values: [value]}
             value = b"\x2a" + _varint(len(array)) + array  # AnyValue{array_value: ...}
         raw = b"\x0a\x01d\x12" + _varint(len(value)) + value  # KeyValue{key: "d", value}
-        request = FAST_REQUEST_TYPES[Signal.TRACES].FromString(_body(_span()))
+        request = TRACES_REQUEST.FromString(_body(_span()))
         request.resource_spans[0].scope_spans[0].spans[0].attributes.append(raw)
         compare(Signal.TRACES, request.SerializeToString())
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import socket
 import time
 import tracemalloc
 import zlib
@@ -36,21 +35,16 @@ from ingestd.config import (
 )
 from ingestd.convert.logs import LogsConverter
 from ingestd.errors import PayloadTooLarge
-from ingestd.ingest import Ingest, Route, Signal
+from ingestd.ingest import Ingest, Route
 from ingestd.memory import MemoryGuard
+from ingestd.model import Signal
 from ingestd.receiver.otlp_http import OtlpHttpReceiver, inflater
 from tests.fakes import RecordingWriter
+from tests.harness import free_port
 
 EXAMPLES = Path(__file__).parents[2] / "data" / "otlp-examples"
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -12,9 +12,9 @@ import pytest
 from google.protobuf import json_format
 
 from ingestd.errors import BadRequest
-from ingestd.ingest import Signal
-from ingestd.receiver.decode import REQUEST_TYPES
+from ingestd.model import Signal
 from ingestd.receiver.otlp_json import parse_json
+from ingestd.signals import SIGNALS
 
 EXAMPLES = Path(__file__).parents[2] / "data" / "otlp-examples"
 _IDS = ("traceId", "spanId", "parentSpanId")
@@ -47,7 +47,9 @@ def test_published_examples_decode_like_json_format(name: str, signal: Signal) -
     """The opentelemetry-proto examples decode to what json_format makes of them (ids fixed)."""
     body = (EXAMPLES / name).read_bytes()
     ours = parse_json(signal, body)
-    oracle = json_format.ParseDict(_hex_to_base64(orjson.loads(body)), REQUEST_TYPES[signal]())
+    oracle = json_format.ParseDict(
+        _hex_to_base64(orjson.loads(body)), SIGNALS[signal].request_type()
+    )
     assert ours == oracle
     assert ours.ByteSize() > 0
 

@@ -43,21 +43,21 @@ def test_each_error_class_maps_to_its_status(
     """Every error class gets its gRPC code, HTTP status and (only if retryable) a hint."""
     result = status.status_for(error)
     assert (result.grpc_code, result.http_status, result.retry_after_s) == (code, http, retry)
-    assert result.message == error.message
+    assert result.message == error.client_message
 
 
 def test_unexpected_exception_is_retryable() -> None:
     """A bug answers UNAVAILABLE with a retry hint, so no client drops data for good."""
     result = status.status_for(KeyError("x"))
     assert (result.grpc_code, result.http_status, result.retry_after_s) == (UNAVAILABLE, 503, 5.0)
-    assert "KeyError" in result.message
+    assert result.message == "internal error"
 
 
 def test_retryable_status_carries_retry_info() -> None:
     """UNAVAILABLE's google.rpc.Status holds a RetryInfo with the exact delay."""
     proto = status.rpc_status(status.status_for(SinkUnavailable("down", retry_after_s=2.75)))
     assert proto.code == code_pb2.UNAVAILABLE
-    assert proto.message == "down"
+    assert proto.message == "storage is unavailable right now; retry later"
     (detail,) = proto.details
     info = error_details_pb2.RetryInfo()
     assert detail.Unpack(info)
@@ -81,3 +81,28 @@ def test_unimplemented_has_an_rpc_code() -> None:
 def test_retry_after_header_rounds_up(seconds: float | None, header: str | None) -> None:
     """HTTP Retry-After is whole seconds, rounded up, at least 1."""
     assert status.retry_after_header(status.Status(UNAVAILABLE, 503, seconds, "")) == header
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SinkUnavailable("traces: connection to server at db.internal (10.0.0.7), port 5432 failed"),
+        Rejected("traces: value too long for type character varying(64): 'alice@corp'"),
+        KeyError("/srv/ingestd/secret/path"),
+    ],
+)
+def test_server_and_internal_text_never_reaches_the_client(error: BaseException) -> None:
+    """PostgreSQL, Elasticsearch and internal error text stays in the logs, off the status."""
+    answer = status.status_for(error)
+    for leak in ("db.internal", "10.0.0.7", "alice", "/srv/ingestd", "KeyError", "5432"):
+        assert leak not in answer.message
+        assert leak not in status.rpc_status(answer).message
+    assert answer.message
+
+
+def test_ingestd_own_refusals_keep_their_precise_reason() -> None:
+    """A refusal from ingestd's own checks (quoting the client's own input) is sent as it is."""
+    text = "request body of 99999999 bytes exceeds 20971520 bytes"
+    assert status.status_for(PayloadTooLarge(text)).message == text
+    vouched = SinkUnavailable("traces: its sink is failing (2 of 3 replicas)", client_message="x")
+    assert status.status_for(vouched).message == "x"

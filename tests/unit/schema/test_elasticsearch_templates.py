@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ingestd.config import LogsTemplateConfig
+from ingestd.schema import files
 from ingestd.schema.elasticsearch import (
     _needs_rollover,
     _with_hash,
@@ -59,3 +60,30 @@ def test_rollover_needs_documents_and_age_or_size() -> None:
     assert _needs_rollover({**young, "primary_bytes": 2 * 1024**3}, config, now)
     assert not _needs_rollover({**young, "primary_bytes": 2 * 1024**3, "shards": 4}, config, now)
     assert not _needs_rollover(None, config, now)
+
+
+def test_defaults_are_the_json_files_overlaid_by_config() -> None:
+    """schema/elasticsearch/*.json are the defaults; config replaces shards and retention only."""
+    shipped = files.read_json("elasticsearch", "ingestd-logs.json")
+    default = index_template(LogsTemplateConfig())
+    assert default == shipped
+    changed = index_template(LogsTemplateConfig(retention_days=3))
+    assert changed["template"]["lifecycle"]["data_retention"] == "3d"
+    assert {k: v for k, v in changed.items() if k != "template"} == {
+        k: v for k, v in shipped.items() if k != "template"
+    }
+    body = files.read_json("elasticsearch", "ingestd-logs@settings.json")
+    assert settings(LogsTemplateConfig()) == body["template"]["settings"]
+    assert settings(LogsTemplateConfig(shards=3))["index"]["number_of_shards"] == 3
+
+
+def test_server_modules_choose_leaner_field_types() -> None:
+    """With mapper-extras the body is match_only_text; without it, the JSON's `text` stays."""
+    shipped = files.read_json("elasticsearch", "ingestd-logs@mappings.json")
+    assert mappings() == shipped["template"]["mappings"]
+    lean = mappings(frozenset({"mapper-extras"}))
+    assert lean["properties"]["body"]["properties"]["text"] == {"type": "match_only_text"}
+    assert (
+        lean["properties"]["attributes"]
+        == shipped["template"]["mappings"]["properties"]["attributes"]
+    )

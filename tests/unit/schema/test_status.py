@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from ingestd.schema import status as status_module
 from ingestd.schema.status import Status, render
 
 
@@ -18,3 +21,45 @@ def test_status_lines_start_with_the_tier() -> None:
     lines = status.lines()
     assert lines[1].split() == ["tier", "apache"]
     assert lines[3].startswith("relation")
+
+
+class _Rows:
+    """A connection whose every query answers *rows* (enough for read_jobs)."""
+
+    def __init__(self, rows: list[tuple[object, ...]]) -> None:
+        self.rows = rows
+
+    async def execute(self, *_: object) -> _Rows:
+        return self
+
+    async def fetchall(self) -> list[tuple[object, ...]]:
+        return self.rows
+
+
+async def test_timescaledb_job_rows_read_through_timescaledb_jobs() -> None:
+    """The full tier's job rows come from timescaledb_jobs.read_jobs, by id, with the error."""
+    at = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    rows = [
+        (7, "policy_compression", "metrics", hour, True, None, None, None, at, 0, None),
+        (3, "policy_retention", "traces", hour, True, "Failed", at, None, at + hour, 4, "boom"),
+    ]
+    found = await status_module._timescaledb_jobs(_Rows(rows))  # type: ignore[arg-type]
+    assert found == [
+        (
+            "retention [3]",
+            "traces",
+            status_module.human(hour),
+            "2026-12-04 10:00:00Z",
+            "Failed: boom",
+            "2026-12-04 11:00:00Z",
+        ),
+        (
+            "compression [7]",
+            "metrics",
+            status_module.human(hour),
+            "never",
+            "-",
+            "2026-12-04 10:00:00Z",
+        ),
+    ]

@@ -16,10 +16,11 @@ import pytest
 from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 from elasticsearch import ApiError, ConnectionError
 
-from ingestd.batching import Batch, Part
+from ingestd.batching import Batch
 from ingestd.config import ElasticsearchSinkConfig, RetryConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.metrics import ES_REJECTED_DOCS
+from ingestd.model import Part
+from ingestd.observe.metrics import ES_REJECTED_DOCS
 from ingestd.sinks.elasticsearch import BulkWriter
 from tests.fakes import FakeClock, settle
 
@@ -58,9 +59,28 @@ class FakeClient:
     headers: list[dict[str, str]] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
 
+    # Backing indices of every data stream, oldest first (the last is the write index), and
+    # the documents each holds; `_mget` reads them.
+    backing: list[str] = field(default_factory=lambda: ["w1"])
+    stored_in: dict[str, set[str]] = field(default_factory=dict)
+
     async def perform_request(
-        self, method: str, path: str, *, headers: dict[str, str], body: bytes
+        self, method: str, path: str, *, headers: dict[str, str], body: bytes | None = None
     ) -> Response:
+        if path.startswith("/_resolve/index/"):
+            return Response({"data_streams": [{"backing_indices": self.backing}]})
+        if path.startswith("/_mget"):
+            assert body is not None
+            asked = orjson.loads(body)["docs"]
+            return Response(
+                {
+                    "docs": [
+                        {"_id": d["_id"], "found": d["_id"] in self.stored_in.get(d["_index"], ())}
+                        for d in asked
+                    ]
+                }
+            )
+        assert body is not None
         assert (method, path.split("?")[0]) == ("POST", "/_bulk")
         self.headers.append(headers)
         if headers.get("content-encoding") == "gzip":
@@ -260,3 +280,54 @@ async def test_mismatched_answer_is_retryable() -> None:
     w, clock = writer(Short())
     with pytest.raises(SinkUnavailable, match="items"):
         await run(w, clock, batch(["a", "b"]))
+
+
+async def test_each_part_hears_only_about_its_own_records() -> None:
+    """A part's partial-success message names its own error type, never another part's values."""
+    client = FakeClient(
+        script=lambda n, doc: (
+            (400, "document_parsing_exception")
+            if doc["id"] == "secret-of-a"
+            else ((400, "illegal_argument_exception") if doc["id"] == "b-bad" else (201, ""))
+        )
+    )
+    w, clock = writer(client)
+    results = await run(w, clock, batch(["secret-of-a"], ["b-ok", "b-bad"], ["c"]))
+    assert [r.rejected for r in results] == [1, 1, 0]
+    assert (
+        results[0].message == "1 log records refused by Elasticsearch (document_parsing_exception)"
+    )
+    assert (
+        results[1].message == "1 log records refused by Elasticsearch (illegal_argument_exception)"
+    )
+    assert results[2].message == ""
+    # The fake's reason quotes the document ("... for secret-of-a"): no part reads it.
+    assert not any("secret-of-a" in r.message for r in results)
+
+
+async def test_a_retry_after_a_lost_answer_and_a_rollover_skips_what_was_stored() -> None:
+    """The bulk's answer is lost, the stream rolls over, the retry finds `a` in the previous
+    backing index (a realtime _mget) and sends only `b`: nothing is stored twice."""
+    client = FakeClient(bulk_error=[ConnectionError("reset")])
+    w, clock = writer(client)
+    b = batch(["a", "b"])
+    with pytest.raises(SinkUnavailable):
+        await run(w, clock, b)
+    client.backing = ["w1", "w2"]
+    client.stored_in = {"w1": {"a"}}
+    results = await run(w, clock, b)
+    assert client.sent == [["a", "b"], ["b"]]
+    assert results[0].rejected == 0
+
+
+async def test_a_refused_bulk_is_not_looked_up() -> None:
+    """A 429 for the whole bulk means nothing was indexed: the retry sends it whole, no _mget."""
+    client = FakeClient(bulk_error=[ApiError("busy", meta(429), body={})])
+    w, clock = writer(client)
+    b = batch(["a"])
+    with pytest.raises(SinkUnavailable):
+        await run(w, clock, b)
+    client.backing = ["w1", "w2"]
+    client.stored_in = {"w1": {"a"}}
+    await run(w, clock, b)
+    assert client.sent == [["a"], ["a"]]

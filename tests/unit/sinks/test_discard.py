@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ingestd.batching import Batch, Batcher, Part, PartResult
+from ingestd.batching import Batch, Batcher
 from ingestd.config import BatchConfig, BufferConfig, RetryConfig
+from ingestd.model import Part, PartResult
 from ingestd.pipeline import deadline_in
 from ingestd.sinks.discard import DiscardWriter
 
@@ -20,7 +21,7 @@ async def test_every_part_is_reported_stored() -> None:
     batch = Batch(parts=[_part(3), _part(5)], items=8, nbytes=80, reason="size")
     results = await writer.write_batch(batch)
     assert list(results) == [PartResult(), PartResult()]
-    assert writer.stats() == {"batches": 1, "discarded_items": 8}
+    assert writer.status() == {"batches": 1, "discarded_items": 8}
 
 
 async def test_a_batcher_over_it_acknowledges_committed_waiters() -> None:
@@ -39,4 +40,4 @@ async def test_a_batcher_over_it_acknowledges_committed_waiters() -> None:
         part = await batcher.submit(_part(4), timeout_s=1.0)
         assert await asyncio.wait_for(part.done, 5.0) == PartResult()
         await batcher.stop(deadline_in(1.0))
-    assert writer.stats()["discarded_items"] == 4
+    assert writer.status()["discarded_items"] == 4

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from psycopg import errors
 
-from ingestd.batching import Part, PartResult
 from ingestd.convert import copy_binary
 from ingestd.convert.common import Rows
 from ingestd.errors import Rejected, SinkUnavailable
+from ingestd.model import Part, PartResult
 from ingestd.sinks import timescale
 
 

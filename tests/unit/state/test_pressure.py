@@ -7,10 +7,11 @@ import random
 
 import pytest
 
-from ingestd.batching import Batcher, Part
+from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, PressureConfig, RetryConfig
 from ingestd.errors import SinkUnavailable
-from ingestd.health import Health, State
+from ingestd.model import Part, Signal
+from ingestd.observe.health import Health, State
 from ingestd.state.pressure import Admission, ClusterPressure, Gate
 from tests.fakes import FakeClock, RecordingWriter
 
@@ -72,11 +73,11 @@ async def test_local_view_closes_when_own_sink_is_unavailable() -> None:
     clock, health = FakeClock(), Health()
     health.register("timescale")
     pressure = ClusterPressure(CONFIG, None, health, clock=clock, rng=random.Random(1))
-    pressure.watch("traces", batcher(clock), "timescale")
+    pressure.watch(Signal.TRACES, batcher(clock), "timescale")
     health.set("timescale", State.UNAVAILABLE, "connection refused")
     await pressure.tick()
     with pytest.raises(SinkUnavailable) as info:
-        pressure.admit("traces")
+        pressure.admit(Signal.TRACES)
     assert info.value.retry_after_s == 1.0
     health.set("timescale", State.OK)
     await pressure.tick()
@@ -88,12 +89,12 @@ async def test_cluster_fill_feeds_the_batcher_retry_hint() -> None:
     clock = FakeClock()
     pressure = ClusterPressure(CONFIG, None, None, clock=clock)
     traces = batcher(clock)
-    pressure.watch("traces", traces)
-    empty_hint = pressure.hint_s("traces")
+    pressure.watch(Signal.TRACES, traces)
+    empty_hint = pressure.hint_s(Signal.TRACES)
     await traces.submit(Part(payload=[], items=90, nbytes=100), timeout_s=0)
     await pressure.tick()
-    assert traces.cluster_fill == pytest.approx(0.9)
-    assert pressure.hint_s("traces") > empty_hint
+    assert pressure.status()["signals"]["traces"]["cluster_fill"] == pytest.approx(0.9)
+    assert pressure.hint_s(Signal.TRACES) > empty_hint
 
 
 async def test_retrying_batcher_closes_and_a_given_up_batch_reopens() -> None:
@@ -111,7 +112,7 @@ async def test_retrying_batcher_closes_and_a_given_up_batch_reopens() -> None:
         clock=clock,
     )
     pressure = ClusterPressure(CONFIG, None, None, clock=clock, rng=random.Random(1))
-    pressure.watch("traces", traces)
+    pressure.watch(Signal.TRACES, traces)
     async with asyncio.TaskGroup() as tasks:
         await traces.start(tasks)
         await traces.submit(Part(payload=["x"], items=1, nbytes=10), timeout_s=0)

@@ -1,0 +1,1 @@
+"""Jobs the daemon runs on its sinks: database maintenance and the logs retention."""

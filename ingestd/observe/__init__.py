@@ -1,0 +1,1 @@
+"""Self-observation: admin server, health and prober, metrics, process sampler, logging."""
