@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from ingestd.convert import native
+from ingestd.convert.logs import LogsConverter
 from ingestd.errors import ConfigError
+from ingestd.model import Signal
 
 
 def test_env_overrides_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,3 +59,61 @@ def test_status_reports_the_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert status["codec"] == "python"
     assert status["reason"] == "INGESTD_CODEC=python"
     assert status["native_signals"] == []
+
+
+def _routes(monkeypatch: pytest.MonkeyPatch, codec: str, yaml: str = "") -> dict[Any, Any]:
+    from ingestd import config
+    from ingestd.daemon import build
+
+    monkeypatch.setenv("INGESTD_CODEC", codec)
+    return dict(build(config.parse("redis: {enabled: false}\n" + yaml)).ingest.routes)
+
+
+def test_native_codec_converts_traces_and_metrics_and_routes_logs_to_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """codec native: traces and metrics native (one thread-safe converter for small and large
+    requests, the configured bucket cap); logs routed by attributes (the default) stay on the
+    Python reference, its two instances, and /status says so."""
+    from ingestd import daemon
+    from ingestd.config import Config
+
+    if not native.available():
+        pytest.skip("ingestd_native is not built here")
+    routes = _routes(monkeypatch, "native", "ingest: {max_buckets_per_point: 7}")
+    for signal in (Signal.TRACES, Signal.METRICS):
+        route = routes[signal]
+        assert isinstance(route.convert, native.NATIVE_CONVERTERS[signal])
+        assert route.convert_large is route.convert
+        assert route.convert.limits.max_buckets_per_point == 7
+    logs = routes[Signal.LOGS]
+    assert isinstance(logs.convert, LogsConverter)
+    assert isinstance(logs.convert_large, LogsConverter)
+    assert logs.convert_large is not logs.convert
+    status = daemon._codec_status(Config())
+    assert status["native_signals"] == ["traces", "metrics"]
+
+
+def test_native_logs_when_not_routed_by_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """routing.from_attributes off: logs native too; a registered application's request still
+    goes to the reference (its namespace is locked there)."""
+    if not native.available():
+        pytest.skip("ingestd_native is not built here")
+    yaml = "sinks: {elasticsearch: {routing: {from_attributes: false}}}"
+    convert = _routes(monkeypatch, "native", yaml)[Signal.LOGS].convert
+    assert isinstance(convert, native.NativeLogsConverter)
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    request.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=1)
+    body = request.SerializeToString()
+    plain = convert(body)
+    registered = convert(body, "de_alpha")
+    assert b"logs-generic.otel-default" in plain.payload.data
+    assert b'"application_id":"de_alpha"' in b"".join(registered.payload)
+    assert b"-de_alpha" in b"".join(registered.payload)
+
+
+def test_python_codec_keeps_the_reference_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """codec python: the reference converters, a second instance for large requests."""
+    for route in _routes(monkeypatch, "python").values():
+        assert not getattr(route.convert, "takes_bytes", False)
+        assert route.convert_large is not route.convert
