@@ -132,7 +132,8 @@ impl<'a> Reader<'a> {
         }
         loop {
             let tag = self.varint()?;
-            if tag >> 3 == 0 || tag >> 3 > MAX_FIELD_NUMBER {
+            // upb skips a group's fields by wire type alone: field number 0 passes there.
+            if tag >> 3 > MAX_FIELD_NUMBER {
                 return Err(DecodeError::Malformed);
             }
             let inner = (tag >> 3) as u32;
@@ -219,6 +220,13 @@ mod tests {
             DecodeError::Malformed
         );
         assert!(fields(&[0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01]).is_ok());
+    }
+
+    #[test]
+    fn groups_may_hold_field_number_zero_as_upb_skips_them() {
+        // group 1 { field 0 varint 26 } -- upb accepts it (found by the differential fuzz)
+        assert_eq!(fields(&[0x0b, 0x00, 0x1a, 0x0c]).unwrap().len(), 1);
+        assert!(fields(&[0x0b, 0x00, 0x0c]).is_err());
     }
 
     #[test]
