@@ -132,7 +132,7 @@ impl<'a> Reader<'a> {
         }
         loop {
             let tag = self.varint()?;
-            // upb accepts field number 0 inside a group it skips (not outside one).
+            // upb skips a group's fields by wire type alone: field number 0 passes there.
             if tag >> 3 > MAX_FIELD_NUMBER {
                 return Err(DecodeError::Malformed);
             }
@@ -223,6 +223,13 @@ mod tests {
     }
 
     #[test]
+    fn groups_may_hold_field_number_zero_as_upb_skips_them() {
+        // group 1 { field 0 varint 26 } -- upb accepts it (found by the differential fuzz)
+        assert_eq!(fields(&[0x0b, 0x00, 0x1a, 0x0c]).unwrap().len(), 1);
+        assert!(fields(&[0x0b, 0x00, 0x0c]).is_err());
+    }
+
+    #[test]
     fn skips_groups() {
         let buf = [0x0b, 0x10, 0x01, 0x0c, 0x18, 0x02];
         let got = fields(&buf).unwrap();
@@ -231,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn field_zero_only_inside_a_skipped_group() {
+    fn field_zero_fixed32_in_a_group_but_never_at_the_top_level() {
         // As upb: `0b 05 <4 bytes> 0c` parses, a top-level field 0 does not.
         let grouped = [0x0b, 0x05, 0x10, 0x80, 0x80, 0x80, 0x0c];
         assert_eq!(fields(&grouped).unwrap().len(), 1);

@@ -197,6 +197,11 @@ def test_unknown_and_repeated_fields_are_identical() -> None:
     compare(Signal.TRACES, bytes(body))
     compare(Signal.TRACES, b"\x0a\x00" * 3)
     compare(Signal.TRACES, b"\xff\xff")
+    # Fuzz findings (2026-12-04): field numbers past 2^29-1 are refused; inside an unknown
+    # group upb skips fields by wire type, field number 0 included.
+    compare(Signal.TRACES, bytes.fromhex("8a100a001a0c303030f0908080f09080800a"))
+    compare(Signal.TRACES, bytes.fromhex("0b190a05108080800112100a001a0c30303030"))
+    assert compare(Signal.TRACES, bytes.fromhex("0b100a001a0c")) != "BadRequest"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
