@@ -37,6 +37,16 @@ class FakeClock:
         await settle()
 
 
+class FakeRss:
+    """A process RSS reading (bytes) the test sets; called like the memory guard's probe."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __call__(self) -> int:
+        return self.value
+
+
 async def settle(rounds: int = 20) -> None:
     """Let every ready task run until the loop is quiet (no real time passes)."""
     for _ in range(rounds):

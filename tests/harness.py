@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import http.client
 import json
 import os
 import signal
@@ -153,6 +155,90 @@ class IngestdProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    def rss_mib(self) -> float:
+        """The resident set size of the daemon process (not its workers), in MiB."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmRSS"))
+        return int(line.split()[1]) / 1024
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the daemon process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RawClients:
+    """An ingestd subprocess's receiver ports, with clients that send bytes as they are (no
+    encoding, no retries): for tests of what the daemon does with odd or hostile requests."""
+
+    def __init__(self, proc: IngestdProcess) -> None:
+        self.proc = proc
+        self.grpc_port = proc.port_of("grpc_listening")
+        self.http_port = proc.port_of("http_receiver_listening")
+
+    @functools.cached_property
+    def channel(self) -> grpc.Channel:
+        """One insecure channel to the gRPC receiver, kept (messages up to 64 MiB)."""
+        return grpc.insecure_channel(
+            f"127.0.0.1:{self.grpc_port}", options=[("grpc.max_send_message_length", 64 << 20)]
+        )
+
+    def grpc(
+        self,
+        method: str,
+        body: bytes,
+        timeout_s: float = 60,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> tuple[grpc.StatusCode, bytes, grpc.RpcError | None]:
+        """(status code, answer or details, the error or None)."""
+        call = self.channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        try:
+            return grpc.StatusCode.OK, call(body, timeout=timeout_s, metadata=metadata), None
+        except grpc.RpcError as error:
+            return error.code(), (error.details() or "").encode(), error
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timeout_s: float = 60,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request on a new connection: (status, headers by lower-case name, body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout_s)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            reply = conn.getresponse()
+            return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+        finally:
+            conn.close()
+
+
+class PeakRss:
+    """The highest RSS (MiB) of a daemon while in a `with` block, sampled every *interval_s* on
+    a thread; `before` is the reading on entry, `mib` the peak (the reading on exit included)."""
+
+    def __init__(self, proc: IngestdProcess, interval_s: float) -> None:
+        self.proc = proc
+        self.interval_s = interval_s
+        self.before = self.mib = proc.rss_mib()
+        self._done = threading.Event()
+        self._watcher = threading.Thread(target=self._watch)
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.interval_s):
+            self.mib = max(self.mib, self.proc.rss_mib())
+
+    def __enter__(self) -> PeakRss:
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._watcher.join()
+        self.mib = max(self.mib, self.proc.rss_mib())
 
 
 def base_config(pg_dsn: str, es_url: str, redis_url: str) -> dict[str, Any]:

@@ -76,6 +76,18 @@ def bare_spans_request(n: int) -> ExportTraceServiceRequest:
     return request
 
 
+def histogram_request(name: str, buckets: int) -> ExportMetricsServiceRequest:
+    """One cumulative histogram point with *buckets* bucket counts (all zero): the huge ones
+    are what the hostile-input tests and benchmark send."""
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add(name=name)
+    metric.histogram.aggregation_temporality = 2
+    metric.histogram.data_points.add(
+        time_unix_nano=time.time_ns(), count=1, bucket_counts=[0] * buckets
+    )
+    return request
+
+
 def span_request(
     spans: int = 512, *, tag: str = "", start_ns: int | None = None
 ) -> ExportTraceServiceRequest:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -127,10 +128,10 @@ async def _apply(config: ElasticsearchSinkConfig, es: AsyncElasticsearch) -> lis
         (SETTINGS_TEMPLATE, {"template": {"settings": settings(templates)}}),
         (MAPPINGS_TEMPLATE, {"template": {"mappings": mappings(frozenset(modules))}}),
     ):
-        outcome = await _put_component(es, name, body)
+        outcome = await _put_template(es, "component_template", name, body)
         changed |= outcome == "updated"
         steps.append(f"elasticsearch: component template {name}: {outcome}")
-    outcome = await _put_index_template(es, INDEX_TEMPLATE, index_template(templates))
+    outcome = await _put_template(es, "index_template", INDEX_TEMPLATE, index_template(templates))
     changed |= outcome == "updated"
     steps.append(
         f"elasticsearch: index template {INDEX_TEMPLATE} ({LOGS_PATTERN}, priority "
@@ -179,29 +180,24 @@ def _with_hash(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return {**body, "_meta": meta}, digest
 
 
-async def _put_component(es: AsyncElasticsearch, name: str, body: dict[str, Any]) -> str:
+async def _put_template(es: AsyncElasticsearch, kind: str, name: str, body: dict[str, Any]) -> str:
+    """Puts a template (kind: component_template or index_template) unless the stored one
+    carries the same content hash; returns created, updated or unchanged."""
     full, digest = _with_hash(body)
+    get: Callable[..., Awaitable[Any]]
+    put: Callable[..., Awaitable[Any]]
+    if kind == "component_template":
+        get, put = es.cluster.get_component_template, es.cluster.put_component_template
+    else:
+        get, put = es.indices.get_index_template, es.indices.put_index_template
     try:
-        current = await es.cluster.get_component_template(name=name)
-        meta = current["component_templates"][0]["component_template"].get("_meta") or {}
+        current = await get(name=name)
+        meta = current[f"{kind}s"][0][kind].get("_meta") or {}
     except NotFoundError:
         meta = None
     if meta is not None and meta.get("content_hash") == digest:
         return "unchanged"
-    await es.cluster.put_component_template(name=name, **full)
-    return "created" if meta is None else "updated"
-
-
-async def _put_index_template(es: AsyncElasticsearch, name: str, body: dict[str, Any]) -> str:
-    full, digest = _with_hash(body)
-    try:
-        current = await es.indices.get_index_template(name=name)
-        meta = current["index_templates"][0]["index_template"].get("_meta") or {}
-    except NotFoundError:
-        meta = None
-    if meta is not None and meta.get("content_hash") == digest:
-        return "unchanged"
-    await es.indices.put_index_template(name=name, **full)
+    await put(name=name, **full)
     return "created" if meta is None else "updated"
 
 

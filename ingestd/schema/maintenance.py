@@ -207,24 +207,22 @@ async def _run(conn: Connection, config: MaintenanceConfig, trigger: Trigger) ->
     assert row is not None
     run_id, now = row
     report = MaintenanceReport(acted=True, tier=await recorded_tier(conn))
-    policies = await read_policies(conn)
-    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        ("ledger", lambda: _prune_ledger(conn, policies, now, report)),
-    ]
+    run = _Run(conn, config, trigger, await read_policies(conn), now, report)
+    steps: list[tuple[str, Callable[[_Run], Awaitable[None]]]] = [("ledger", _prune_ledger)]
     if report.tier is Tier.APACHE:
-        steps.append(("retention", lambda: _drop_chunks(conn, config, policies, now, report)))
+        steps.append(("retention", _drop_chunks))
     if report.tier is Tier.POSTGRES:
-        steps.append(("retention", lambda: _drop_partitions(conn, config, policies, now, report)))
-        steps.append(("partitions", lambda: _make_partitions(conn, config, policies, now, report)))
+        steps.append(("retention", _drop_partitions))
+        steps.append(("partitions", _make_partitions))
     if report.tier in (Tier.APACHE, Tier.POSTGRES):
-        steps.append(("rollups", lambda: _refresh(conn, policies, now, trigger, report)))
+        steps.append(("rollups", _refresh))
     if report.tier is Tier.FULL and trigger == "manual":
-        steps.append(("timescaledb_jobs", lambda: _run_jobs(conn, report)))
+        steps.append(("timescaledb_jobs", _run_jobs))
     elif report.tier is Tier.FULL:
-        steps.append(("timescaledb_jobs", lambda: _run_failing_jobs(conn, now, report)))
+        steps.append(("timescaledb_jobs", _run_failing_jobs))
     for step, action in steps:
         try:
-            await action()
+            await action(run)
         except Exception as exc:  # noqa: BLE001 - a failing step is recorded; the others run
             report.errors[step] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
     await conn.execute(
@@ -253,70 +251,69 @@ async def read_policies(conn: Connection) -> dict[str, Policy]:
     return {p.table if p.schema == "public" else f"{p.schema}.{p.table}": p for p in found}
 
 
-async def _prune_ledger(
-    conn: Connection, policies: dict[str, Policy], now: datetime, report: MaintenanceReport
-) -> None:
-    policy = policies.get("ingestd.ledger")
+@dataclass
+class _Run:
+    """What the steps of one maintenance run share."""
+
+    conn: Connection
+    config: MaintenanceConfig
+    trigger: Trigger
+    policies: dict[str, Policy]
+    now: datetime
+    report: MaintenanceReport
+
+
+async def _prune_ledger(run: _Run) -> None:
+    policy = run.policies.get("ingestd.ledger")
     if policy is None:
         return
-    cur = await conn.execute(
-        "DELETE FROM ingestd.ledger WHERE committedAt < %s", (now - policy.drop_after,)
+    cur = await run.conn.execute(
+        "DELETE FROM ingestd.ledger WHERE committedAt < %s", (run.now - policy.drop_after,)
     )
-    report.ledger_pruned = max(cur.rowcount, 0)
+    run.report.ledger_pruned = max(cur.rowcount, 0)
 
 
-async def _drop_chunks(
-    conn: Connection,
-    config: MaintenanceConfig,
-    policies: dict[str, Policy],
-    now: datetime,
-    report: MaintenanceReport,
-) -> None:
+async def _drop_chunks(run: _Run) -> None:
+    conn, report = run.conn, run.report
     for table in ("metrics", "traces"):
-        policy = policies[table]
         async with conn.transaction():
-            await _lock_timeout(conn, config.lock_timeout_s)
+            await _lock_timeout(conn, run.config.lock_timeout_s)
             cur = await conn.execute(
                 "SELECT count(*) FROM drop_chunks(%s::regclass, older_than => %s::timestamptz)",
-                (table, now - policy.drop_after),
+                (table, run.now - run.policies[table].drop_after),
             )
             row = await cur.fetchone()
         if row and row[0]:
             report.chunks_dropped[table] = row[0]
-    await _prune_rollups(conn, policies, now, report)
+    await _prune_rollups(run)
 
 
-async def _drop_partitions(
-    conn: Connection,
-    config: MaintenanceConfig,
-    policies: dict[str, Policy],
-    now: datetime,
-    report: MaintenanceReport,
-) -> None:
+async def _drop_partitions(run: _Run) -> None:
+    report = run.report
     for table in ("metrics", "traces"):
-        policy = policies[table]
+        policy = run.policies[table]
         work = await partitions.enforce_retention(
-            conn, table, policy.time_column, now - policy.drop_after, config.lock_timeout_s
+            run.conn,
+            table,
+            policy.time_column,
+            run.now - policy.drop_after,
+            run.config.lock_timeout_s,
         )
         if work.dropped:
             report.partitions_dropped[table] = work.dropped
         if work.expired_rows:
             report.expired_rows[table] = work.expired_rows
-    await _prune_rollups(conn, policies, now, report)
+    await _prune_rollups(run)
 
 
-async def _make_partitions(
-    conn: Connection,
-    config: MaintenanceConfig,
-    policies: dict[str, Policy],
-    now: datetime,
-    report: MaintenanceReport,
-) -> None:
+async def _make_partitions(run: _Run) -> None:
     for table in ("metrics", "traces"):
-        work = await ensure_partitions(conn, policies[table], now, config.lock_timeout_s)
+        work = await ensure_partitions(
+            run.conn, run.policies[table], run.now, run.config.lock_timeout_s
+        )
         if work.created:
-            report.partitions_created[table] = work.created
-            report.rows_moved[table] = work.moved_rows
+            run.report.partitions_created[table] = work.created
+            run.report.rows_moved[table] = work.moved_rows
 
 
 async def ensure_partitions(
@@ -336,30 +333,22 @@ async def ensure_partitions(
     )
 
 
-async def _prune_rollups(
-    conn: Connection, policies: dict[str, Policy], now: datetime, report: MaintenanceReport
-) -> None:
+async def _prune_rollups(run: _Run) -> None:
     for name in (rollups.HOURLY, rollups.DAILY):
-        pruned = await rollups.prune(conn, name, now - policies[name].drop_after)
+        pruned = await rollups.prune(run.conn, name, run.now - run.policies[name].drop_after)
         if pruned:
-            report.rollup_pruned[name] = pruned
+            run.report.rollup_pruned[name] = pruned
 
 
-async def _refresh(
-    conn: Connection,
-    policies: dict[str, Policy],
-    now: datetime,
-    trigger: Trigger,
-    report: MaintenanceReport,
-) -> None:
-    states = await rollups.read_states(conn)
+async def _refresh(run: _Run) -> None:
+    states = await rollups.read_states(run.conn)
     # Daily is built from hourly: refresh both when hourly is due, so they move together.
-    if trigger == "schedule" and not any(rollups.due(s, now) for s in states):
+    if run.trigger == "schedule" and not any(rollups.due(s, run.now) for s in states):
         return
     for state in states:
-        work = await rollups.refresh(conn, state, now)
-        report.rollup_rows[state.name] = work.rows
-        report.watermarks[state.name] = f"{work.watermark:%Y-%m-%d %H:%M}Z"
+        work = await rollups.refresh(run.conn, state, run.now)
+        run.report.rollup_rows[state.name] = work.rows
+        run.report.watermarks[state.name] = f"{work.watermark:%Y-%m-%d %H:%M}Z"
 
 
 # Order matters: drop before refreshing (nothing refreshed only to be dropped), hourly
@@ -378,7 +367,8 @@ ORDER BY array_position(ARRAY['policy_retention', 'policy_refresh_continuous_agg
 """
 
 
-async def _run_jobs(conn: Connection, report: MaintenanceReport) -> None:
+async def _run_jobs(run: _Run) -> None:
+    conn, report = run.conn, run.report
     health = timescaledb_jobs.assess(await timescaledb_jobs.read_jobs(conn), _utcnow(), {})
     report.timescaledb_jobs_failing = timescaledb_jobs.describe(health)
     cur = await conn.execute(_JOB_ORDER)
@@ -388,11 +378,12 @@ async def _run_jobs(conn: Connection, report: MaintenanceReport) -> None:
         report.timescaledb_jobs_run.append(job_id)
 
 
-async def _run_failing_jobs(conn: Connection, now: datetime, report: MaintenanceReport) -> None:
+async def _run_failing_jobs(run: _Run) -> None:
     """Report the policy jobs the scheduler fails; run the due ones (timescaledb_jobs)."""
+    conn, report = run.conn, run.report
     health = timescaledb_jobs.assess(
         await timescaledb_jobs.read_jobs(conn),
-        now,
+        run.now,
         await timescaledb_jobs.read_ran_by_ingestd(conn),
     )
     report.timescaledb_jobs_failing = timescaledb_jobs.describe(health)

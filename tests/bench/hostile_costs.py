@@ -29,11 +29,10 @@ import grpc
 import psycopg
 import zstandard
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
 
-from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
+from tests.harness import IngestdProcess, PeakRss, base_config, create_design_tables, deep_merge
+from tests.samples import histogram_request
+from tests.wire import field
 
 MiB = 1024 * 1024
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -47,15 +46,6 @@ class Target:
     grpc_port: int
     http_port: int
     timeout_s: float
-
-    def rss_mib(self) -> float:
-        status = Path(f"/proc/{self.proc.proc.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmRSS"))
-        return int(line.split()[1]) / 1024
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def grpc(self, method: str, body: bytes) -> str:
         with grpc.insecure_channel(
@@ -85,18 +75,6 @@ class Target:
             conn.close()
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
 def gzip64(t: Target) -> str:
     body = gzip.compress(EMPTY_RESOURCE * (32 * MiB - 1), compresslevel=9)
     return f"{len(body)} B gzip: " + t.http("traces", body, {"Content-Encoding": "gzip"})
@@ -116,18 +94,13 @@ def grpc16_resources(t: Target) -> str:
 
 
 def grpc16_records(t: Target) -> str:
-    return t.grpc(LOGS, _field(1, _field(2, b"\x12\x00" * (8 * MiB - 16))))
+    return t.grpc(LOGS, field(1, field(2, b"\x12\x00" * (8 * MiB - 16))))
 
 
 def histograms(t: Target) -> str:
     answers = []
     for i in range(10):
-        request = ExportMetricsServiceRequest()
-        metric = request.resource_metrics.add().scope_metrics.add().metrics.add(name=f"h{i}")
-        metric.histogram.aggregation_temporality = 2
-        metric.histogram.data_points.add(
-            time_unix_nano=time.time_ns(), count=1, bucket_counts=[0] * (131_072 + i)
-        )
+        request = histogram_request(f"h{i}", 131_072 + i)
         answers.append(t.http("metrics", request.SerializeToString()))
     return "10 x 131,072+ buckets: " + ",".join(sorted(set(answers)))
 
@@ -229,41 +202,29 @@ def run_case(name: str, timeout_s: float) -> dict[str, Any]:
 
 
 def _measure(target: Target, case: Callable[[Target], str]) -> dict[str, Any]:
+    daemon = target.proc
     time.sleep(2.0)
-    idle = target.rss_mib()
-    cpu = target.cpu_s()
-    peak = [idle]
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.05):
-            peak[0] = max(peak[0], target.rss_mib())
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    cpu = daemon.cpu_s()
     began = time.monotonic()
-    try:
+    with PeakRss(daemon, interval_s=0.05) as peak:
         answer = case(target)
         answered = time.monotonic() - began
         # The work may go on after the client gave up: wait until the daemon is idle.
-        last = target.cpu_s()
+        last = daemon.cpu_s()
         while True:
             time.sleep(1.0)
-            now = target.cpu_s()
+            now = daemon.cpu_s()
             if now - last < 0.05:
                 break
             last = now
         time.sleep(1.5)  # the memory guard trims once idle
-    finally:
-        stop.set()
-        watcher.join()
     return {
         "answer": answer,
         "answer_s": round(answered, 3),
-        "cpu_s": round(target.cpu_s() - cpu, 2),
-        "peak_rss_mib": round(peak[0] - idle, 1),
-        "rss_after_mib": round(target.rss_mib() - idle, 1),
-        "idle_rss_mib": round(idle, 1),
+        "cpu_s": round(daemon.cpu_s() - cpu, 2),
+        "peak_rss_mib": round(peak.mib - peak.before, 1),
+        "rss_after_mib": round(daemon.rss_mib() - peak.before, 1),
+        "idle_rss_mib": round(peak.before, 1),
     }
 
 

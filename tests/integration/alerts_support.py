@@ -13,6 +13,7 @@ from ingestd.alerts import store
 from ingestd.alerts.config import AlertsConfig
 from ingestd.config import parse
 from ingestd.schema.db import connect
+from tests.integration.schema_support import insert_span_rows
 
 
 def alerts_config(rules: list[dict[str, Any]], **extra: Any) -> AlertsConfig:
@@ -51,17 +52,9 @@ def insert_metrics(dsn: str, points: list[dict[str, Any]]) -> None:
 
 def insert_spans(dsn: str, spans: list[tuple[datetime, str, str, int, int, int]]) -> None:
     """Spans (startTime, applicationId, name, kind, statusCode, durationNano)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.cursor().executemany(
-            "INSERT INTO traces (startTime, endTime, applicationId, traceId, spanId, traceState,"
-            " flags, name, kind, statusCode, statusMessage, startTimeUnixNano, durationNano,"
-            " attributes, droppedAttributesCount, droppedEventsCount, droppedLinksCount,"
-            " resourceId, scopeId)"
-            " VALUES (%s, %s, %s, uuid_send(gen_random_uuid()),"
-            " substring(uuid_send(gen_random_uuid()) FROM 1 FOR 8),"
-            " '', 1, %s, %s, %s, '', 0, %s, '{}', 0, 0, 0, 1, 1)",
-            [(t, t, app, name, kind, code, dur) for t, app, name, kind, code, dur in spans],
-        )
+    insert_span_rows(
+        dsn, [(t, t, app, name, kind, code, dur, {}) for t, app, name, kind, code, dur in spans]
+    )
 
 
 async def evaluate(

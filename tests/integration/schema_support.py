@@ -72,16 +72,30 @@ def insert_points(dsn: str, points: list[tuple[datetime, str, str, float | None]
 
 def insert_spans(dsn: str, spans: list[tuple[datetime, str, str]]) -> None:
     """Spans (startTime, applicationId, name), 1 ms long."""
+    insert_span_rows(
+        dsn,
+        [
+            (t, t + timedelta(milliseconds=1), app, name, 2, 0, 1_000_000, {"n": name})
+            for t, app, name in spans
+        ],
+    )
+
+
+def insert_span_rows(
+    dsn: str, spans: list[tuple[datetime, datetime, str, str, int, int, int, dict[str, Any]]]
+) -> None:
+    """Spans (startTime, endTime, applicationId, name, kind, statusCode, durationNano,
+    attributes) with random ids."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.cursor().executemany(
             "INSERT INTO traces (startTime, endTime, applicationId, traceId, spanId, traceState,"
             " flags, name, kind, statusCode, statusMessage, startTimeUnixNano, durationNano,"
             " attributes, droppedAttributesCount, droppedEventsCount, droppedLinksCount,"
             " resourceId, scopeId)"
-            " VALUES (%s, %s + interval '1 ms', %s, uuid_send(gen_random_uuid()),"
+            " VALUES (%s, %s, %s, uuid_send(gen_random_uuid()),"
             " substring(uuid_send(gen_random_uuid()) FROM 1 FOR 8),"
-            " '', 1, %s, 2, 0, '', 0, 1000000, %s, 0, 0, 0, 1, 1)",
-            [(t, t, app, name, orjson.dumps({"n": name}).decode()) for t, app, name in spans],
+            " '', 1, %s, %s, %s, '', 0, %s, %s, 0, 0, 0, 1, 1)",
+            [(*span[:7], orjson.dumps(span[7]).decode()) for span in spans],
         )
 
 

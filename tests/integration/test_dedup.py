@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import redis
@@ -26,6 +28,16 @@ def dedup(state: RedisState, *, wait_s: float = 2.0, in_flight_ttl_s: float = 35
     return RedisDedup(config, state, in_flight_ttl_s=in_flight_ttl_s)
 
 
+@asynccontextmanager
+async def two_replicas(stack: Stack, prefix: str) -> AsyncIterator[tuple[RedisState, RedisState]]:
+    """Two RedisStates on the same Redis and key prefix, standing for replicas A and B."""
+    async with (
+        redis_state(stack.redis_url, prefix, timeout_ms=TIMEOUT_MS) as ra,
+        redis_state(stack.redis_url, prefix, timeout_ms=TIMEOUT_MS) as rb,
+    ):
+        yield ra, rb
+
+
 async def settled(*dedups: RedisDedup) -> None:
     """Wait until background finish/release calls are done."""
     for d in dedups:
@@ -37,10 +49,7 @@ async def test_done_request_is_answered_from_another_replica(
 ) -> None:
     """A request finished on replica A is DONE on replica B, with A's stored outcome."""
     key = os.urandom(16)
-    async with (
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
-    ):
+    async with two_replicas(stack, redis_prefix) as (ra, rb):
         a, b = dedup(ra), dedup(rb, wait_s=0)
         claim = await a.begin(key)
         assert claim.owned
@@ -58,10 +67,7 @@ async def test_retry_waits_for_the_outcome_in_flight_elsewhere(
 ) -> None:
     """B's retry waits while A stores the request, then answers A's outcome without owning it."""
     key = os.urandom(16)
-    async with (
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
-    ):
+    async with two_replicas(stack, redis_prefix) as (ra, rb):
         a, b = dedup(ra), dedup(rb, wait_s=2.0)
         claim = await a.begin(key)
         waiting = asyncio.create_task(b.begin(key))
@@ -81,10 +87,7 @@ async def test_released_request_is_taken_over_by_the_waiting_retry(
 ) -> None:
     """When A's attempt fails and releases the key, B's waiting retry owns it and may store it."""
     key = os.urandom(16)
-    async with (
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
-    ):
+    async with two_replicas(stack, redis_prefix) as (ra, rb):
         a, b = dedup(ra), dedup(rb)
         claim = await a.begin(key)
         waiting = asyncio.create_task(b.begin(key))
@@ -98,10 +101,7 @@ async def test_released_request_is_taken_over_by_the_waiting_retry(
 async def test_dead_replicas_marker_expires(stack: Stack, redis_prefix: str) -> None:
     """A replica that dies holding a key blocks retries only until its marker's TTL."""
     key = os.urandom(16)
-    async with (
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
-    ):
+    async with two_replicas(stack, redis_prefix) as (ra, rb):
         claim = await dedup(ra, in_flight_ttl_s=0.4).begin(key)
         assert claim.owned  # ... and replica A is never heard of again
         began = time.monotonic()
@@ -116,10 +116,7 @@ async def test_release_does_not_delete_a_marker_taken_over_since(
 ) -> None:
     """A late release from a replica whose marker expired leaves the new owner's marker alone."""
     key = os.urandom(16)
-    async with (
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as ra,
-        redis_state(stack.redis_url, redis_prefix, timeout_ms=TIMEOUT_MS) as rb,
-    ):
+    async with two_replicas(stack, redis_prefix) as (ra, rb):
         a = dedup(ra, in_flight_ttl_s=0.1)
         old = await a.begin(key)
         await asyncio.sleep(0.2)

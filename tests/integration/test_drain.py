@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -175,17 +177,18 @@ async def test_sigterm_under_load_refuses_new_answers_in_flight_and_loses_nothin
             print(f"  +{event_time(e) - signalled:6.3f} s {e.get('event')} {e.get('stage', '')}")
 
 
-async def test_requests_not_stored_by_the_deadline_are_answered_unavailable(
-    stack: Stack, timescale_db: str, tmp_path: Path
-) -> None:
-    """With PostgreSQL unreachable, requests waiting for their commit at SIGTERM are answered
-    UNAVAILABLE + RetryInfo before the grace period ends, and the process exits 0 in time."""
+@asynccontextmanager
+async def cut_from_its_database(
+    stack: Stack, timescale_db: str, tmp_path: Path, grace_s: float
+) -> AsyncIterator[tuple[IngestdProcess, Exporter, grpc.aio.Channel]]:
+    """A ready daemon whose PostgreSQL (through a proxy) then refuses and cuts every
+    connection: the daemon, an exporter to it and an open gRPC channel; killed on exit."""
     async with Proxy("127.0.0.1", _port(stack.pg_dsn)) as proxy:
         config = config_for(
             proxy.dsn(timescale_db),
             stack,
             pressure={"enabled": False},
-            shutdown={"grace_s": 4},
+            shutdown={"grace_s": grace_s},
             sinks={"timescale": {"batch": {"flush_interval_s": 0.05}}},
         )
         proc = IngestdProcess(config, tmp_path)
@@ -196,22 +199,33 @@ async def test_requests_not_stored_by_the_deadline_are_answered_unavailable(
             proxy.refuse(True)
             await proxy.cut_all()
             async with grpc.aio.insecure_channel(ex.grpc_target) as channel:
-                waiting = [
-                    asyncio.ensure_future(
-                        ex.grpc_once(channel, ex.request(10).SerializeToString(), [], 20)
-                    )
-                    for _ in range(5)
-                ]
-                await asyncio.sleep(1.0)
-                assert not any(w.done() for w in waiting)
-                signalled = time.monotonic()
-                proc.proc.send_signal(signal.SIGTERM)
-                answers = await asyncio.gather(*waiting)
-                answered_s = time.monotonic() - signalled
-            code = await asyncio.to_thread(proc.proc.wait, 10)
-            exited_s = time.monotonic() - signalled
+                yield proc, ex, channel
         finally:
             proc.kill()
+
+
+async def test_requests_not_stored_by_the_deadline_are_answered_unavailable(
+    stack: Stack, timescale_db: str, tmp_path: Path
+) -> None:
+    """With PostgreSQL unreachable, requests waiting for their commit at SIGTERM are answered
+    UNAVAILABLE + RetryInfo before the grace period ends, and the process exits 0 in time."""
+    async with cut_from_its_database(stack, timescale_db, tmp_path, grace_s=4) as (
+        proc,
+        ex,
+        channel,
+    ):
+        waiting = [
+            asyncio.ensure_future(ex.grpc_once(channel, ex.request(10).SerializeToString(), [], 20))
+            for _ in range(5)
+        ]
+        await asyncio.sleep(1.0)
+        assert not any(w.done() for w in waiting)
+        signalled = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        answers = await asyncio.gather(*waiting)
+        answered_s = time.monotonic() - signalled
+        code = await asyncio.to_thread(proc.proc.wait, 10)
+        exited_s = time.monotonic() - signalled
     assert [(a.code, a.retry_after_s is not None) for a in answers] == [("UNAVAILABLE", True)] * 5
     assert answered_s < 4
     assert code == 0
@@ -222,35 +236,22 @@ async def test_requests_not_stored_by_the_deadline_are_answered_unavailable(
 async def test_second_signal_stops_at_once(stack: Stack, timescale_db: str, tmp_path: Path) -> None:
     """A second SIGTERM during a drain that would take long ends the process within seconds,
     with exit code 1."""
-    async with Proxy("127.0.0.1", _port(stack.pg_dsn)) as proxy:
-        config = config_for(
-            proxy.dsn(timescale_db),
-            stack,
-            pressure={"enabled": False},
-            shutdown={"grace_s": 60},
-            sinks={"timescale": {"batch": {"flush_interval_s": 0.05}}},
+    async with cut_from_its_database(stack, timescale_db, tmp_path, grace_s=60) as (
+        proc,
+        ex,
+        channel,
+    ):
+        waiting = asyncio.ensure_future(
+            ex.grpc_once(channel, ex.request(10).SerializeToString(), [], 30)
         )
-        proc = IngestdProcess(config, tmp_path)
-        try:
-            # The proxy runs in this event loop: block it no longer than a moment.
-            await asyncio.to_thread(proc.wait_ready)
-            ex = Exporter(f"127.0.0.1:{proc.port_of('grpc_listening')}")
-            proxy.refuse(True)
-            await proxy.cut_all()
-            async with grpc.aio.insecure_channel(ex.grpc_target) as channel:
-                waiting = asyncio.ensure_future(
-                    ex.grpc_once(channel, ex.request(10).SerializeToString(), [], 30)
-                )
-                await asyncio.sleep(0.5)
-                proc.proc.send_signal(signal.SIGTERM)
-                await asyncio.to_thread(all_draining, proc, 1)
-                began = time.monotonic()
-                proc.proc.send_signal(signal.SIGTERM)
-                code = await asyncio.to_thread(proc.proc.wait, 10)
-                stopped_s = time.monotonic() - began
-                answer = await waiting
-        finally:
-            proc.kill()
+        await asyncio.sleep(0.5)
+        proc.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(all_draining, proc, 1)
+        began = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.proc.wait, 10)
+        stopped_s = time.monotonic() - began
+        answer = await waiting
     assert code == 1
     assert stopped_s < 3
     assert not answer.ok  # cut without an answer; the client retries

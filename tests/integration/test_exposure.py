@@ -8,7 +8,6 @@ test). Each test states what a client (or a browser) sees on the wire.
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import pytest
 import zstandard
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
+from tests.harness import IngestdProcess, RawClients, base_config, create_design_tables, deep_merge
 from tests.integration.conftest import Stack
 from tests.samples import bare_spans_request, span_request
 
@@ -33,11 +32,8 @@ ADMIN_TOKEN = "admin-status-token-0123456789"
 PROTOBUF = {"Content-Type": "application/x-protobuf", "Authorization": BEARER}
 
 
-class Daemon:
-    def __init__(self, proc: IngestdProcess) -> None:
-        self.proc = proc
-        self.grpc_port = proc.port_of("grpc_listening")
-        self.http_port = proc.port_of("http_receiver_listening")
+class Daemon(RawClients):
+    """The daemon under test, with a gRPC client that takes per-call channel options."""
 
     def grpc_traces(
         self, body: bytes, metadata: tuple[tuple[str, str], ...] = (), **options: Any
@@ -48,17 +44,6 @@ class Daemon:
                 return grpc.StatusCode.OK, call(body, timeout=30, metadata=metadata)
             except grpc.RpcError as error:
                 return error.code(), (error.details() or "").encode()
-
-    def http(
-        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            reply = conn.getresponse()
-            return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
-        finally:
-            conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +102,10 @@ def test_grpc_request_with_token_is_stored(daemon: Daemon) -> None:
 def test_http_401_carries_www_authenticate(daemon: Daemon) -> None:
     """HTTP 401 names the Bearer scheme (RFC 9110 11.6.1; RFC 6750's error with a bad token)."""
     headers = {"Content-Type": "application/x-protobuf"}
-    status, reply, _ = daemon.http("POST", "/v1/traces", b"", headers)
+    status, reply, _ = daemon.request("POST", "/v1/traces", b"", headers)
     assert status == 401
     assert reply["www-authenticate"] == 'Bearer realm="ingestd"'
-    status, reply, _ = daemon.http(
+    status, reply, _ = daemon.request(
         "POST", "/v1/traces", b"", {**headers, "Authorization": "Bearer nope-nope-nope"}
     )
     assert status == 401
@@ -129,9 +114,9 @@ def test_http_401_carries_www_authenticate(daemon: Daemon) -> None:
 
 def test_http_auth_comes_before_method_and_media_checks(daemon: Daemon) -> None:
     """Without a token, a GET or a wrong Content-Type hears 401, not 405 / 415."""
-    assert daemon.http("GET", "/v1/traces")[0] == 401
-    assert daemon.http("POST", "/v1/traces", b"x", {"Content-Type": "text/plain"})[0] == 401
-    status, _, _ = daemon.http(
+    assert daemon.request("GET", "/v1/traces")[0] == 401
+    assert daemon.request("POST", "/v1/traces", b"x", {"Content-Type": "text/plain"})[0] == 401
+    status, _, _ = daemon.request(
         "POST",
         "/v1/traces",
         bare_spans_request(2).SerializeToString(),
@@ -141,7 +126,7 @@ def test_http_auth_comes_before_method_and_media_checks(daemon: Daemon) -> None:
 
 
 def preflight(daemon: Daemon, origin: str, headers: str = "content-type") -> dict[str, str]:
-    status, reply, body = daemon.http(
+    status, reply, body = daemon.request(
         "OPTIONS",
         "/v1/traces",
         headers={
@@ -180,14 +165,14 @@ def test_cors_actual_post_carries_allow_origin(daemon: Daemon) -> None:
     """The POST after the preflight carries Access-Control-Allow-Origin, error answers too."""
     body = bare_spans_request(2).SerializeToString()
     origin = {"Origin": "https://app.example.com"}
-    status, reply, _ = daemon.http("POST", "/v1/traces", body, {**PROTOBUF, **origin})
+    status, reply, _ = daemon.request("POST", "/v1/traces", body, {**PROTOBUF, **origin})
     assert status == 200
     assert reply["access-control-allow-origin"] == "https://app.example.com"
     assert reply["vary"] == "Origin"
-    status, reply, _ = daemon.http("POST", "/v1/traces", body, origin)  # no token
+    status, reply, _ = daemon.request("POST", "/v1/traces", body, origin)  # no token
     assert status == 401
     assert reply["access-control-allow-origin"] == "https://app.example.com"
-    status, reply, _ = daemon.http(
+    status, reply, _ = daemon.request(
         "POST", "/v1/traces", body, {**PROTOBUF, "Origin": "https://evil.example.net"}
     )
     assert "access-control-allow-origin" not in reply
@@ -196,11 +181,11 @@ def test_cors_actual_post_carries_allow_origin(daemon: Daemon) -> None:
 def test_http_compression_allowlist(daemon: Daemon) -> None:
     """Only the listed Content-Encodings are decoded; zstd is refused 400 when left out."""
     body = bare_spans_request(2).SerializeToString()
-    gz = daemon.http(
+    gz = daemon.request(
         "POST", "/v1/traces", gzip.compress(body), {**PROTOBUF, "Content-Encoding": "gzip"}
     )
     assert gz[0] == 200
-    status, _, answer = daemon.http(
+    status, _, answer = daemon.request(
         "POST",
         "/v1/traces",
         zstandard.ZstdCompressor().compress(body),
@@ -259,7 +244,7 @@ def test_database_error_text_is_not_sent_to_clients(stack: Stack, tmp_path: Path
         daemon = Daemon(proc)
         body = span_request(3, tag="dead-db").SerializeToString()
         code, details = daemon.grpc_traces(body)
-        status, _, answer = daemon.http(
+        status, _, answer = daemon.request(
             "POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"}
         )
     finally:

@@ -10,14 +10,12 @@ After each case the daemon still serves a normal request (`assert_still_serving`
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -36,8 +34,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
+from tests.harness import IngestdProcess, RawClients, base_config, create_design_tables, deep_merge
 from tests.integration.conftest import ES_TEST_NAMESPACE, Stack
+from tests.wire import varint
 
 pytestmark = [pytest.mark.integration]
 
@@ -45,25 +44,16 @@ TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LOGS_INDEX = f"logs-*-{ES_TEST_NAMESPACE}"
 
 
-class Target:
+class Target(RawClients):
     """The daemon under test: its ports and database, and small clients for both transports."""
 
     def __init__(self, proc: IngestdProcess, dsn: str) -> None:
-        self.proc = proc
+        super().__init__(proc)
         self.dsn = dsn
-        self.grpc_port = proc.port_of("grpc_listening")
-        self.http_port = proc.port_of("http_receiver_listening")
-        self.channel = grpc.insecure_channel(
-            f"127.0.0.1:{self.grpc_port}",
-            options=[("grpc.max_send_message_length", 64 * 1024 * 1024)],
-        )
 
     def grpc_traces(self, body: bytes) -> tuple[grpc.StatusCode, bytes]:
-        call = self.channel.unary_unary(TRACES, request_serializer=None, response_deserializer=None)
-        try:
-            return grpc.StatusCode.OK, call(body, timeout=60)
-        except grpc.RpcError as error:
-            return error.code(), (error.details() or "").encode()
+        code, answer, _ = self.grpc(TRACES, body)
+        return code, answer
 
     def http(
         self,
@@ -73,28 +63,14 @@ class Target:
         content_type: str = "application/x-protobuf",
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=60)
-        try:
-            conn.request(
-                "POST",
-                f"/v1/{signal}",
-                body=body,
-                headers={"Content-Type": content_type, **(headers or {})},
-            )
-            reply = conn.getresponse()
-            return reply.status, reply.read()
-        finally:
-            conn.close()
+        status, _, answer = self.request(
+            "POST", f"/v1/{signal}", body, {"Content-Type": content_type, **(headers or {})}
+        )
+        return status, answer
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn) as conn:
             return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
-
-    def rss_kb(self) -> int:
-        status = Path(f"/proc/{self.proc.proc.pid}/status").read_text()
-        return int(
-            next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]
-        )
 
     def assert_still_serving(self) -> None:
         """A normal request is still stored: the hostile one broke nothing else.
@@ -228,19 +204,10 @@ def _nested_bytes(depth: int) -> bytes:
     """A KeyValue nested *depth* kvlists deep, serialized by hand (upb refuses to build it)."""
     value = AnyValue(string_value="leaf").SerializeToString()
     for _ in range(depth):
-        key_value = b"\x0a\x01k" + b"\x12" + _varint(len(value)) + value
-        kvlist = b"\x0a" + _varint(len(key_value)) + key_value
-        value = b"\x32" + _varint(len(kvlist)) + kvlist
-    return b"\x0a\x04deep\x12" + _varint(len(value)) + value
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+        key_value = b"\x0a\x01k" + b"\x12" + varint(len(value)) + value
+        kvlist = b"\x0a" + varint(len(key_value)) + key_value
+        value = b"\x32" + varint(len(kvlist)) + kvlist
+    return b"\x0a\x04deep\x12" + varint(len(value)) + value
 
 
 def test_attribute_nested_1000_deep_is_refused_alone(target: Target) -> None:
@@ -250,23 +217,23 @@ def test_attribute_nested_1000_deep_is_refused_alone(target: Target) -> None:
     raw = request.SerializeToString()
     # Splice the deep attribute into the first span by hand: Span field 9 is attributes.
     deep = _nested_bytes(1000)
-    span_bytes = bad.SerializeToString() + b"\x4a" + _varint(len(deep)) + deep
+    span_bytes = bad.SerializeToString() + b"\x4a" + varint(len(deep)) + deep
     request.resource_spans[0].scope_spans[0].ClearField("spans")
     scope = request.resource_spans[0].scope_spans[0]
     scope.spans.add().CopyFrom(good)
     raw = request.SerializeToString()
     # Append the bad span as an extra repeated `spans` element (ScopeSpans field 2).
-    scope_bytes = scope.SerializeToString() + b"\x12" + _varint(len(span_bytes)) + span_bytes
+    scope_bytes = scope.SerializeToString() + b"\x12" + varint(len(span_bytes)) + span_bytes
     resource = request.resource_spans[0]
     resource_bytes = (
         b"\x0a"
-        + _varint(len(resource.resource.SerializeToString()))
+        + varint(len(resource.resource.SerializeToString()))
         + resource.resource.SerializeToString()
         + b"\x12"
-        + _varint(len(scope_bytes))
+        + varint(len(scope_bytes))
         + scope_bytes
     )
-    raw = b"\x0a" + _varint(len(resource_bytes)) + resource_bytes
+    raw = b"\x0a" + varint(len(resource_bytes)) + resource_bytes
     code, answer = target.grpc_traces(raw)
     assert code is grpc.StatusCode.OK
     response = ExportTraceServiceResponse.FromString(answer)
@@ -278,9 +245,9 @@ def test_attribute_nested_1000_deep_is_refused_alone(target: Target) -> None:
 def test_resource_nested_1000_deep_is_400_on_both_transports(target: Target) -> None:
     """A resource nested past protobuf's depth limit is 400 / INVALID_ARGUMENT, not retryable."""
     deep = _nested_bytes(1000)
-    resource = b"\x0a" + _varint(len(deep)) + deep
-    resource_spans = b"\x0a" + _varint(len(resource)) + resource
-    body = b"\x0a" + _varint(len(resource_spans)) + resource_spans
+    resource = b"\x0a" + varint(len(deep)) + deep
+    resource_spans = b"\x0a" + varint(len(resource)) + resource
+    body = b"\x0a" + varint(len(resource_spans)) + resource_spans
     code, _ = target.grpc_traces(body)
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     status, _ = target.http("traces", body)
@@ -501,12 +468,12 @@ def test_sql_and_query_syntax_is_stored_as_plain_data(target: Target, es: Elasti
 def test_gzip_bomb_is_413_after_inflating_at_most_the_limit(target: Target) -> None:
     """1 GiB of zeros gzipped (~1 MB) is refused with 413; the daemon's memory barely moves."""
     bomb = gzip.compress(bytes(1024 * 1024 * 1024), compresslevel=9)
-    before = target.rss_kb()
+    before = target.proc.rss_mib()
     began = time.monotonic()
     status, _ = target.http("traces", bomb, headers={"Content-Encoding": "gzip"})
     took = time.monotonic() - began
     assert status == 413
-    grown_mb = (target.rss_kb() - before) / 1024
+    grown_mb = target.proc.rss_mib() - before
     print(f"gzip bomb: {len(bomb)} bytes -> 413 in {took:.2f} s, RSS +{grown_mb:.0f} MB")
     assert grown_mb < 200, "inflating stops at max_decompressed_bytes (32 MB) plus one step"
     target.assert_still_serving()
@@ -586,7 +553,7 @@ def _closed(sock: socket.socket) -> bool:
 
 def test_thousands_of_idle_connections_do_not_stop_service(target: Target) -> None:
     """2 000 idle TCP connections cost little memory, requests succeed, HTTP closes its own."""
-    before = target.rss_kb()
+    before = target.proc.rss_mib()
     sockets: list[socket.socket] = []
     try:
         sockets.extend(
@@ -596,7 +563,7 @@ def test_thousands_of_idle_connections_do_not_stop_service(target: Target) -> No
         )
         time.sleep(1.0)
         target.assert_still_serving()
-        grown_mb = (target.rss_kb() - before) / 1024
+        grown_mb = target.proc.rss_mib() - before
         print(f"2000 idle connections: RSS +{grown_mb:.1f} MB")
         assert grown_mb < 300
         time.sleep(7)  # past receivers.http.idle_timeout_s (5 s here)

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ingestd.config import Config
 from ingestd.errors import SchemaError
 from ingestd.schema import command
 from ingestd.schema.db import connect
@@ -128,13 +129,20 @@ def _jobs(db: TierDatabase) -> list[tuple[object, ...]]:
     )
 
 
-async def test_changed_migration_is_refused(tier_database: TierDatabase, tmp_path: Path) -> None:
-    """Editing an applied file makes apply refuse, name the file, and run nothing."""
-    db = tier_database
+async def applied_copy(db: TierDatabase, tmp_path: Path) -> tuple[Path, Config]:
+    """The default migrations copied under *tmp_path* and applied to *db*: (their folder, the
+    config that names it), for tests that then add or edit files there."""
     files = tmp_path / "postgres"
     shutil.copytree(DEFAULT_DIR, files)
     cfg = make_config(db, {"migrations_dir": str(files)})
     await apply(cfg)
+    return files, cfg
+
+
+async def test_changed_migration_is_refused(tier_database: TierDatabase, tmp_path: Path) -> None:
+    """Editing an applied file makes apply refuse, name the file, and run nothing."""
+    db = tier_database
+    files, cfg = await applied_copy(db, tmp_path)
     (files / "050_later.sql").write_text("CREATE TABLE later (id int);")
     edited = files / "002_dimensions.sql"
     edited.write_text(edited.read_text() + "\n-- an innocent-looking comment\n")
@@ -147,10 +155,7 @@ async def test_changed_migration_is_refused(tier_database: TierDatabase, tmp_pat
 async def test_new_file_is_applied_alone(tier_database: TierDatabase, tmp_path: Path) -> None:
     """A file added after the first apply is the only one the next apply runs."""
     db = tier_database
-    files = tmp_path / "postgres"
-    shutil.copytree(DEFAULT_DIR, files)
-    cfg = make_config(db, {"migrations_dir": str(files)})
-    await apply(cfg)
+    files, cfg = await applied_copy(db, tmp_path)
     (files / "050_later.sql").write_text("CREATE TABLE later (id int);")
     lines = await apply(cfg)
     assert [line for line in lines if line.startswith("postgres: applied ")] == [
@@ -164,10 +169,7 @@ async def test_failing_migration_is_rolled_back(
 ) -> None:
     """A file whose SQL fails leaves no half-made objects and no ledger row."""
     db = tier_database
-    files = tmp_path / "postgres"
-    shutil.copytree(DEFAULT_DIR, files)
-    cfg = make_config(db, {"migrations_dir": str(files)})
-    await apply(cfg)
+    files, cfg = await applied_copy(db, tmp_path)
     (files / "050_broken.sql").write_text("CREATE TABLE half (id int);\nSELECT no_such_fn();\n")
     with pytest.raises(SchemaError, match=r"050_broken\.sql failed \(rolled back\)"):
         await apply(cfg)

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import gzip
-import http.client
 import os
 import socket
 import struct
-import threading
 import time
 import urllib.request
 import uuid
@@ -34,15 +32,23 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
+from tests.harness import (
+    IngestdProcess,
+    PeakRss,
+    RawClients,
+    base_config,
+    create_design_tables,
+    deep_merge,
+)
 from tests.integration.conftest import ES_TEST_NAMESPACE, Stack
+from tests.samples import histogram_request
+from tests.wire import field
 
 pytestmark = [pytest.mark.integration]
 
@@ -52,57 +58,30 @@ MiB = 1024 * 1024
 EMPTY_RESOURCE = b"\x0a\x00"  # ExportTraceServiceRequest.resource_spans = {} (2 bytes)
 
 
-class Daemon:
+class Daemon(RawClients):
     """A running ingestd: its ports, its database, RSS and small clients for both transports."""
 
     def __init__(self, proc: IngestdProcess, dsn: str) -> None:
-        self.proc = proc
+        super().__init__(proc)
         self.dsn = dsn
-        self.grpc_port = proc.port_of("grpc_listening")
-        self.http_port = proc.port_of("http_receiver_listening")
         self.admin = proc.admin_url
-        self.channel = grpc.insecure_channel(
-            f"127.0.0.1:{self.grpc_port}",
-            options=[("grpc.max_send_message_length", 64 * MiB)],
-        )
-
-    def grpc(self, method: str, body: bytes, timeout_s: float = 60) -> tuple[Any, bytes, Any]:
-        """(status code, answer or details, the error or None)."""
-        call = self.channel.unary_unary(method, request_serializer=None, response_deserializer=None)
-        try:
-            return grpc.StatusCode.OK, call(body, timeout=timeout_s), None
-        except grpc.RpcError as error:
-            return error.code(), (error.details() or "").encode(), error
 
     def http(
         self, signal: str, body: bytes, headers: dict[str, str] | None = None
     ) -> tuple[int, bytes, dict[str, str]]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=60)
-        try:
-            conn.request(
-                "POST",
-                f"/v1/{signal}",
-                body=body,
-                headers={"Content-Type": "application/x-protobuf", **(headers or {})},
-            )
-            reply = conn.getresponse()
-            return reply.status, reply.read(), dict(reply.getheaders())
-        finally:
-            conn.close()
-
-    def rss_mib(self) -> float:
-        status = Path(f"/proc/{self.proc.proc.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmRSS"))
-        return int(line.split()[1]) / 1024
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """POST *body* as protobuf to /v1/*signal*: (status, answer, headers by lower-case name)."""
+        status, reply_headers, answer = self.request(
+            "POST",
+            f"/v1/{signal}",
+            body,
+            {"Content-Type": "application/x-protobuf", **(headers or {})},
+        )
+        return status, answer, reply_headers
 
     def settled_rss_mib(self) -> float:
         """RSS once the memory guard had a quiet moment to hand freed memory back."""
         time.sleep(1.5)
-        return self.rss_mib()
+        return self.proc.rss_mib()
 
     def admin_get(self, path: str, timeout_s: float = 10) -> tuple[int, bytes]:
         try:
@@ -205,40 +184,14 @@ def traces(*spans: Span) -> ExportTraceServiceRequest:
     return request
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _measured(daemon: Daemon, send: Callable[[], Any]) -> tuple[Any, float, float, float]:
     """(send()'s result, seconds, CPU seconds of the daemon, RSS growth in MiB at its peak)."""
-    before = daemon.rss_mib()
-    cpu = daemon.cpu_s()
-    peak = [before]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.02):
-            peak[0] = max(peak[0], daemon.rss_mib())
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    cpu = daemon.proc.cpu_s()
     began = time.monotonic()
-    try:
+    with PeakRss(daemon.proc, interval_s=0.02) as peak:
         result = send()
-    finally:
         took = time.monotonic() - began
-        done.set()
-        watcher.join()
-    return result, took, daemon.cpu_s() - cpu, max(peak[0], daemon.rss_mib()) - before
+    return result, took, daemon.proc.cpu_s() - cpu, peak.mib - peak.before
 
 
 # -- empty-structure amplification ---------------------------------------------------------------
@@ -287,7 +240,7 @@ def test_16_mib_of_empty_resources_over_grpc_is_refused_at_once(daemon: Daemon) 
 def test_8_million_empty_log_records_over_grpc_are_refused_at_once(daemon: Daemon) -> None:
     """16 MiB of empty log records in one scope stop at max_items_per_request (262,144)."""
     records = b"\x12\x00" * (8 * MiB - 16)
-    body = _field(1, _field(2, records))
+    body = field(1, field(2, records))
     (code, detail, _), took, cpu, grown = _measured(daemon, lambda: daemon.grpc(LOGS, body))
     print(
         f"grpc {len(body)} B of empty log records: {code.name} in {took:.3f} s, "
@@ -341,12 +294,7 @@ def test_huge_histograms_are_refused_alone_and_pin_no_memory(daemon: Daemon) -> 
     leave RSS flat once idle (a packer per length used to keep ~8 MiB each)."""
     before = daemon.settled_rss_mib()
     for i in range(10):
-        request = ExportMetricsServiceRequest()
-        metric = request.resource_metrics.add().scope_metrics.add().metrics.add(name=f"h{i}")
-        metric.histogram.aggregation_temporality = 2
-        metric.histogram.data_points.add(
-            time_unix_nano=time.time_ns(), count=1, bucket_counts=[0] * (131_072 + i)
-        )
+        request = histogram_request(f"h{i}", 131_072 + i)
         status, answer, _ = daemon.http("metrics", request.SerializeToString())
         assert status == 200
         partial = ExportMetricsServiceResponse.FromString(answer).partial_success
@@ -411,9 +359,9 @@ def test_http_beyond_max_concurrent_requests_is_503_with_retry_after(tight: Daem
         time.sleep(0.3)
         span = good_span()
         status, body, headers = tight.http("traces", traces(span).SerializeToString())
-        print(f"third concurrent HTTP request: {status} {headers.get('Retry-After')}")
+        print(f"third concurrent HTTP request: {status} {headers.get('retry-after')}")
         assert status == 503
-        assert headers.get("Retry-After") == "1"
+        assert headers.get("retry-after") == "1"
         assert b"max_concurrent_requests" in body
     finally:
         for sock in held:

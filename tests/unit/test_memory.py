@@ -12,22 +12,14 @@ from ingestd.config import BatchConfig, BufferConfig, MemoryConfig, RetryConfig
 from ingestd.errors import MemoryPressure, Overloaded
 from ingestd.memory import MemoryBudget, MemoryGuard, rss_limit_bytes
 from ingestd.model import Part
-from tests.fakes import FakeClock, RecordingWriter
+from tests.fakes import FakeClock, FakeRss, RecordingWriter
 
 MiB = 1024 * 1024
 
 
-class Rss:
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-    def __call__(self) -> int:
-        return self.value
-
-
 def test_rss_over_the_bound_refuses_and_under_admits() -> None:
     """Over max_rss_mib new requests get MemoryPressure (retryable, with a hint); under, none."""
-    rss, clock = Rss(100 * MiB), FakeClock()
+    rss, clock = FakeRss(100 * MiB), FakeClock()
     guard = MemoryGuard(MemoryConfig(max_rss_mib=200), read_rss=rss, clock=clock)
     guard.sample()
     assert guard.refusal() is None
@@ -59,7 +51,7 @@ def test_auto_bound_shares_the_container_limit_among_workers() -> None:
 
 def test_held_bytes_at_the_cap_refuse_new_requests() -> None:
     """Buffered plus decoding bytes at max_buffered_bytes refuse; below, they admit."""
-    guard = MemoryGuard(MemoryConfig(max_buffered_bytes=1000, max_rss_mib=0), read_rss=Rss(1))
+    guard = MemoryGuard(MemoryConfig(max_buffered_bytes=1000, max_rss_mib=0), read_rss=FakeRss(1))
     guard.budget.hold(600)
     assert guard.refusal() is None
     with guard.budget.decoding_body(400):
@@ -108,7 +100,7 @@ async def test_stop_gives_its_bytes_back_to_the_shared_cap() -> None:
 
 async def test_guard_stops_without_start_and_twice() -> None:
     """The memory guard's stop() is fine before start() and idempotent after it."""
-    guard = MemoryGuard(MemoryConfig(), read_rss=Rss(MiB))
+    guard = MemoryGuard(MemoryConfig(), read_rss=FakeRss(MiB))
     await guard.stop(time.monotonic() + 1)
     async with asyncio.TaskGroup() as tasks:
         await guard.start(tasks)
@@ -121,7 +113,7 @@ def test_requests_admitted_since_the_last_sample_count_towards_the_bound() -> No
     """Between two samples each admitted request counts 6x the typical body toward RSS, so a
     crowd of large requests cannot all slip in before the next sample."""
     clock = FakeClock()
-    guard = MemoryGuard(MemoryConfig(max_rss_mib=200), read_rss=Rss(150 * MiB), clock=clock)
+    guard = MemoryGuard(MemoryConfig(max_rss_mib=200), read_rss=FakeRss(150 * MiB), clock=clock)
     guard.sample()
     with guard.budget.decoding_body(5 * MiB):  # the typical body grows toward 5 MiB
         pass
@@ -138,7 +130,7 @@ def test_requests_admitted_since_the_last_sample_count_towards_the_bound() -> No
 
 def test_a_late_sample_is_taken_by_the_next_request() -> None:
     """When the sampling task is late (a busy event loop), the next request reads RSS itself."""
-    rss, clock = Rss(100 * MiB), FakeClock()
+    rss, clock = FakeRss(100 * MiB), FakeClock()
     guard = MemoryGuard(
         MemoryConfig(max_rss_mib=200, check_interval_ms=100), read_rss=rss, clock=clock
     )
@@ -154,7 +146,7 @@ def test_a_late_sample_is_taken_by_the_next_request() -> None:
 def test_idle_after_a_load_hands_freed_memory_back_once() -> None:
     """Nothing buffered and nothing admitted since the last sample, with RSS grown since the
     last trim: malloc_trim runs once, and not again until RSS grows again."""
-    rss, clock = Rss(100 * MiB), FakeClock()
+    rss, clock = FakeRss(100 * MiB), FakeClock()
     guard = MemoryGuard(MemoryConfig(max_rss_mib=0), read_rss=rss, clock=clock)
     trims: list[int] = []
 

@@ -6,22 +6,14 @@ from ingestd.config import MemoryConfig
 from ingestd.errors import MemoryPressure
 from ingestd.memory import COMPONENT, MemoryGuard
 from ingestd.observe.health import Health, State
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeRss
 
 MiB = 1024 * 1024
 
 
-class Rss:
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-    def __call__(self) -> int:
-        return self.value
-
-
 def test_readiness_fails_after_continuous_shedding_and_returns_after() -> None:
     """Shedding for unready_after_shedding_s makes `memory` unavailable; its end, ok again."""
-    rss, clock, health = Rss(100 * MiB), FakeClock(), Health()
+    rss, clock, health = FakeRss(100 * MiB), FakeClock(), Health()
     guard = MemoryGuard(
         MemoryConfig(max_rss_mib=200, unready_after_shedding_s=5),
         read_rss=rss,
@@ -54,7 +46,7 @@ def test_zero_keeps_readiness_out_of_shedding() -> None:
     clock, health = FakeClock(), Health()
     guard = MemoryGuard(
         MemoryConfig(max_rss_mib=200, unready_after_shedding_s=0),
-        read_rss=Rss(300 * MiB),
+        read_rss=FakeRss(300 * MiB),
         clock=clock,
         health=health,
     )
@@ -68,7 +60,9 @@ def test_zero_keeps_readiness_out_of_shedding() -> None:
 
 def test_a_declared_body_is_reserved_at_admission() -> None:
     """A declared Content-Length counts against held bytes before the body arrives."""
-    guard = MemoryGuard(MemoryConfig(max_buffered_bytes=30 * MiB, max_rss_mib=0), read_rss=Rss(MiB))
+    guard = MemoryGuard(
+        MemoryConfig(max_buffered_bytes=30 * MiB, max_rss_mib=0), read_rss=FakeRss(MiB)
+    )
     assert guard.refusal(20 * MiB) is None, "nothing held: one large body passes"
     with guard.budget.decoding_body(20 * MiB):
         assert isinstance(guard.refusal(20 * MiB), MemoryPressure)
@@ -78,7 +72,7 @@ def test_a_declared_body_is_reserved_at_admission() -> None:
 def test_declared_bodies_count_toward_the_rss_estimate() -> None:
     """Between samples, admitted declared bodies (not a typical one) grow the RSS estimate."""
     clock = FakeClock()
-    guard = MemoryGuard(MemoryConfig(max_rss_mib=200), read_rss=Rss(100 * MiB), clock=clock)
+    guard = MemoryGuard(MemoryConfig(max_rss_mib=200), read_rss=FakeRss(100 * MiB), clock=clock)
     guard.sample()
     assert guard.refusal(10 * MiB) is None
     assert guard.refusal(10 * MiB) is None

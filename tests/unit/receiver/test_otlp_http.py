@@ -331,20 +331,21 @@ async def test_empty_request_is_ok(served: Served) -> None:
     assert served.writer.calls == 0
 
 
-async def test_stop_without_start_and_twice() -> None:
-    """stop() is fine before start() and idempotent."""
+def logs_receiver(writer: RecordingWriter, batch: BatchConfig) -> tuple[Batcher, OtlpHttpReceiver]:
+    """A logs batcher into *writer* and an HTTP receiver on a free port feeding it (not started)."""
     batcher = Batcher(
-        "logs",
-        RecordingWriter(),
-        batch=BatchConfig(),
-        buffer=BufferConfig(),
-        writers=1,
-        retry=RetryConfig(),
+        "logs", writer, batch=batch, buffer=BufferConfig(), writers=1, retry=RetryConfig()
     )
     receiver = OtlpHttpReceiver(
         HttpReceiverConfig(endpoint=f"127.0.0.1:{free_port()}"),
         Ingest(IngestConfig(), {Signal.LOGS: Route(LogsConverter(), batcher)}),
     )
+    return batcher, receiver
+
+
+async def test_stop_without_start_and_twice() -> None:
+    """stop() is fine before start() and idempotent."""
+    _, receiver = logs_receiver(RecordingWriter(), BatchConfig())
     loop = asyncio.get_running_loop()
     await receiver.stop(loop.time() + 1)
     await receiver.stop(loop.time() + 1)
@@ -366,18 +367,7 @@ class CloggedWriter(RecordingWriter):
 async def test_stop_returns_by_its_deadline_with_a_request_stuck_downstream() -> None:
     """A request waiting on a clogged sink does not hold stop() past its deadline."""
     writer = CloggedWriter()
-    batcher = Batcher(
-        "logs",
-        writer,
-        batch=BatchConfig(max_rows=1),
-        buffer=BufferConfig(),
-        writers=1,
-        retry=RetryConfig(),
-    )
-    receiver = OtlpHttpReceiver(
-        HttpReceiverConfig(endpoint=f"127.0.0.1:{free_port()}"),
-        Ingest(IngestConfig(), {Signal.LOGS: Route(LogsConverter(), batcher)}),
-    )
+    batcher, receiver = logs_receiver(writer, BatchConfig(max_rows=1))
     loop = asyncio.get_running_loop()
     async with asyncio.TaskGroup() as tasks, aiohttp.ClientSession() as session:
         await batcher.start(tasks)
