@@ -262,7 +262,9 @@ def test_empty_structure_under_the_caps_is_answered_quickly(daemon: Daemon) -> N
 
 
 def test_a_large_request_does_not_hold_the_event_loop(daemon: Daemon) -> None:
-    """While a 12 MB request of 60,000 log records converts, /livez answers within 0.5 s."""
+    """While a 12 MB request of 60,000 log records converts, /livez keeps answering: its
+    slowest answer is a small part of the request's own time (a loop held for the whole
+    conversion would make the two alike), whatever else the machine is doing."""
     request = ExportLogsServiceRequest()
     scope = request.resource_logs.add().scope_logs.add()
     run = uuid.uuid4().hex
@@ -272,6 +274,7 @@ def test_a_large_request_does_not_hold_the_event_loop(daemon: Daemon) -> None:
         record.attributes.append(KeyValue(key="run_id", value=AnyValue(string_value=run)))
     body = request.SerializeToString()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
         sent = pool.submit(daemon.grpc, LOGS, body)
         worst = 0.0
         while not sent.done():
@@ -281,9 +284,13 @@ def test_a_large_request_does_not_hold_the_event_loop(daemon: Daemon) -> None:
             assert status == 200
             time.sleep(0.02)
         code = sent.result()[0]
-    print(f"{len(body)} B of logs: {code.name}; slowest /livez meanwhile {worst * 1000:.0f} ms")
+        elapsed = time.monotonic() - started
+    print(
+        f"{len(body)} B of logs: {code.name} in {elapsed * 1000:.0f} ms;"
+        f" slowest /livez meanwhile {worst * 1000:.0f} ms"
+    )
     assert code is grpc.StatusCode.OK
-    assert worst < 0.5
+    assert worst < max(0.5, 0.25 * elapsed)
 
 
 # -- histograms and client strings ---------------------------------------------------------------
