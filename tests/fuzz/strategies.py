@@ -468,13 +468,20 @@ def _hex_ids(value: Any) -> Any:
 
 
 def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [path]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found.extend(_paths(v, (*path, k)))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found.extend(_paths(v, (*path, i)))
+    """Every subtree's path, in pre-order; iterative, since a "deepen" mutation nests values
+    deeper than Python's recursion limit."""
+    found: list[tuple[Any, ...]] = []
+    stack = [(value, path)]
+    while stack:
+        node, at = stack.pop()
+        found.append(at)
+        if isinstance(node, dict):
+            children = [(v, (*at, k)) for k, v in node.items()]
+        elif isinstance(node, list):
+            children = [(v, (*at, i)) for i, v in enumerate(node)]
+        else:
+            continue
+        stack.extend(reversed(children))
     return found
 
 
