@@ -82,10 +82,10 @@ def copy_writer(
     """One writer process: build rows, then COPY them in transactions until the time is up."""
     try:
         import psycopg
-        from psycopg.adapt import PyFormat
         from psycopg.sql import SQL, Identifier
 
         from ingestd.convert import metrics, traces
+        from ingestd.convert.copy_binary import COPY_HEADER, COPY_TRAILER
         from ingestd.model import Signal
         from ingestd.receiver.decode import parse_protobuf
         from tests.bench import payloads
@@ -97,17 +97,21 @@ def copy_writer(
             else metrics.MetricConverter(max_future_skew_s=86400)
         )
         templates = [payloads.build(signal, 900_000 + index * 1000 + t) for t in range(4)]
-        rows: list[tuple[Any, ...]] = []
+        # The rows as ingestd's writer sends them: binary COPY tuples, one per row.
+        rows: list[bytes] = []
         for seq in range(requests):
             body = templates[seq % len(templates)].stamp(200 + index, seq)
-            rows.extend(convert(parse_protobuf(Signal(signal), body)).payload.rows)
-        batches = [rows[i : i + rows_per_copy] for i in range(0, len(rows), rows_per_copy)]
+            payload = convert(parse_protobuf(Signal(signal), body)).payload
+            rows.extend(payload.row(i) for i in range(payload.rows))
+        batches = [
+            COPY_HEADER + b"".join(rows[i : i + rows_per_copy]) + COPY_TRAILER
+            for i in range(0, len(rows), rows_per_copy)
+        ]
+        batch_rows = [len(rows[i : i + rows_per_copy]) for i in range(0, len(rows), rows_per_copy)]
         copy_sql = SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             Identifier(module.TABLE), SQL(", ").join(Identifier(c) for c, _ in module.COLUMNS)
         )
-        types = [t for _, t in module.COLUMNS]
         conn = psycopg.connect(dsn, autocommit=True)
-        conn.adapters.register_dumper(bytes, conn.adapters.get_dumper(bytes, PyFormat.BINARY))
         ready.put(("ready", index))
         start_at = start.get()
         time.sleep(max(0.0, start_at - time.time()))
@@ -115,12 +119,10 @@ def copy_writer(
         written = copies = 0
         cpu0 = time.process_time()
         while time.time() < end:
-            batch = batches[copies % len(batches)]
+            which = copies % len(batches)
             with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                copy.set_types(types)
-                for row in batch:
-                    copy.write_row(row)
-            written += len(batch)
+                copy.write(batches[which])
+            written += batch_rows[which]
             copies += 1
         conn.close()
         results.put(
