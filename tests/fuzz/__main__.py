@@ -142,6 +142,7 @@ def hypothesis_session(session: Session, *, as_json: bool, differential: bool = 
     from tests.fuzz.differential import DifferentialTarget
     from tests.fuzz.strategies import REQUESTS, json_bytes, mutated_json
     from tests.fuzz.targets import Target
+    from tests.wire import mutated
 
     target: Any = DifferentialTarget() if differential else Target()
     signals = list(DifferentialTarget.signals) if differential else list(Signal)
@@ -162,7 +163,7 @@ def hypothesis_session(session: Session, *, as_json: bool, differential: bool = 
         else:
             body = data.draw(REQUESTS[signal]).SerializeToString()
         if differential and not json_input:
-            body = _mutated(body, data)
+            body = mutated(body, data, min_edits=0)
         choices = ("",) if differential else ("", "", "", "gzip", "deflate", "zstd")
         encoding = data.draw(st.sampled_from(choices))
         session.run(target, signal, compress(body, encoding), encoding, as_json=json_input)
@@ -237,25 +238,6 @@ def _seed_corpus(path: Path) -> Path:
         head = signals.index(signal) | 4
         (path / f"example-{name}").write_bytes(bytes([head]) + (examples / name).read_bytes())
     return path
-
-
-def _mutated(body: bytes, data: Any) -> bytes:
-    """*body* as is (half the time) or with a few bytes flipped, cut or inserted."""
-    from hypothesis import strategies as st
-
-    out = bytearray(body)
-    for _ in range(data.draw(st.integers(0, 3))):
-        if not out:
-            break
-        at = data.draw(st.integers(0, len(out) - 1))
-        action = data.draw(st.sampled_from(("flip", "cut", "insert")))
-        if action == "flip":
-            out[at] ^= data.draw(st.integers(1, 255))
-        elif action == "cut":
-            del out[at:]
-        else:
-            out[at:at] = data.draw(st.binary(min_size=1, max_size=4))
-    return bytes(out)
 
 
 def main(argv: list[str] | None = None) -> int:

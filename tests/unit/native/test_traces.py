@@ -17,6 +17,7 @@ from ingestd.model import Signal
 from ingestd.receiver.otlp_json import parse_json
 from tests.fuzz import strategies
 from tests.fuzz.differential import NOW_NS, compare
+from tests.wire import mutated, varint
 
 EXAMPLES = Path(__file__).parents[2] / "data" / "otlp-examples"
 
@@ -173,21 +174,12 @@ def test_deep_attribute_is_identical() -> None:
     for depth in (40, 48, 49, 50, 51, 60):
         value = b"\x0a\x01x"  # AnyValue{string_value: "x"}
         for _ in range(depth):
-            array = b"\x0a" + _varint(len(value)) + value  # ArrayValue{values: [value]}
-            value = b"\x2a" + _varint(len(array)) + array  # AnyValue{array_value: ...}
-        raw = b"\x0a\x01d\x12" + _varint(len(value)) + value  # KeyValue{key: "d", value}
+            array = b"\x0a" + varint(len(value)) + value  # ArrayValue{values: [value]}
+            value = b"\x2a" + varint(len(array)) + array  # AnyValue{array_value: ...}
+        raw = b"\x0a\x01d\x12" + varint(len(value)) + value  # KeyValue{key: "d", value}
         request = TRACES_REQUEST.FromString(_body(_span()))
         request.resource_spans[0].scope_spans[0].spans[0].attributes.append(raw)
         compare(Signal.TRACES, request.SerializeToString())
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def test_unknown_and_repeated_fields_are_identical() -> None:
@@ -219,19 +211,7 @@ def test_mutated_requests_are_identical(
     request: trace_service_pb2.ExportTraceServiceRequest, data: st.DataObject
 ) -> None:
     """Generated requests with bytes flipped, cut or inserted: same verdict and same output."""
-    body = bytearray(request.SerializeToString())
-    for _ in range(data.draw(st.integers(1, 3))):
-        if not body:
-            break
-        at = data.draw(st.integers(0, len(body) - 1))
-        action = data.draw(st.sampled_from(("flip", "cut", "insert")))
-        if action == "flip":
-            body[at] ^= data.draw(st.integers(1, 255))
-        elif action == "cut":
-            del body[at:]
-        else:
-            body[at:at] = data.draw(st.binary(min_size=1, max_size=4))
-    compare(Signal.TRACES, bytes(body))
+    compare(Signal.TRACES, mutated(request.SerializeToString(), data))
 
 
 def test_decoded_json_request_is_identical() -> None:
