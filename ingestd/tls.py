@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import structlog
+from aiohttp import web
 
 from ingestd.config import TlsConfig
 
@@ -150,3 +151,11 @@ class _GrpcFetcher:
         self._stamp = stamp
         log.info("tls_reloaded", server="grpc", cert_file=str(self._config.cert_file))
         return fresh
+
+
+async def stop_web_server(runner: web.BaseRunner | None, watch: asyncio.Task[None] | None) -> None:
+    """Stop an aiohttp server (admin, OTLP/HTTP) and the task reloading its certificates."""
+    if watch is not None:
+        watch.cancel()
+    if runner is not None:
+        await runner.cleanup()

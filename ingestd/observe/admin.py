@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from ingestd import __version__
 from ingestd.config import AdminConfig
 from ingestd.observe.health import Health
-from ingestd.tls import ServerTls, server_context
+from ingestd.tls import ServerTls, server_context, stop_web_server
 
 log = structlog.get_logger("ingestd.observe.admin")
 
@@ -89,12 +89,8 @@ class AdminServer:
         log.info(self._event, endpoint=f"{host}:{self.port}", tls=self._tls is not None)
 
     async def stop(self, deadline: float) -> None:
-        if self._tls_watch is not None:
-            self._tls_watch.cancel()
-            self._tls_watch = None
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        runner, watch, self._runner, self._tls_watch = self._runner, self._tls_watch, None, None
+        await stop_web_server(runner, watch)
 
     def _guarded(self, handler: Handler) -> Handler:
         """*handler* behind the status token (unchanged when no token is configured)."""

@@ -24,16 +24,16 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
-from ingestd.auth import Authenticator, Caller
-from ingestd.config import AuthConfig, GrpcReceiverConfig
+from ingestd.auth import Caller
+from ingestd.config import GrpcReceiverConfig
 from ingestd.errors import IngestdError, Overloaded, StageClosed, Unauthenticated
-from ingestd.ingest import MESSAGE_BYTES, Ingest, answer_deadline
+from ingestd.ingest import MESSAGE_BYTES, answer_deadline
 from ingestd.model import ExportResult, RequestContext, Signal
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
 from ingestd.receiver import decode
 from ingestd.receiver import status as statuses
-from ingestd.receiver.inflight import InFlight
+from ingestd.receiver.base import ReceiverBase
 from ingestd.signals import BY_GRPC_METHOD, SIGNALS
 from ingestd.tls import grpc_credentials
 
@@ -73,31 +73,16 @@ def server_options(config: GrpcReceiverConfig, reuse_port: bool) -> list[tuple[s
     ]
 
 
-class OtlpGrpcReceiver:
+class OtlpGrpcReceiver(ReceiverBase[GrpcReceiverConfig]):
     name = "receiver.grpc"
 
-    def __init__(
-        self,
-        config: GrpcReceiverConfig,
-        ingest: Ingest,
-        auth: Authenticator | None = None,
-        *,
-        reuse_port: bool = False,
-    ) -> None:
-        self.config = config
-        self.reuse_port = reuse_port
-        self._ingest = ingest
-        # Without auth every request belongs to the default tenant "".
-        self._auth = auth or Authenticator(AuthConfig())
+    def _init_transport(self) -> None:
         self._server: grpc.aio.Server | None = None
         self._empty: dict[Signal, bytes] = {
             signal: spec.response_type().SerializeToString() for signal, spec in SIGNALS.items()
         }
-        self._closing = False
-        self._in_flight = InFlight()
         # Requests by the status sent, for /status (Prometheus has them by signal too).
         self._counts: collections.Counter[str] = collections.Counter()
-        self.port: int | None = None
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
         """Bind the endpoint and start serving; raises when the endpoint cannot be bound."""
@@ -139,13 +124,7 @@ class OtlpGrpcReceiver:
 
     def status(self) -> dict[str, object]:
         """For /status: whether it serves, RPCs in flight, RPCs by the status they got."""
-        return {
-            "port": self.port,
-            "listening": self._server is not None,
-            "closing": self._closing,
-            "in_flight": self._in_flight.count,
-            "requests": dict(self._counts),
-        }
+        return self._status(listening=self._server is not None, requests=dict(self._counts))
 
     def authentication_error(self, metadata: Any) -> Unauthenticated | None:
         """Unauthenticated when the RPC's `authorization` metadata names no known token."""

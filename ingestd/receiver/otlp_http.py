@@ -34,8 +34,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format
 
-from ingestd.auth import ANONYMOUS, Authenticator, Caller
-from ingestd.config import AuthConfig, HttpReceiverConfig
+from ingestd.auth import ANONYMOUS, Caller
+from ingestd.config import HttpReceiverConfig
 from ingestd.convert.limits import Shape, check_shape, shape_of
 from ingestd.convert.native import json_as_protobuf
 from ingestd.errors import (
@@ -48,16 +48,16 @@ from ingestd.errors import (
     Unimplemented,
     UnsupportedMedia,
 )
-from ingestd.ingest import MESSAGE_BYTES, Ingest, answer_deadline
+from ingestd.ingest import MESSAGE_BYTES, answer_deadline
 from ingestd.model import RequestContext, Signal
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
+from ingestd.receiver.base import ReceiverBase
 from ingestd.receiver.cors import Cors
 from ingestd.receiver.decode import parse_protobuf, request_key, response
-from ingestd.receiver.inflight import InFlight
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.receiver.status import retry_after_header, rpc_status, status_for
 from ingestd.signals import BY_HTTP_PATH
-from ingestd.tls import ServerTls, server_context
+from ingestd.tls import ServerTls, server_context, stop_web_server
 
 log = structlog.get_logger("ingestd.receiver.http")
 
@@ -81,36 +81,20 @@ _JSON_BYTES_PER_MESSAGE = 20
 _BUSY_RETRY_AFTER_S = 1.0
 
 
-class OtlpHttpReceiver:
+class OtlpHttpReceiver(ReceiverBase[HttpReceiverConfig]):
     """A stage serving OTLP/HTTP on `receivers.http.endpoint` into *ingest*."""
 
     name = "receiver.http"
 
-    def __init__(
-        self,
-        config: HttpReceiverConfig,
-        ingest: Ingest,
-        auth: Authenticator | None = None,
-        *,
-        reuse_port: bool = False,
-    ) -> None:
-        self.config = config
-        # Several workers share the port (workers: N); one process alone binds it exclusively.
-        self.reuse_port = reuse_port
-        # Without auth every request belongs to the default tenant "".
-        self._auth = auth or Authenticator(AuthConfig())
-        self._ingest = ingest
-        self._cors = Cors(config.cors)
-        self._codecs = frozenset(config.compression_algorithms)
+    def _init_transport(self) -> None:
+        self._cors = Cors(self.config.cors)
+        self._codecs = frozenset(self.config.compression_algorithms)
         self._tls: ServerTls | None = None
         self._tls_watch: asyncio.Task[None] | None = None
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
-        self._closing = False
-        self._in_flight = InFlight()
         # Requests by the HTTP status sent, for /status.
         self._counts: collections.Counter[int] = collections.Counter()
-        self.port: int | None = None
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
         """Listen on the endpoint; raises OSError when it cannot be bound."""
@@ -159,22 +143,13 @@ class OtlpHttpReceiver:
             log.info("receiver_closing", receiver=self.name, in_flight=self._in_flight.count)
             await self._site.stop()
             self._site = None
-        if self._tls_watch is not None:
-            self._tls_watch.cancel()
-            self._tls_watch = None
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        runner, watch, self._runner, self._tls_watch = self._runner, self._tls_watch, None, None
+        await stop_web_server(runner, watch)
 
     def status(self) -> dict[str, object]:
         """For /status: whether it serves, requests in flight, requests by HTTP status."""
-        return {
-            "port": self.port,
-            "listening": self._site is not None,
-            "closing": self._closing,
-            "in_flight": self._in_flight.count,
-            "requests": {str(code): n for code, n in sorted(self._counts.items())},
-        }
+        requests = {str(code): n for code, n in sorted(self._counts.items())}
+        return self._status(listening=self._site is not None, requests=requests)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if not self._cors.enabled:
