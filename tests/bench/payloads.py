@@ -184,14 +184,21 @@ def _span_attributes(rng: random.Random, kind: int, route: str, n: int) -> dict[
     }
 
 
+def _flask_scope(resources: Any, scopes: str, seed: int) -> Any:
+    """Adds a resource (attributes from `seed`) with one Flask instrumentation scope to
+    `resources`; returns that scope, whose list is the attribute `scopes`."""
+    resource = resources.add()
+    set_attributes(resource.resource.attributes, _resource(seed))
+    scope = getattr(resource, scopes).add()
+    scope.scope.name = "opentelemetry.instrumentation.flask"
+    scope.scope.version = "0.48b0"
+    return scope
+
+
 def _traces(seed: int) -> Template:
     rng = random.Random(seed)
     request = ExportTraceServiceRequest()
-    rs = request.resource_spans.add()
-    set_attributes(rs.resource.attributes, _resource(seed))
-    ss = rs.scope_spans.add()
-    ss.scope.name = "opentelemetry.instrumentation.flask"
-    ss.scope.version = "0.48b0"
+    ss = _flask_scope(request.resource_spans, "scope_spans", seed)
     ids = _unique_ids(rng, ITEMS_PER_REQUEST)
     base = time.time_ns() - 60_000_000_000
     kinds = [Span.SPAN_KIND_SERVER] + [Span.SPAN_KIND_CLIENT] * 7 + [Span.SPAN_KIND_INTERNAL] * 8
@@ -300,11 +307,7 @@ def _point_attributes(rng: random.Random, i: int, kind: str) -> dict[str, Any]:
 def _metrics(seed: int) -> Template:
     rng = random.Random(seed)
     request = ExportMetricsServiceRequest()
-    rm = request.resource_metrics.add()
-    set_attributes(rm.resource.attributes, _resource(seed))
-    sm = rm.scope_metrics.add()
-    sm.scope.name = "opentelemetry.instrumentation.flask"
-    sm.scope.version = "0.48b0"
+    sm = _flask_scope(request.resource_metrics, "scope_metrics", seed)
     now = time.time_ns()
     base = (now // _METRIC_ID_SPAN_NS - 2) * _METRIC_ID_SPAN_NS
     start = base - 3_600_000_000_000

@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -297,20 +298,39 @@ def _skipped(section: Any, title: str) -> list[str]:
     return ["", f"## {title}", "", f"skipped: {section['skipped']}"]
 
 
-def _throughput(r: dict[str, Any]) -> list[str]:
-    section, base = r.get("throughput"), r.get("baselines")
-    base = {} if _absent(base) else base
+def _section(r: dict[str, Any], key: str, title: str, *columns: str) -> tuple[Any, list[str]]:
+    """Section `key`'s results and its heading (with the head of a Markdown table of `columns`,
+    if any); when it did not run, no results and the heading with why."""
+    section = r.get(key)
     if _absent(section):
-        return _skipped(section, "Throughput, end to end (stored, counted in the sinks)")
-    lines = [
-        "",
-        "## Throughput, end to end (stored, counted in the sinks)",
-        "",
-        "| signal | transport | ingestd stored/s | raw baseline/s | ratio | ingestd CPU-s per M "
-        "| ingestd cores | clients' cores | peak RSS MiB | batch mean (median <=) "
-        "| stored = acked |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        return None, _skipped(section, title)
+    lines = ["", f"## {title}", ""]
+    if columns:
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return section, lines
+
+
+def _paragraph(
+    r: dict[str, Any], key: str, title: str, text: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """Section `key` as its heading and one paragraph, `text` of its results."""
+    section, lines = _section(r, key, title)
+    return lines if section is None else [*lines, text(section)]
+
+
+def _throughput(r: dict[str, Any]) -> list[str]:
+    base = r.get("baselines")
+    base = {} if _absent(base) else base
+    section, lines = _section(
+        r,
+        "throughput",
+        "Throughput, end to end (stored, counted in the sinks)",
+        "signal", "transport", "ingestd stored/s", "raw baseline/s", "ratio",
+        "ingestd CPU-s per M", "ingestd cores", "clients' cores", "peak RSS MiB",
+        "batch mean (median <=)", "stored = acked",
+    )  # fmt: skip
+    if section is None:
+        return lines
     for signal, s in section.items():
         b = base.get(signal, {})
         raw = b.get("rows_per_s", b.get("docs_per_s"))
@@ -343,17 +363,15 @@ def _batching(baseline: dict[str, Any]) -> str:
 
 
 def _receive(r: dict[str, Any]) -> list[str]:
-    section = r.get("receive")
-    if _absent(section):
-        return _skipped(section, "Receive path alone (sinks discard)")
-    lines = [
-        "",
-        "## Receive path alone (sinks discard)",
-        "",
-        "| run | offered/s | acked/s | CPU-s per M | ingestd cores | clients' cores "
-        "| peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    section, lines = _section(
+        r,
+        "receive",
+        "Receive path alone (sinks discard)",
+        "run", "offered/s", "acked/s", "CPU-s per M", "ingestd cores", "clients' cores",
+        "peak RSS MiB",
+    )  # fmt: skip
+    if section is None:
+        return lines
     for name, s in section.items():
         lines.append(
             f"| {name} | {_n(s.get('offered_per_s')) if 'offered_per_s' in s else 'max'} | "
@@ -364,17 +382,15 @@ def _receive(r: dict[str, Any]) -> list[str]:
 
 
 def _latency(r: dict[str, Any]) -> list[str]:
-    section = r.get("latency")
-    if _absent(section):
-        return _skipped(section, "Acknowledgement latency (open loop, fixed offered rate)")
-    lines = [
-        "",
-        "## Acknowledgement latency (open loop, fixed offered rate)",
-        "",
-        "| signal | ack | load | offered/s | acked/s | p50 ms | p99 ms | p99.9 ms | failed "
-        "| sink write p50 / p99 ms (<=) | batch mean |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    section, lines = _section(
+        r,
+        "latency",
+        "Acknowledgement latency (open loop, fixed offered rate)",
+        "signal", "ack", "load", "offered/s", "acked/s", "p50 ms", "p99 ms", "p99.9 ms",
+        "failed", "sink write p50 / p99 ms (<=)", "batch mean",
+    )  # fmt: skip
+    if section is None:
+        return lines
     for signal, modes in section.items():
         for ack, loads in modes.items():
             for load, s in loads.items():
@@ -390,34 +406,32 @@ def _latency(r: dict[str, Any]) -> list[str]:
 
 
 def _memory(r: dict[str, Any]) -> list[str]:
-    s = r.get("memory")
-    if _absent(s):
-        return _skipped(s, "Memory")
-    return [
-        "",
-        "## Memory",
-        "",
-        f"At {_n(s['offered_spans_per_s'])} spans/s offered over gRPC "
-        f"({_n(s['stored_spans_per_s'])} stored/s), {s['workers']} process(es): idle "
-        f"{s['idle_rss_mib']:.0f} MiB before the load, peak {s['peak_rss_mib']:.0f} MiB "
-        f"({s['peak_rss_per_worker_mib']:.0f} MiB per process), {s['after_rss_mib']:.0f} MiB "
-        f"{s['after_settle_s']:g} s after it ({s['after_over_idle']:.2f} x idle).",
-    ]
+    return _paragraph(
+        r,
+        "memory",
+        "Memory",
+        lambda s: (
+            f"At {_n(s['offered_spans_per_s'])} spans/s offered over gRPC "
+            f"({_n(s['stored_spans_per_s'])} stored/s), {s['workers']} process(es): idle "
+            f"{s['idle_rss_mib']:.0f} MiB before the load, peak {s['peak_rss_mib']:.0f} MiB "
+            f"({s['peak_rss_per_worker_mib']:.0f} MiB per process), {s['after_rss_mib']:.0f} MiB "
+            f"{s['after_settle_s']:g} s after it ({s['after_over_idle']:.2f} x idle)."
+        ),
+    )
 
 
 def _workers(r: dict[str, Any]) -> list[str]:
-    s = r.get("workers")
-    if _absent(s):
-        return _skipped(s, "Workers (receive path, sinks discard)")
-    return [
-        "",
-        "## Workers (receive path, sinks discard)",
-        "",
-        f"workers 1: {_n(s['workers_1']['items_per_s'])} spans/s "
-        f"({s['workers_1']['cores']:.2f} cores); workers 2: "
-        f"{_n(s['workers_2']['items_per_s'])} spans/s ({s['workers_2']['cores']:.2f} cores); "
-        f"ratio {s['ratio']:.2f}.",
-    ]
+    return _paragraph(
+        r,
+        "workers",
+        "Workers (receive path, sinks discard)",
+        lambda s: (
+            f"workers 1: {_n(s['workers_1']['items_per_s'])} spans/s "
+            f"({s['workers_1']['cores']:.2f} cores); workers 2: "
+            f"{_n(s['workers_2']['items_per_s'])} spans/s ({s['workers_2']['cores']:.2f} cores); "
+            f"ratio {s['ratio']:.2f}."
+        ),
+    )
 
 
 def _peers(r: dict[str, Any]) -> list[str]:

@@ -145,6 +145,27 @@ SCOPE = st.builds(
     dropped_attributes_count=UINT32,
 )
 
+
+def _export(
+    request: Any,
+    resources: str,
+    resource: Any,
+    scopes: str,
+    scope: Any,
+    items: str,
+    item: st.SearchStrategy[Any],
+) -> st.SearchStrategy[Any]:
+    """An export request: up to 2 resources, each of up to 2 scopes of up to 3 items."""
+    in_scope = st.builds(scope, scope=SCOPE, schema_url=TEXT, **{items: st.lists(item, max_size=3)})
+    in_resource = st.builds(
+        resource,
+        resource=RESOURCE,
+        schema_url=TEXT,
+        **{scopes: st.lists(in_scope, max_size=2)},
+    )
+    return st.builds(request, **{resources: st.lists(in_resource, max_size=2)})
+
+
 EVENT = st.builds(
     trace_pb2.Span.Event,
     time_unix_nano=TIME,
@@ -190,25 +211,14 @@ def _spans_in_time(span: trace_pb2.Span, fix: bool) -> trace_pb2.Span:
     return span
 
 
-TRACES = st.builds(
+TRACES = _export(
     trace_service_pb2.ExportTraceServiceRequest,
-    resource_spans=st.lists(
-        st.builds(
-            trace_pb2.ResourceSpans,
-            resource=RESOURCE,
-            schema_url=TEXT,
-            scope_spans=st.lists(
-                st.builds(
-                    trace_pb2.ScopeSpans,
-                    scope=SCOPE,
-                    schema_url=TEXT,
-                    spans=st.lists(st.builds(_spans_in_time, SPAN, st.booleans()), max_size=3),
-                ),
-                max_size=2,
-            ),
-        ),
-        max_size=2,
-    ),
+    "resource_spans",
+    trace_pb2.ResourceSpans,
+    "scope_spans",
+    trace_pb2.ScopeSpans,
+    "spans",
+    st.builds(_spans_in_time, SPAN, st.booleans()),
 )
 
 EXEMPLAR = st.builds(
@@ -328,25 +338,14 @@ DATA = st.one_of(
     st.builds(lambda p: ("summary", metrics_pb2.Summary(data_points=p)), _points(SUMMARY_POINT)),
 )
 METRIC = st.builds(_metric, TEXT, TEXT, TEXT, DATA)
-METRICS = st.builds(
+METRICS = _export(
     metrics_service_pb2.ExportMetricsServiceRequest,
-    resource_metrics=st.lists(
-        st.builds(
-            metrics_pb2.ResourceMetrics,
-            resource=RESOURCE,
-            schema_url=TEXT,
-            scope_metrics=st.lists(
-                st.builds(
-                    metrics_pb2.ScopeMetrics,
-                    scope=SCOPE,
-                    schema_url=TEXT,
-                    metrics=st.lists(METRIC, max_size=3),
-                ),
-                max_size=2,
-            ),
-        ),
-        max_size=2,
-    ),
+    "resource_metrics",
+    metrics_pb2.ResourceMetrics,
+    "scope_metrics",
+    metrics_pb2.ScopeMetrics,
+    "metrics",
+    METRIC,
 )
 
 LOG_RECORD = st.builds(
@@ -363,25 +362,14 @@ LOG_RECORD = st.builds(
     span_id=ids(8),
     event_name=TEXT,
 )
-LOGS = st.builds(
+LOGS = _export(
     logs_service_pb2.ExportLogsServiceRequest,
-    resource_logs=st.lists(
-        st.builds(
-            logs_pb2.ResourceLogs,
-            resource=RESOURCE,
-            schema_url=TEXT,
-            scope_logs=st.lists(
-                st.builds(
-                    logs_pb2.ScopeLogs,
-                    scope=SCOPE,
-                    schema_url=TEXT,
-                    log_records=st.lists(LOG_RECORD, max_size=3),
-                ),
-                max_size=2,
-            ),
-        ),
-        max_size=2,
-    ),
+    "resource_logs",
+    logs_pb2.ResourceLogs,
+    "scope_logs",
+    logs_pb2.ScopeLogs,
+    "log_records",
+    LOG_RECORD,
 )
 
 REQUESTS: dict[Signal, st.SearchStrategy[Any]] = {

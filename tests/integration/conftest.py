@@ -8,10 +8,12 @@ Redis key prefix, so several sessions can share one dev stack.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -26,6 +28,25 @@ def unavailable(what: str) -> None:
     if ON_CI:
         pytest.fail(f"{what} (CI=true: a missing server is a failure)", pytrace=False)
     pytest.skip(what)
+
+
+def make_certificate(
+    directory: Path, name: str, alt_names: str = "IP:127.0.0.1"
+) -> tuple[Path, Path]:
+    """A self-signed certificate for *alt_names* with CN=*name*, made by the openssl command."""
+    if shutil.which("openssl") is None:
+        unavailable("openssl is not installed")
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", f"/CN={name}", "-addext", f"subjectAltName={alt_names}",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def env(name: str) -> str:

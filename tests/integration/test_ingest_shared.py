@@ -88,6 +88,13 @@ async def replica(
             await batcher.stop(deadline_in(1))
 
 
+@contextlib.asynccontextmanager
+async def two_replicas(stack: Stack, prefix: str) -> AsyncIterator[tuple[Replica, Replica]]:
+    """Replicas A and B sharing the dev stack's Redis under `prefix`."""
+    async with replica(stack.redis_url, prefix) as a, replica(stack.redis_url, prefix) as b:
+        yield a, b
+
+
 async def export(r: Replica, request: ExportTraceServiceRequest, key: bytes) -> ExportResult:
     return await r.ingest.export(Signal.TRACES, request, key=key, ctx=CTX, wire_bytes=100)
 
@@ -97,10 +104,7 @@ async def test_retry_on_another_replica_is_answered_without_writing(
 ) -> None:
     """The answer to A was lost; the client retries on B: B answers success, writes nothing."""
     request, key = bare_spans_request(5), os.urandom(16)
-    async with (
-        replica(stack.redis_url, redis_prefix) as a,
-        replica(stack.redis_url, redis_prefix) as b,
-    ):
+    async with two_replicas(stack, redis_prefix) as (a, b):
         first = await export(a, request, key)
         await a.dedup.stop(deadline_in(1))  # the done marker is written in the background
         retried = await export(b, request, key)
@@ -114,10 +118,7 @@ async def test_retry_while_in_flight_elsewhere_waits_and_writes_once(
 ) -> None:
     """B's retry arrives while A's write hangs; it waits and answers A's outcome."""
     request, key = bare_spans_request(3), os.urandom(16)
-    async with (
-        replica(stack.redis_url, redis_prefix) as a,
-        replica(stack.redis_url, redis_prefix) as b,
-    ):
+    async with two_replicas(stack, redis_prefix) as (a, b):
         a.writer.gate = asyncio.Event()
         first = asyncio.create_task(export(a, request, key))
         await asyncio.sleep(0.2)
@@ -134,10 +135,7 @@ async def test_retry_while_in_flight_elsewhere_waits_and_writes_once(
 async def test_failed_request_can_be_retried_elsewhere(stack: Stack, redis_prefix: str) -> None:
     """A's write is rejected: its claim is released, and B's retry stores the request."""
     request, key = bare_spans_request(2), os.urandom(16)
-    async with (
-        replica(stack.redis_url, redis_prefix) as a,
-        replica(stack.redis_url, redis_prefix) as b,
-    ):
+    async with two_replicas(stack, redis_prefix) as (a, b):
         a.writer.failures.append(Rejected("mapping conflict"))
         with pytest.raises(Rejected):
             await export(a, request, key)

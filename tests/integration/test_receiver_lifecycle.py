@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ingestd.pipeline import deadline_in
 from ingestd.receiver.otlp_grpc import OtlpGrpcReceiver
 from tests.fakes import RecordingWriter
 from tests.harness import retry_delay_s
+from tests.integration.conftest import make_certificate
 from tests.samples import span_request
 
 pytestmark = pytest.mark.integration
@@ -145,17 +145,7 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 made with the openssl command."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return make_certificate(tmp_path, "localhost", "IP:127.0.0.1,DNS:localhost")
 
 
 async def test_tls_endpoint_serves_tls_clients(certificate: tuple[Path, Path]) -> None:

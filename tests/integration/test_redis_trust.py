@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
-from tests.integration.conftest import Stack, unavailable
+from tests.integration.conftest import Stack, make_certificate, unavailable
 
 pytestmark = [pytest.mark.integration]
 
@@ -34,22 +34,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        unavailable("openssl is not installed")
-    cert, key = directory / "redis.crt", directory / "redis.key"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=redis", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 class PrivateRedis:
     """A redis-server of this test's own: `requirepass` on a plain and a TLS port."""
 
@@ -57,7 +41,7 @@ class PrivateRedis:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).exists():
             unavailable("redis-server (Debian package redis-server) is not installed")
-        self.cert, key = make_certificate(workdir)
+        self.cert, key = make_certificate(workdir, "redis")
         self.port, self.tls_port = free_port(), free_port()
         self.proc = subprocess.Popen(
             [
@@ -126,6 +110,14 @@ def redis_state(proc: IngestdProcess) -> dict[str, Any]:
     return status["health"]["components"]["redis"]
 
 
+def wait_until(proc: IngestdProcess, done: Callable[[], bool]) -> None:
+    """Polls `done` every 0.2 s for up to 10 s; a timeout fails showing the daemon's Redis state."""
+    deadline = time.monotonic() + 10
+    while not done():
+        assert time.monotonic() < deadline, redis_state(proc)
+        time.sleep(0.2)
+
+
 def test_garbage_in_the_pressure_hash_is_ignored(
     stack: Stack, tables: str, redis_client: redis.Redis, redis_prefix: str, tmp_path: Path
 ) -> None:
@@ -171,10 +163,7 @@ def test_redis_auth_with_password_in_the_url(
     proc = run_daemon(stack, tables, url, tmp_path, redis={"key_prefix": "authtest:"})
     try:
         proc.wait_ready()
-        deadline = time.monotonic() + 10
-        while not private_redis.client.exists("authtest:pressure"):
-            assert time.monotonic() < deadline, redis_state(proc)
-            time.sleep(0.2)
+        wait_until(proc, lambda: bool(private_redis.client.exists("authtest:pressure")))
         assert redis_state(proc)["state"] == "ok"
     finally:
         proc.terminate()
@@ -188,10 +177,7 @@ def test_redis_wrong_password_is_degraded_not_down(
     proc = run_daemon(stack, tables, url, tmp_path)
     try:
         proc.wait_ready()
-        deadline = time.monotonic() + 10
-        while redis_state(proc)["state"] != "degraded":
-            assert time.monotonic() < deadline, redis_state(proc)
-            time.sleep(0.2)
+        wait_until(proc, lambda: redis_state(proc)["state"] == "degraded")
     finally:
         proc.terminate()
 
@@ -207,10 +193,7 @@ def test_rediss_tls_with_auth(
     proc = run_daemon(stack, tables, url, tmp_path, redis={"key_prefix": "tlstest:"})
     try:
         proc.wait_ready()
-        deadline = time.monotonic() + 10
-        while not private_redis.client.exists("tlstest:pressure"):
-            assert time.monotonic() < deadline, redis_state(proc)
-            time.sleep(0.2)
+        wait_until(proc, lambda: bool(private_redis.client.exists("tlstest:pressure")))
         assert redis_state(proc)["state"] == "ok"
     finally:
         proc.terminate()

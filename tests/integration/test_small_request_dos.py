@@ -194,6 +194,20 @@ def _measured(daemon: Daemon, send: Callable[[], Any]) -> tuple[Any, float, floa
     return result, took, daemon.proc.cpu_s() - cpu, peak.mib - peak.before
 
 
+def _refused_at_once_over_grpc(daemon: Daemon, method: str, body: bytes, what: str) -> None:
+    """`body` of empty *what* is RESOURCE_EXHAUSTED (naming *what*) in under a second, with
+    under 64 MiB of extra RSS."""
+    (code, detail, _), took, cpu, grown = _measured(daemon, lambda: daemon.grpc(method, body))
+    print(
+        f"grpc {len(body)} B of empty {what}: {code.name} in {took:.3f} s, "
+        f"daemon CPU {cpu:.2f} s, peak RSS +{grown:.1f} MiB: {detail[:120]!r}"
+    )
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert what.encode() in detail
+    assert took < 1.0
+    assert grown < 64
+
+
 # -- empty-structure amplification ---------------------------------------------------------------
 
 
@@ -224,32 +238,14 @@ def test_64_mib_of_empty_resources_in_a_small_http_body_is_refused_at_once(
 def test_16_mib_of_empty_resources_over_grpc_is_refused_at_once(daemon: Daemon) -> None:
     """A 16 MiB gRPC message of empty ResourceSpans is RESOURCE_EXHAUSTED after counting the
     first 16,385 of them, not parsed (it used to take ~0.5 GiB and ~30 s)."""
-    body = EMPTY_RESOURCE * (8 * MiB - 8)
-    (code, detail, _), took, cpu, grown = _measured(daemon, lambda: daemon.grpc(TRACES, body))
-    print(
-        f"grpc {len(body)} B of empty resources: {code.name} in {took:.3f} s, "
-        f"daemon CPU {cpu:.2f} s, peak RSS +{grown:.1f} MiB: {detail[:120]!r}"
-    )
-    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert b"resources" in detail
-    assert took < 1.0
-    assert grown < 64
+    _refused_at_once_over_grpc(daemon, TRACES, EMPTY_RESOURCE * (8 * MiB - 8), "resources")
     daemon.assert_still_serving()
 
 
 def test_8_million_empty_log_records_over_grpc_are_refused_at_once(daemon: Daemon) -> None:
     """16 MiB of empty log records in one scope stop at max_items_per_request (262,144)."""
     records = b"\x12\x00" * (8 * MiB - 16)
-    body = field(1, field(2, records))
-    (code, detail, _), took, cpu, grown = _measured(daemon, lambda: daemon.grpc(LOGS, body))
-    print(
-        f"grpc {len(body)} B of empty log records: {code.name} in {took:.3f} s, "
-        f"daemon CPU {cpu:.2f} s, peak RSS +{grown:.1f} MiB"
-    )
-    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert b"records" in detail
-    assert took < 1.0
-    assert grown < 64
+    _refused_at_once_over_grpc(daemon, LOGS, field(1, field(2, records)), "records")
 
 
 def test_empty_structure_under_the_caps_is_answered_quickly(daemon: Daemon) -> None:

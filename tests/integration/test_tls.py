@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import shutil
 import ssl
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,29 +19,12 @@ import grpc
 import pytest
 
 from tests.harness import IngestdProcess, base_config, create_design_tables, deep_merge
-from tests.integration.conftest import Stack, unavailable
+from tests.integration.conftest import Stack, make_certificate
 from tests.samples import bare_spans_request
 
 pytestmark = [pytest.mark.integration]
 
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
-
-def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 with CN=*name*."""
-    if shutil.which("openssl") is None:
-        unavailable("openssl is not installed")
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def install(source: tuple[Path, Path], target: tuple[Path, Path]) -> None:

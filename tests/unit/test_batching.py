@@ -56,6 +56,16 @@ async def started(batcher: Batcher) -> asyncio.TaskGroup:
     return group
 
 
+async def held(
+    *, max_rows: int, max_items: int = 1000
+) -> tuple[FakeClock, RecordingWriter, Batcher, asyncio.TaskGroup]:
+    """A started batcher whose writer holds every write until `writer.gate` is set."""
+    clock, writer = FakeClock(), RecordingWriter()
+    writer.gate = asyncio.Event()
+    batcher = make(writer, clock, max_rows=max_rows, max_items=max_items)
+    return clock, writer, batcher, await started(batcher)
+
+
 async def finish(batcher: Batcher, group: asyncio.TaskGroup, clock: FakeClock) -> None:
     await batcher.stop(clock.now() + 0.5)
     await group.__aexit__(None, None, None)
@@ -150,10 +160,7 @@ async def test_parts_are_never_split_across_batches() -> None:
 
 async def test_full_buffer_refuses_with_retry_hint() -> None:
     """When items would exceed the buffer, submit waits then raises Overloaded with a hint."""
-    clock, writer = FakeClock(), RecordingWriter()
-    writer.gate = asyncio.Event()
-    batcher = make(writer, clock, max_items=10, max_rows=100)
-    group = await started(batcher)
+    clock, writer, batcher, group = await held(max_items=10, max_rows=100)
     await batcher.submit(part(8), timeout_s=1)
     with pytest.raises(Overloaded) as info:
         await batcher.submit(part(5), timeout_s=0)
@@ -165,10 +172,7 @@ async def test_full_buffer_refuses_with_retry_hint() -> None:
 
 async def test_waiting_request_is_admitted_when_room_frees() -> None:
     """A request waiting for room gets in once a batch completes and releases its items."""
-    clock, writer = FakeClock(), RecordingWriter()
-    writer.gate = asyncio.Event()
-    batcher = make(writer, clock, max_items=10, max_rows=8)
-    group = await started(batcher)
+    clock, writer, batcher, group = await held(max_items=10, max_rows=8)
     await batcher.submit(part(8, "a"), timeout_s=1)
     waiting = asyncio.create_task(batcher.submit(part(5, "b"), timeout_s=30))
     await settle()
@@ -303,10 +307,7 @@ async def test_stop_flushes_everything_buffered() -> None:
 
 async def test_stop_against_clogged_sink_returns_by_deadline() -> None:
     """With a writer that never returns, stop() gives up at the deadline and fails the parts."""
-    clock, writer = FakeClock(), RecordingWriter()
-    writer.gate = asyncio.Event()  # never set
-    batcher = make(writer, clock, max_rows=1)
-    group = await started(batcher)
+    _, _, batcher, group = await held(max_rows=1)  # the gate is never set
     p = await batcher.submit(part(1), timeout_s=1)
     await settle()
     loop = asyncio.get_running_loop()

@@ -156,35 +156,27 @@ def test_the_check_catches_a_renamed_metric_or_label() -> None:
     ]
 
 
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs promtool with `args`, capturing its output; the caller checks the return code."""
+    return subprocess.run(
+        [prometheus_tool("promtool"), *args], capture_output=True, text=True, check=False
+    )
+
+
 def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     """promtool accepts every panel query as a recording rule (Grafana variables filled in)."""
     rules = dashboard_recording_rules()
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump(rules))
-    out = subprocess.run(
-        [prometheus_tool("promtool"), "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    out = promtool("check", "rules", str(path))
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"SUCCESS: {len(rules['groups'][0]['rules'])} rules found" in out.stdout
 
 
 def test_alert_rules_check_and_pass_their_unit_tests() -> None:
     """`promtool check rules` and `promtool test rules` pass on deploy/prometheus/."""
-    checked = subprocess.run(
-        [prometheus_tool("promtool"), "check", "rules", str(RULES)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    checked = promtool("check", "rules", str(RULES))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    tested = subprocess.run(
-        [prometheus_tool("promtool"), "test", "rules", str(RULE_TESTS)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    tested = promtool("test", "rules", str(RULE_TESTS))
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
