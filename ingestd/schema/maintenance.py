@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import orjson
 import structlog
+from psycopg.errors import LockNotAvailable
 
 from ingestd.config import MaintenanceConfig
 from ingestd.observe import metrics
@@ -373,7 +374,12 @@ async def _run_jobs(run: _Run) -> None:
     report.timescaledb_jobs_failing = timescaledb_jobs.describe(health)
     cur = await conn.execute(_JOB_ORDER)
     for job_id, proc, relation in await cur.fetchall():
-        await conn.execute("CALL run_job(%s)", (job_id,))
+        try:
+            await conn.execute("CALL run_job(%s)", (job_id,))
+        except LockNotAvailable:
+            # TimescaleDB's own scheduler is running the same job right now: it is being done.
+            report.jobs_run.append(f"{job_id} {proc} on {relation}: running concurrently")
+            continue
         report.jobs_run.append(f"{job_id} {proc} on {relation}")
         report.timescaledb_jobs_run.append(job_id)
 
@@ -394,6 +400,9 @@ async def _run_failing_jobs(run: _Run) -> None:
             continue
         try:
             await conn.execute("CALL run_job(%s)", (job.job.job_id,))
+        except LockNotAvailable:
+            # The scheduler is running it right now (a concurrent refresh): not a failure.
+            continue
         except Exception as exc:  # noqa: BLE001 - the next job still runs; this one is reported
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             report.errors[f"timescaledb_job {job.job.job_id}"] = f"{type(exc).__name__}: {first}"
