@@ -99,6 +99,12 @@ class Ingest:
         self.draining = False
         self._gave_up = False
         self.request_limits = request_limits(config)
+        # Signals whose converter reads protobuf bytes (the native codec), decided once here.
+        self._bytes_signals = frozenset(
+            signal
+            for signal, route in routes.items()
+            if getattr(route.convert, "takes_bytes", False)
+        )
         # Conversion threads for requests of at least `ingest.convert_in_thread_bytes`
         # (`_convert`): one for the Python reference's large converter (its caches are used by one
         # request at a time), CONVERT_THREADS for a thread-safe one (the native codec releases the
@@ -110,8 +116,7 @@ class Ingest:
 
     def takes_bytes(self, signal: Signal) -> bool:
         """Whether *signal*'s converter reads protobuf bytes (the native codec)."""
-        route = self.routes.get(signal)
-        return route is not None and bool(getattr(route.convert, "takes_bytes", False))
+        return signal in self._bytes_signals
 
     def admission_error(self, reserved: int | None = None) -> IngestdError | None:
         """Why a new request must be refused before its body is read or decoded, or None.
@@ -213,7 +218,7 @@ class Ingest:
         try:
             self.pressure.admit(signal)
             await self.limits.charge(signal, request, ctx.tenant, wire_bytes, shared=claim.redis_ok)
-            if body is not None and getattr(self.routes[signal].convert, "takes_bytes", False):
+            if body is not None and signal in self._bytes_signals:
                 request = body
             return await self._store(
                 signal, request, key=key, ctx=ctx, wire_bytes=wire_bytes, claim=claim
