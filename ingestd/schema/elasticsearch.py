@@ -49,9 +49,14 @@ _DEFAULTS = "elasticsearch"
 # Server modules that let the mapping use a leaner field type where the default JSON keeps a
 # portable one: (module, path of the field in `properties`, mapping used with the module).
 # match_only_text indexes no positions (about 10 % less disk for logs, Elastic's logs default);
-# the dev stack's integ-test zip has no mapper-extras and keeps `text`.
+# constant_keyword stores the data stream's one value in the mapping, so the three data_stream
+# fields cost no indexing per document (Elastic's data stream templates use it). The dev
+# stack's integ-test zip has neither module and keeps `text` and `keyword`.
 CAPABILITY_OVERLAYS: tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...] = (
     ("mapper-extras", ("body", "text"), {"type": "match_only_text"}),
+    ("constant-keyword", ("data_stream", "type"), {"type": "constant_keyword"}),
+    ("constant-keyword", ("data_stream", "dataset"), {"type": "constant_keyword"}),
+    ("constant-keyword", ("data_stream", "namespace"), {"type": "constant_keyword"}),
 )
 
 
@@ -138,10 +143,14 @@ async def _apply(config: ElasticsearchSinkConfig, es: AsyncElasticsearch) -> lis
         f"{templates.priority}, retention {templates.retention_days}d): {outcome}"
     )
     if changed:
-        rolled = await _roll_over_lazily(es)
+        # A lazy rollover is carried out on the next write by the data-streams module; where
+        # it is missing (the dev stack), the flag is set and never acted on, so the streams
+        # would keep the old mapping for good: roll them over now instead.
+        lazy = _LIFECYCLE_MODULE in modules
+        rolled = await _roll_over(es, lazy=lazy)
+        when = "at their next write (lazy rollover)" if lazy else "now (rolled over)"
         steps.append(
-            f"elasticsearch: {rolled} existing logs data streams take the new templates "
-            f"at their next write (lazy rollover)"
+            f"elasticsearch: {rolled} existing logs data streams take the new templates {when}"
         )
     if _LIFECYCLE_MODULE not in modules:
         missing = [m for m in (_LIFECYCLE_MODULE, _ILM_MODULE) if m not in modules]
@@ -201,10 +210,10 @@ async def _put_template(es: AsyncElasticsearch, kind: str, name: str, body: dict
     return "created" if meta is None else "updated"
 
 
-async def _roll_over_lazily(es: AsyncElasticsearch) -> int:
+async def _roll_over(es: AsyncElasticsearch, *, lazy: bool) -> int:
     streams = await _data_streams(es, LOGS_PATTERN)
     for name in streams:
-        await es.indices.rollover(alias=name, lazy=True)
+        await es.indices.rollover(alias=name, lazy=lazy)
     return len(streams)
 
 

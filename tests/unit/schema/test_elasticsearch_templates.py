@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from ingestd.config import LogsTemplateConfig
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from elasticsearch import NotFoundError
+
+from ingestd.config import ElasticsearchSinkConfig, LogsTemplateConfig
 from ingestd.schema import files
 from ingestd.schema.elasticsearch import (
     _needs_rollover,
     _with_hash,
+    apply_templates,
     index_template,
     mappings,
     settings,
@@ -39,6 +46,22 @@ def test_mapping_fits_the_documents() -> None:
     assert props["scope"]["properties"]["attributes"]["type"] == "passthrough"
     assert props["resource"]["properties"]["attributes"]["type"] == "passthrough"
     assert props["message"] == {"type": "alias", "path": "body.text"}
+
+
+def test_mapping_spends_nothing_the_documented_queries_do_not_use() -> None:
+    """No norms on the body, no doc values on span/trace ids, observed time not indexed."""
+    props = mappings()["properties"]
+    # Full text still matches (positions kept for phrases); only length scoring goes.
+    assert props["body"]["properties"]["text"] == {"type": "text", "norms": False}
+    # Term lookups by id stay (indexed); no sort or aggregation on a value unique per record.
+    for name in ("trace_id", "span_id"):
+        assert props[name] == {"type": "keyword", "doc_values": False}
+    # Range queries and sorting still work from doc values.
+    assert props["observed_timestamp"] == {"type": "date_nanos", "index": False}
+    # What the documented queries filter, sort and aggregate on keeps index and doc values.
+    for name in ("@timestamp", "application_id", "severity_number"):
+        assert "index" not in props[name]
+        assert "doc_values" not in props[name]
 
 
 def test_content_hash_is_stable_and_sensitive() -> None:
@@ -78,12 +101,78 @@ def test_defaults_are_the_json_files_overlaid_by_config() -> None:
 
 
 def test_server_modules_choose_leaner_field_types() -> None:
-    """With mapper-extras the body is match_only_text; without it, the JSON's `text` stays."""
+    """With mapper-extras the body is match_only_text, with constant-keyword the data_stream
+    fields are constant_keyword; without them, the JSON's `text` and `keyword` stay."""
     shipped = files.read_json("elasticsearch", "ingestd-logs@mappings.json")
     assert mappings() == shipped["template"]["mappings"]
-    lean = mappings(frozenset({"mapper-extras"}))
+    lean = mappings(frozenset({"mapper-extras", "constant-keyword"}))
     assert lean["properties"]["body"]["properties"]["text"] == {"type": "match_only_text"}
+    for name in ("type", "dataset", "namespace"):
+        assert lean["properties"]["data_stream"]["properties"][name] == {"type": "constant_keyword"}
+        assert mappings()["properties"]["data_stream"]["properties"][name]["type"] == "keyword"
     assert (
         lean["properties"]["attributes"]
         == shipped["template"]["mappings"]["properties"]["attributes"]
     )
+
+
+class _FakeEs:
+    """Just enough of AsyncElasticsearch for `apply_templates`: a node with *modules*, no
+    templates stored yet (or the ones put), one logs data stream; records the rollovers."""
+
+    def __init__(self, modules: list[str]) -> None:
+        self.modules = modules
+        self.stored: dict[str, dict[str, Any]] = {}
+        self.rollovers: list[dict[str, Any]] = []
+        self.nodes = SimpleNamespace(info=self._info)
+        self.cluster = SimpleNamespace(
+            get_component_template=self._getter("component_template"),
+            put_component_template=self._put,
+        )
+        self.indices = SimpleNamespace(
+            get_index_template=self._getter("index_template"),
+            put_index_template=self._put,
+            resolve_index=self._resolve,
+            rollover=self._rollover,
+        )
+
+    async def _info(self, **_: Any) -> dict[str, Any]:
+        node = {"version": "8.19.21", "modules": [{"name": m} for m in self.modules]}
+        return {"nodes": {"n1": node}}
+
+    def _getter(self, kind: str) -> Any:
+        async def get(name: str) -> dict[str, Any]:
+            if name not in self.stored:
+                raise NotFoundError(404, "missing", {})
+            return {f"{kind}s": [{kind: self.stored[name]}]}
+
+        return get
+
+    async def _put(self, name: str, **body: Any) -> None:
+        self.stored[name] = body
+
+    async def _resolve(self, **_: Any) -> dict[str, Any]:
+        stream = {"name": "logs-a.otel-b", "backing_indices": [".ds-logs-a.otel-b-000001"]}
+        return {"data_streams": [stream]}
+
+    async def _rollover(self, **kwargs: Any) -> None:
+        self.rollovers.append(kwargs)
+
+
+@pytest.mark.parametrize(
+    ("modules", "lazy"), [(["data-streams", "x-pack-ilm"], True), (["x-pack-core"], False)]
+)
+async def test_a_changed_template_reaches_existing_streams(modules: list[str], lazy: bool) -> None:
+    """A changed template rolls the logs data streams over: lazily where the data-streams
+    module carries lazy rollovers out, at once where it is missing (the flag would never act);
+    an unchanged one rolls nothing."""
+    es = _FakeEs(modules)
+    sink = ElasticsearchSinkConfig()
+    for _ in range(2):  # created, then unchanged: nothing to roll over
+        steps = await apply_templates(sink, es)  # type: ignore[arg-type]
+        assert es.rollovers == []
+        assert all("rolled over" not in s and "lazy" not in s for s in steps)
+    changed = ElasticsearchSinkConfig(templates=LogsTemplateConfig(total_fields_limit=4000))
+    steps = await apply_templates(changed, es)  # type: ignore[arg-type]
+    assert es.rollovers == [{"alias": "logs-a.otel-b", "lazy": lazy}]
+    assert any(("lazy rollover" if lazy else "now (rolled over)") in s for s in steps)
