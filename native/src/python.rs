@@ -140,11 +140,17 @@ fn convert_traces<'py>(
 }
 
 /// ExportLogsServiceRequest bytes -> (bulk bytes, item offsets, items, rejected, reasons,
-/// example); DecodeError. *dataset* and *namespace* are the sanitized defaults.
+/// example, asked); DecodeError. *dataset* and *namespace* are the sanitized defaults (the
+/// `RoutePolicy`'s fallback); *locked_namespace* a registered application's namespace.
+///
+/// The routes are decided in Python, after the conversion and with the GIL held: *asked* lists
+/// the routes the records went to, in the order the reference asks `RoutePolicy.admit` (see
+/// `logs::Admit`), each admitted as it is. When the policy answers otherwise for some, the
+/// caller converts again with *routes*: the answers, one per route asked, in that order.
 // The keyword arguments are the converter's context, one per setting.
 #[allow(clippy::too_many_arguments)]
 #[pyfunction]
-#[pyo3(signature = (body, *, max_time_unix_nano, now_unix_nano, dataset, namespace, application_id=None, from_attributes=true))]
+#[pyo3(signature = (body, *, max_time_unix_nano, now_unix_nano, dataset, namespace, application_id=None, from_attributes=true, locked_namespace=None, routes=None))]
 fn convert_logs<'py>(
     py: Python<'py>,
     body: PyBackedBytes,
@@ -154,6 +160,8 @@ fn convert_logs<'py>(
     namespace: String,
     application_id: Option<String>,
     from_attributes: bool,
+    locked_namespace: Option<String>,
+    routes: Option<Vec<(String, String)>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let ctx = Context {
         application_id,
@@ -165,9 +173,31 @@ fn convert_logs<'py>(
         dataset: &dataset,
         namespace: &namespace,
         from_attributes,
+        locked_namespace: locked_namespace.as_deref(),
     };
-    let out = detached(py, || logs::convert(&body, &ctx, &start))?
-        .map_err(|e| DecodeError::new_err(e.to_string()))?;
+    let (out, asked) = detached(py, || {
+        let mut asked: Vec<(String, String)> = Vec::new();
+        let mut admit = |dataset: &str, namespace: &str| {
+            let answer = match &routes {
+                Some(answers) => answers.get(asked.len()).cloned(),
+                None => None,
+            };
+            asked.push((dataset.to_owned(), namespace.to_owned()));
+            answer.unwrap_or_else(|| logs::admit_all(dataset, namespace))
+        };
+        let out = logs::convert(&body, &ctx, &start, &mut admit);
+        (out, asked)
+    })?;
+    let out = out.map_err(|e| DecodeError::new_err(e.to_string()))?;
+    if let Some(answers) = &routes {
+        if answers.len() != asked.len() {
+            return Err(PyValueError::new_err(format!(
+                "routes: {} answers for {} routes asked",
+                answers.len(),
+                asked.len()
+            )));
+        }
+    }
     let offsets: Vec<u8> = out.offsets.iter().flat_map(|o| o.to_ne_bytes()).collect();
     let reasons = PyDict::new(py);
     for (reason, count) in &out.rejects.reasons {
@@ -185,6 +215,7 @@ fn convert_logs<'py>(
         out.rejects.rejected,
         reasons,
         example,
+        asked,
     )
         .into_pyobject(py)
 }
