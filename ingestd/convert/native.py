@@ -43,6 +43,10 @@ else:
 Codec = Literal["native", "python"]
 CODEC_ENV = "INGESTD_CODEC"
 _CHOICES = ("native", "python", "auto")
+# Refused routes a native logs converter remembers: each request hands them to Rust (~1 us
+# each). Past that it forgets them all, and pays a second conversion per request that meets
+# a refused route until it has learned them again.
+_REFUSED_KEPT = 64
 
 
 def available() -> bool:
@@ -167,11 +171,14 @@ class NativeLogsConverter:
 
     The routes stay the reference's `RoutePolicy` decision (one place: allowlists, the cap of
     data streams, the fallback, `refused`): the Rust side routes each record by its
-    `data_stream.*` attributes, admits every route as it is, and lists the routes it asked,
-    in the order and number the reference calls `RoutePolicy.admit` (once per distinct route
-    of a scope, never for the fallback, none for an invalid request). They are admitted here
-    with the GIL held; when the policy sends some elsewhere (refused, to the fallback) the
-    request is converted again with those answers. A registered application's requests keep
+    `data_stream.*` attributes, sends each route where the policy sent it last time (itself
+    when new), and lists the routes it asked, in the order and number the reference calls
+    `RoutePolicy.admit` (once per distinct route of a scope, never for the fallback, none for
+    an invalid request). They are admitted here with the GIL held; where the policy answers
+    otherwise than assumed (a route refused for the first time) the request is converted
+    again with those answers. A refusal is kept (a policy never takes back a refusal: its
+    patterns are fixed and its routes only grow), so a client that keeps sending a refused
+    route costs one conversion per request, not two. A registered application's requests keep
     its namespace (`application_namespace`): only the dataset is admitted, as the reference's
     `_route_bytes` does when locked. Decoded messages (OTLP/JSON the transcoder left to
     Python) go to *reference*. Thread-safe for bytes, as the policy is.
@@ -187,6 +194,8 @@ class NativeLogsConverter:
         self._decode_error = _native.DecodeError
         self._reference = reference
         self._now_ns = now_ns
+        # Routes the policy refused, and where it sent them: the first pass assumes the same.
+        self._refused: dict[tuple[str, str], tuple[str, str]] = {}
 
     def __call__(self, request: Any, application_id: str = "") -> Converted:
         if isinstance(request, bytes):
@@ -200,6 +209,7 @@ class NativeLogsConverter:
         dataset, namespace = reference.route
         locked = application_namespace(application_id) if application_id else None
         now = self._now_ns()
+        refused = self._refused
 
         def convert(routes: list[tuple[str, str]] | None = None) -> tuple[Any, ...]:
             out: tuple[Any, ...] = self._convert(
@@ -211,6 +221,7 @@ class NativeLogsConverter:
                 application_id=application_id or None,
                 from_attributes=policy.from_attributes,
                 locked_namespace=locked,
+                expected=refused or None,
                 routes=routes,
             )
             return out
@@ -222,11 +233,12 @@ class NativeLogsConverter:
                     answers = [policy.admit(d, n) for d, n in asked]
                 else:
                     answers = [(policy.admit(d, n)[0], n) for d, n in asked]
-                if answers != asked:
+                if answers != out[7]:
+                    self._remember(asked, answers)
                     out = convert(answers)
         except self._decode_error as exc:
             raise BadRequest(f"not a valid OTLP {Signal.LOGS} export request: {exc}") from exc
-        data, offsets, items, rejected, reasons, example, _ = out
+        data, offsets, items, rejected, reasons, example, _, _ = out
         return Converted(
             payload=BulkItems(data, offsets_of(offsets)),
             items=items,
@@ -235,6 +247,15 @@ class NativeLogsConverter:
             reject_reasons=Counter(reasons),
             reject_example=_message(example),
         )
+
+    def _remember(self, asked: list[tuple[str, str]], answers: list[tuple[str, str]]) -> None:
+        if len(self._refused) > _REFUSED_KEPT:  # routes come from clients: stay bounded
+            self._refused = {}
+        for route, answer in zip(asked, answers, strict=True):
+            if answer != route:
+                self._refused[route] = answer
+            else:
+                self._refused.pop(route, None)
 
 
 NATIVE_CONVERTERS: dict[Signal, type[_NativeConverter]] = {

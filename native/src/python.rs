@@ -1,5 +1,6 @@
 //! The Python binding: one function per signal, bytes in, one tuple out, GIL released.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::create_exception;
@@ -140,17 +141,18 @@ fn convert_traces<'py>(
 }
 
 /// ExportLogsServiceRequest bytes -> (bulk bytes, item offsets, items, rejected, reasons,
-/// example, asked); DecodeError. *dataset* and *namespace* are the sanitized defaults (the
+/// example, asked, used); DecodeError. *dataset* and *namespace* are the sanitized defaults (the
 /// `RoutePolicy`'s fallback); *locked_namespace* a registered application's namespace.
 ///
 /// The routes are decided in Python, after the conversion and with the GIL held: *asked* lists
 /// the routes the records went to, in the order the reference asks `RoutePolicy.admit` (see
-/// `logs::Admit`), each admitted as it is. When the policy answers otherwise for some, the
-/// caller converts again with *routes*: the answers, one per route asked, in that order.
+/// `logs::Admit`), *used* where each was sent: where *expected* says (a route -> route map of
+/// earlier answers), else to itself. When the policy answers otherwise for some, the caller
+/// converts again with *routes*: the answers, one per route asked, in that order.
 // The keyword arguments are the converter's context, one per setting.
 #[allow(clippy::too_many_arguments)]
 #[pyfunction]
-#[pyo3(signature = (body, *, max_time_unix_nano, now_unix_nano, dataset, namespace, application_id=None, from_attributes=true, locked_namespace=None, routes=None))]
+#[pyo3(signature = (body, *, max_time_unix_nano, now_unix_nano, dataset, namespace, application_id=None, from_attributes=true, locked_namespace=None, expected=None, routes=None))]
 fn convert_logs<'py>(
     py: Python<'py>,
     body: PyBackedBytes,
@@ -161,6 +163,7 @@ fn convert_logs<'py>(
     application_id: Option<String>,
     from_attributes: bool,
     locked_namespace: Option<String>,
+    expected: Option<HashMap<(String, String), (String, String)>>,
     routes: Option<Vec<(String, String)>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let ctx = Context {
@@ -175,18 +178,23 @@ fn convert_logs<'py>(
         from_attributes,
         locked_namespace: locked_namespace.as_deref(),
     };
-    let (out, asked) = detached(py, || {
+    let (out, asked, used) = detached(py, || {
         let mut asked: Vec<(String, String)> = Vec::new();
+        let mut used: Vec<(String, String)> = Vec::new();
         let mut admit = |dataset: &str, namespace: &str| {
-            let answer = match &routes {
-                Some(answers) => answers.get(asked.len()).cloned(),
-                None => None,
+            let key = (dataset.to_owned(), namespace.to_owned());
+            let answer = match (&routes, &expected) {
+                (Some(answers), _) => answers.get(asked.len()).cloned(),
+                (None, Some(expected)) => expected.get(&key).cloned(),
+                (None, None) => None,
             };
-            asked.push((dataset.to_owned(), namespace.to_owned()));
-            answer.unwrap_or_else(|| logs::admit_all(dataset, namespace))
+            asked.push(key);
+            let answer = answer.unwrap_or_else(|| logs::admit_all(dataset, namespace));
+            used.push(answer.clone());
+            answer
         };
         let out = logs::convert(&body, &ctx, &start, &mut admit);
-        (out, asked)
+        (out, asked, used)
     })?;
     let out = out.map_err(|e| DecodeError::new_err(e.to_string()))?;
     if let Some(answers) = &routes {
@@ -216,6 +224,7 @@ fn convert_logs<'py>(
         reasons,
         example,
         asked,
+        used,
     )
         .into_pyobject(py)
 }

@@ -30,6 +30,7 @@ def convert_logs(
     application_id: str | None = None,
     from_attributes: bool = True,
     locked_namespace: str | None = None,
+    expected: dict[tuple[str, str], tuple[str, str]] | None = None,
     routes: list[tuple[str, str]] | None = None,
 ) -> tuple[Any, ...]: ...
 

@@ -146,6 +146,41 @@ def test_routes_across_requests_share_one_policy() -> None:
     assert reference.routes.status()["refused"] == 3
 
 
+def test_a_refused_route_is_learned_once() -> None:
+    """The first request meeting a refused route is converted twice, later ones once (the
+    converter remembers the refusal), with the reference's bytes and counts each time."""
+    routing = Routing(allowed_datasets=("a*",))
+    reference = routing.converter()
+    twin = routing.converter()
+    compiled = native.NativeLogsConverter(twin, now_ns=lambda: NOW_NS)
+    calls: list[object] = []
+    convert = compiled._convert
+
+    def counted(body: bytes, **options: object) -> object:
+        calls.append(options["routes"])
+        return convert(body, **options)
+
+    compiled._convert = counted
+    body = _request([_record(dataset="zz"), _record(dataset="ab")])
+    for _ in range(3):
+        request = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+        assert bytes(compiled(body).payload.data) == bytes(reference(request).payload.data)
+    assert len(calls) == 4
+    assert policy_state(twin) == policy_state(reference)
+    assert reference.routes.status()["refused"] == 3
+
+
+def test_a_wrong_expectation_is_corrected() -> None:
+    """A remembered answer the policy no longer gives is not trusted: the request is
+    converted again with the policy's answer, and the memory forgets it."""
+    reference = Routing().converter()
+    compiled = native.NativeLogsConverter(reference, now_ns=lambda: NOW_NS)
+    compiled._refused[("a.otel", "prod")] = ("app.otel", "prod")
+    out = compiled(_request([_record(dataset="a")]))
+    assert _indexes(bytes(out.payload.data)) == ["logs-a.otel-prod"]
+    assert compiled._refused == {}
+
+
 @pytest.mark.parametrize("app", APPLICATIONS[1:])
 def test_registered_application_keeps_its_namespace(app: str) -> None:
     """A registered application's records stay in its namespace whatever their attributes
