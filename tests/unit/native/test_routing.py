@@ -25,6 +25,7 @@ from tests.fuzz.differential import (
     compare,
     policy_state,
 )
+from tests.wire import mutated
 
 DATASET = "data_stream.dataset"
 NAMESPACE = "data_stream.namespace"
@@ -288,3 +289,16 @@ def test_generated_routed_requests_are_identical(
     """Hypothesis requests with data_stream.* attributes from a small pool, under every test
     policy and registered id: identical bytes, rejects and policy state."""
     compare(Signal.LOGS, request.SerializeToString(), app, routing=routing)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(strategies.LOGS, st.sampled_from(POLICIES[1:4]), st.sampled_from(APPLICATIONS), st.data())
+def test_mutated_routed_requests_are_identical(
+    request: logs_service_pb2.ExportLogsServiceRequest,
+    routing: Routing,
+    app: str,
+    data: st.DataObject,
+) -> None:
+    """Generated requests with bytes flipped, cut or inserted under the tight policies: the
+    same verdict and output, and a refused request leaves both policies as they were."""
+    compare(Signal.LOGS, mutated(request.SerializeToString(), data), app, routing=routing)
