@@ -927,10 +927,11 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn asks_once_per_route_of_a_scope_and_uses_the_answer() {
+    /// The context and start route of a converter; *application*: a registered one's id,
+    /// also its namespace.
+    fn setting(application: Option<&'static str>) -> (Context, Route<'static>) {
         let ctx = Context {
-            application_id: None,
+            application_id: application.map(str::to_owned),
             max_time_unix_nano: 10,
             now_unix_nano: 1,
             max_buckets_per_point: usize::MAX,
@@ -939,8 +940,14 @@ mod tests {
             dataset: "app.otel",
             namespace: "prod",
             from_attributes: true,
-            locked_namespace: None,
+            locked_namespace: application,
         };
+        (ctx, start)
+    }
+
+    #[test]
+    fn asks_once_per_route_of_a_scope_and_uses_the_answer() {
+        let (ctx, start) = setting(None);
         let mut asked = Vec::new();
         let mut admit = |dataset: &str, namespace: &str| {
             asked.push((dataset.to_owned(), namespace.to_owned()));
@@ -973,18 +980,7 @@ mod tests {
 
     #[test]
     fn a_locked_namespace_ignores_the_attributes() {
-        let ctx = Context {
-            application_id: Some("a1".to_owned()),
-            max_time_unix_nano: 10,
-            now_unix_nano: 1,
-            max_buckets_per_point: usize::MAX,
-        };
-        let start = Route {
-            dataset: "app.otel",
-            namespace: "prod",
-            from_attributes: true,
-            locked_namespace: Some("a1"),
-        };
+        let (ctx, start) = setting(Some("a1"));
         let bulk = convert(&routed_request(&["a"]), &ctx, &start, &mut admit_all).unwrap();
         assert_eq!(indexes(&bulk), ["logs-a.otel-a1"]);
     }

@@ -137,13 +137,19 @@ _SHALLOW_VALUE = st.recursive(
 ANY_VALUE = st.one_of(_SHALLOW_VALUE, _SHALLOW_VALUE, _SHALLOW_VALUE, DEEP_VALUE)
 ATTRIBUTES = st.lists(st.builds(common_pb2.KeyValue, key=NAMES, value=ANY_VALUE), max_size=4)
 RESOURCE = st.builds(resource_pb2.Resource, attributes=ATTRIBUTES, dropped_attributes_count=UINT32)
-SCOPE = st.builds(
-    common_pb2.InstrumentationScope,
-    name=TEXT,
-    version=TEXT,
-    attributes=ATTRIBUTES,
-    dropped_attributes_count=UINT32,
-)
+
+
+def _scope(attributes: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.builds(
+        common_pb2.InstrumentationScope,
+        name=TEXT,
+        version=TEXT,
+        attributes=attributes,
+        dropped_attributes_count=UINT32,
+    )
+
+
+SCOPE = _scope(ATTRIBUTES)
 
 # Logs routing: data_stream.* values from a small pool, so that routes repeat across records
 # and scopes, match the differential policies' fnmatch patterns (tests/fuzz/differential.py
@@ -176,13 +182,7 @@ ROUTED_ATTRIBUTES = st.lists(
 ROUTED_RESOURCE = st.builds(
     resource_pb2.Resource, attributes=ROUTED_ATTRIBUTES, dropped_attributes_count=UINT32
 )
-ROUTED_SCOPE = st.builds(
-    common_pb2.InstrumentationScope,
-    name=TEXT,
-    version=TEXT,
-    attributes=ROUTED_ATTRIBUTES,
-    dropped_attributes_count=UINT32,
-)
+ROUTED_SCOPE = _scope(ROUTED_ATTRIBUTES)
 
 
 def _export(
