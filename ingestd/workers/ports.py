@@ -4,8 +4,8 @@ The supervisor binds each receiver endpoint once, without listening, so that a p
 one concrete port every worker shares (SO_REUSEPORT) and no other program takes the port while
 the workers restart. Two kinds of socket may already sit on that port when it starts:
 
-- a listener of another program, or of an ingestd still running: the bind must fail
-  (EADDRINUSE), as a single process's would;
+- a listener without SO_REUSEPORT (another program, a `workers: 1` ingestd still running):
+  the bind must fail (EADDRINUSE), as a single process's would;
 - connections of an earlier server on the port, left in TIME_WAIT for 60 s after it closed
   them or was killed. They carry the socket options of the listener they were accepted on;
   Linux lets a bind over them only if both sockets have SO_REUSEADDR, or both SO_REUSEPORT.
@@ -14,10 +14,11 @@ the workers restart. Two kinds of socket may already sit on that port when it st
   (`workers: 1` -> `workers: 2` on the same port; the chaos run's kill-worker after
   kill-daemon, docs/reports/chaos-2026-12-04.md).
 
-So the socket binds with both options, then drops SO_REUSEADDR: Linux checks a bound socket's
-options again whenever another socket binds or listens on the port, and a reservation that kept
-SO_REUSEADDR would let any SO_REUSEADDR server (most of them) bind and listen on the port while
-none of our workers listens. Without it, only a same-user SO_REUSEPORT socket can join.
+So the socket binds with both options, then drops SO_REUSEADDR: when another socket binds or
+listens on the port, Linux looks at the options the bound sockets have then, and a reservation
+that kept SO_REUSEADDR would let any SO_REUSEADDR server (most of them) bind and listen on the
+port while none of our workers listens. Without it, only a same-user SO_REUSEPORT socket can
+join (tests/unit/workers/test_ports.py; checked on Linux 6.18, 2026-12-05).
 """
 
 from __future__ import annotations
