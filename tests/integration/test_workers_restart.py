@@ -43,9 +43,12 @@ def _config(stack: Stack, timescale_db: str, workers: int, ports: tuple[int, int
 
 
 def _sockets(port: int, state: str) -> int:
-    """Sockets on 127.0.0.1 in *state* whose local port is *port*."""
-    with open("/proc/net/tcp") as table:
-        rows = [line.split() for line in table.readlines()[1:]]
+    """TCP sockets in *state* whose local port is *port* (IPv6 too: grpc listens on 127.0.0.1
+    through an IPv6 socket, ::ffff:127.0.0.1, which only /proc/net/tcp6 lists)."""
+    rows: list[list[str]] = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(path) as table:
+            rows += [line.split() for line in table.readlines()[1:]]
     return sum(1 for r in rows if int(r[1].rpartition(":")[2], 16) == port and r[3] == state)
 
 
@@ -95,9 +98,9 @@ async def _serve_then_kill9(proc: IngestdProcess) -> tuple[int, int]:
 async def test_a_kill9_supervisors_workers_exit_and_free_the_ports(
     stack: Stack, timescale_db: str, tmp_path: Path
 ) -> None:
-    """kill -9 of the supervisor: its workers notice (parent-death signal), drain and exit
-    within the grace period; no listener is left on the ports, and a new supervisor serves
-    them at once."""
+    """kill -9 of the supervisor: each worker notices (parent-death signal, delivered several
+    times), drains once without aborting and exits within the grace period; no listener is
+    left on the ports, and a new supervisor serves them at once."""
     first = _start(_config(stack, timescale_db, 2, (0, 0)), tmp_path / "first")
     pids: list[int] = []
     try:
@@ -106,6 +109,7 @@ async def test_a_kill9_supervisors_workers_exit_and_free_the_ports(
         pids = [int(w["pid"]) for w in status["supervisor"]["workers"]]
         ports = await _serve_then_kill9(first)
         left = await asyncio.to_thread(_wait_gone, pids, GRACE_S + 10.0)
+        await asyncio.to_thread(first.terminate)  # gone already: reads the workers' last lines
     finally:
         first.kill()
         for pid in pids:
@@ -114,6 +118,11 @@ async def test_a_kill9_supervisors_workers_exit_and_free_the_ports(
     assert len(pids) == 2
     assert left == [], f"workers outlived their supervisor: {left}"
     assert [_sockets(p, LISTEN) for p in ports] == [0, 0]
+    said = {(e.get("worker"), e.get("event"), e.get("action")) for e in first.events}
+    assert {(w, n) for w, n, a in said if n == "aborted" or a == "abort"} == set()
+    for index in (0, 1):
+        assert (index, "supervisor_gone", "drain") in said
+        assert (index, "stopped", None) in said
 
     second = _start(_config(stack, timescale_db, 2, ports), tmp_path / "second")
     try:
