@@ -36,6 +36,7 @@ from ingestd.errors import (
 )
 from ingestd.memory import MemoryBudget
 from ingestd.model import Part, PartResult
+from ingestd.observe.children import Children
 from ingestd.observe.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
@@ -138,6 +139,11 @@ class Batcher:
         BATCHER_CAPACITY_BYTES.labels(sink=name).set(buffer.max_bytes)
         self._g_items = BATCHER_BUFFERED_ITEMS.labels(sink=name)
         self._g_bytes = BATCHER_BUFFERED_BYTES.labels(sink=name)
+        # Bound once: with idle writers every request is a batch, so these run per request.
+        self._h_rows = BATCH_ROWS.labels(sink=name)
+        self._h_bytes = BATCH_BYTES.labels(sink=name)
+        self._flushes = Children(BATCHER_FLUSHES)
+        self._write_seconds = Children(SINK_WRITE_SECONDS)
 
     # -- the request side ---------------------------------------------------------------------
 
@@ -287,7 +293,7 @@ class Batcher:
             reason = await self._next_flush_reason()
             batch = self._cut(reason)
             self._counts["batches"] += 1
-            BATCHER_FLUSHES.labels(sink=self.sink, reason=reason).inc()
+            self._flushes(self.sink, reason).inc()
             await self._ready.put(batch)
 
     async def _next_flush_reason(self) -> str:
@@ -414,15 +420,13 @@ class Batcher:
         self._last_error = message
 
     def _observe(self, began: float, outcome: str) -> None:
-        SINK_WRITE_SECONDS.labels(sink=self.sink, outcome=outcome).observe(
-            self._clock.now() - began
-        )
+        self._write_seconds(self.sink, outcome).observe(self._clock.now() - began)
 
     def _complete(self, batch: Batch, results: Sequence[PartResult]) -> None:
         if len(results) != len(batch.parts):
             raise RuntimeError(f"{self.sink}: writer returned {len(results)} results")
-        BATCH_ROWS.labels(sink=self.sink).observe(batch.items)
-        BATCH_BYTES.labels(sink=self.sink).observe(batch.nbytes)
+        self._h_rows.observe(batch.items)
+        self._h_bytes.observe(batch.nbytes)
         rejected = 0
         for part, result in zip(batch.parts, results, strict=True):
             rejected += result.rejected

@@ -367,15 +367,17 @@ def _receive(r: dict[str, Any]) -> list[str]:
         r,
         "receive",
         "Receive path alone (sinks discard)",
-        "run", "offered/s", "acked/s", "CPU-s per M", "ingestd cores", "clients' cores",
-        "peak RSS MiB",
+        "run", "offered/s", "acked/s", "CPU-s per M", "CPU ms per request", "ingestd cores",
+        "clients' cores", "peak RSS MiB",
     )  # fmt: skip
     if section is None:
         return lines
     for name, s in section.items():
         lines.append(
             f"| {name} | {_n(s.get('offered_per_s')) if 'offered_per_s' in s else 'max'} | "
-            f"{_n(s['acked_per_s'])} | {_fmt(s['cpu_s_per_million'])} | {s['cores']:.2f} | "
+            f"{_n(s['acked_per_s'])} | {_fmt(s['cpu_s_per_million'])} | "
+            f"{_fmt(s['cpu_ms_per_request']) if 'cpu_ms_per_request' in s else '-'} | "
+            f"{s['cores']:.2f} | "
             f"{s['client_cores']:.2f} | {s['peak_rss_mib']:.0f} |"
         )
     return lines

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import baselines, peers, stores
-from tests.bench.load import ClientPool, ClientResult, RunSpec, acked_items, latency_percentiles
+from tests.bench.load import (
+    ClientPool,
+    ClientResult,
+    RunSpec,
+    acked_items,
+    answered_requests,
+    latency_percentiles,
+)
 from tests.bench.payloads import ITEMS_PER_REQUEST
 from tests.bench.profile import Sampler
 from tests.bench.subjects import (
@@ -117,6 +124,10 @@ class Window:
     def items(self) -> int:
         return self.stored if self.stored is not None else self.acked
 
+    @property
+    def answered(self) -> int:
+        return answered_requests(self.results, self.t0, self.t1)
+
     def summary(self) -> dict[str, Any]:
         items = self.items()
         out: dict[str, Any] = {
@@ -124,6 +135,9 @@ class Window:
             "acked_per_s": self.acked / self.seconds,
             "cpu_s_per_million": self.cpu_s / max(1, items) * 1e6,
             "cores": self.cpu_s / self.seconds,
+            # The subject's CPU over the window per request answered in it (ok or failed).
+            "cpu_ms_per_request": self.cpu_s / max(1, self.answered) * 1e3,
+            "answered_requests": self.answered,
             "peak_rss_mib": self.peak_rss / MiB,
             "peak_rss_per_process_mib": self.peak_rss_per_process / MiB,
             "processes": self.processes,
