@@ -173,7 +173,13 @@ class Batcher:
         self._g_items.set(self._held_items)
         self._g_bytes.set(self._held_bytes)
         self._drained.clear()
-        self._wake.set()
+        reason = self._reason_now()
+        if reason is not None and not self._ready.full():
+            # Cut here, not in the flush loop: at a steady rate with idle writers every request
+            # is a batch, and waking the flush loop first costs a task switch per request.
+            self._ready.put_nowait(self._counted(self._cut(reason)))
+        else:
+            self._wake.set()
         return part
 
     def _fits(self, part: Part) -> bool:
@@ -291,24 +297,35 @@ class Batcher:
     async def _flush_loop(self) -> None:
         while True:
             reason = await self._next_flush_reason()
-            batch = self._cut(reason)
-            self._counts["batches"] += 1
-            self._flushes(self.sink, reason).inc()
-            await self._ready.put(batch)
+            await self._ready.put(self._counted(self._cut(reason)))
+
+    def _counted(self, batch: Batch) -> Batch:
+        self._counts["batches"] += 1
+        self._flushes(self.sink, batch.reason).inc()
+        return batch
+
+    def _reason_now(self) -> str | None:
+        """Why what is pending must be cut right now, or None (it waits: age, or a writer)."""
+        if not self._pending:
+            return None
+        if self._pending_items >= self._batch.max_rows:
+            return "size"
+        if self._pending_bytes >= self._batch.max_bytes:
+            return "bytes"
+        if self._closing:
+            return "drain"
+        if self._batch.flush_when_idle and self._idle_writers > self._ready.qsize():
+            # A writer has nothing to do: what is pending goes now. Under load the writers
+            # stay busy and batches grow while they write (natural batching).
+            return "idle"
+        return None
 
     async def _next_flush_reason(self) -> str:
         while True:
             if self._pending:
-                if self._pending_items >= self._batch.max_rows:
-                    return "size"
-                if self._pending_bytes >= self._batch.max_bytes:
-                    return "bytes"
-                if self._closing:
-                    return "drain"
-                if self._batch.flush_when_idle and self._idle_writers > self._ready.qsize():
-                    # A writer has nothing to do: what is pending goes now. Under load the
-                    # writers stay busy and batches grow while they write (natural batching).
-                    return "idle"
+                reason = self._reason_now()
+                if reason is not None:
+                    return reason
                 delay = self._pending[0].enqueued_at + self._batch.flush_interval_s
                 delay -= self._clock.now()
                 if delay <= 0:

@@ -27,7 +27,7 @@ from redis.asyncio.connection import AbstractConnection as Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 
 from ingestd.config import BreakerConfig, RedisConfig
 from ingestd.errors import StateUnavailable
@@ -371,10 +371,7 @@ class RedisState:
         """
         connection = self._idle.pop() if self._idle else self._connect(client)
         try:
-            if len(commands) == 1:
-                packed = connection.pack_command(*commands[0][0])
-            else:
-                packed = connection.pack_commands([args for args, _ in commands])
+            packed = b"".join([_pack(args) for args, _ in commands])
             await connection.send_packed_command(packed, check_health=False)
             results: list[Any] = []
             callbacks = client.response_callbacks
@@ -444,6 +441,23 @@ class _Pending:
 
 
 Command = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def _pack(args: tuple[Any, ...]) -> bytes:
+    """One command in RESP, encoded as redis-py's default Encoder does (str as UTF-8, numbers
+    by repr) at a fraction of its packer's cost (a generator and two calls per argument)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, bool) or not isinstance(
+            arg, bytes | bytearray | memoryview | int | float
+        ):
+            raise DataError(f"redis argument of type {type(arg).__name__}: {arg!r}"[:200])
+        elif isinstance(arg, int | float):
+            arg = repr(arg).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:

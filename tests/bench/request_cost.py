@@ -121,6 +121,8 @@ async def _measure(args: argparse.Namespace, pool: ClientPool) -> dict[str, Any]
         }
         if args.profile:
             out["profile"] = _profile_text(profiler, answered_requests(results, p0, p1))
+            if args.profile_out:
+                profiler.dump_stats(args.profile_out)
         await daemon.pipeline.stop(deadline_in(20))
     return out
 
@@ -191,6 +193,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--ack", choices=["committed", "accepted"], default="committed")
     parser.add_argument("--profile", action="store_true", help="cProfile a second window")
+    parser.add_argument("--profile-out", help="write the cProfile stats to this file")
     parser.add_argument("--no-redis", action="store_true", help="no Redis: no dedup calls")
     args = parser.parse_args()
     import uvloop

@@ -7,7 +7,7 @@ import time
 from typing import Any, ClassVar
 
 import pytest
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from ingestd.config import RedisConfig
 from ingestd.errors import StateUnavailable
@@ -23,20 +23,14 @@ class _Connection:
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
-        self.written: list[tuple[Any, ...]] = []
+        self.written: list[bytes] = []
         self.disconnects = 0
         _Connection.made.append(self)
 
-    def pack_command(self, *args: Any) -> list[tuple[Any, ...]]:
-        return [args]
-
-    def pack_commands(self, commands: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        return list(commands)
-
-    async def send_packed_command(self, packed: Any, check_health: bool = True) -> None:
+    async def send_packed_command(self, packed: bytes, check_health: bool = True) -> None:
         if self.write_error is not None:
             raise self.write_error
-        self.written.extend(packed)
+        self.written.append(packed)
 
     async def read_response(self) -> Any:
         reply = _Connection.replies.pop(0)
@@ -86,7 +80,11 @@ async def test_commands_of_one_turn_share_one_connection_and_write(state: RedisS
     )
     assert got == [True, None, b"PONG"]
     (connection,) = _Connection.made
-    assert connection.written == [("SET", b"k", b"v"), ("SET", b"k2", b"v", "NX", "GET"), ("PING",)]
+    assert connection.written == [
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+        b"*5\r\n$3\r\nSET\r\n$2\r\nk2\r\n$1\r\nv\r\n$2\r\nNX\r\n$3\r\nGET\r\n"
+        b"*1\r\n$4\r\nPING\r\n"
+    ]
     # Connections carry no socket timeout of their own: the exchange is bounded as a whole.
     assert connection.kwargs == {"host": "redis.test", "socket_timeout": None}
     _Connection.replies = [b"PONG"]
@@ -127,7 +125,24 @@ async def test_send_counts_its_outcome_without_a_waiter(state: RedisState) -> No
     state.send("dedup_finish", "SET", b"k", b"D")
     await state.stop(deadline=time.monotonic() + 5)
     assert state.breaker.failures == 0
-    assert _Connection.made[0].written[-1] == ("SET", b"k", b"D")
+    assert _Connection.made[0].written[-1] == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nD\r\n"
+
+
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    """The RESP bytes of a command are redis-py's own, for every argument type used."""
+    from redis.connection import Encoder, PythonRespSerializer
+
+    from ingestd.state.redis import _pack
+
+    serializer = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
+    for args in [
+        ("SET", b"d:\x00\xff", b"Fhost:1", "NX", "GET", "PX", 35_000),
+        ("EVALSHA", "0" * 40, 2, b"a", b"b", repr(1.5), 2.25),
+        ("HSET", "ключ", "x" * 7000, -3),
+    ]:
+        assert _pack(args) == b"".join(serializer.pack(*args))
+    with pytest.raises(DataError):
+        _pack(("SET", b"k", True))
 
 
 async def test_closed_transport_fails_the_call_and_leaves_no_task_exception(
