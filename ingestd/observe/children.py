@@ -1,10 +1,11 @@
 """Labelled metric children bound once, for the per-request path.
 
-`metric.labels(...)` takes a lock, checks every value and hashes them on each call (~4 us with
-keyword arguments, measured 2026-12-05); a request touches a dozen labelled metrics. `Children`
-keeps the child of each label tuple it has seen in a plain dict, so a request pays one dict
-lookup per metric. Only for labels drawn from small closed sets (signal, transport, outcome, op):
-the dict grows by one entry per distinct tuple and is never pruned.
+`metric.labels(...)` takes a lock, checks every value and hashes them on each call (1.3 us with
+keyword arguments, against 0.14 us for a `Children` lookup; measured 2026-12-05 on the shared
+2-vCPU EPYC); a request touches a dozen labelled metrics. `Children` keeps the child of each
+label tuple it has seen in a plain dict, so a request pays one dict lookup per metric. Only for
+labels drawn from small closed sets (signal, transport, outcome, op, error class): the dict
+grows by one entry per distinct tuple and is never pruned.
 """
 
 from __future__ import annotations
