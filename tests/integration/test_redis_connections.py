@@ -4,11 +4,13 @@ late or a cut connection never answers a later command (the shared server is not
 from __future__ import annotations
 
 import asyncio
+import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from ingestd.errors import StateUnavailable
+from ingestd.state.redis import Script
 from tests.integration.conftest import Stack
 from tests.integration.redis_helpers import redis_state
 from tests.proxy import Proxy
@@ -70,3 +72,19 @@ async def test_a_cut_connection_is_replaced(stack: Stack, redis_prefix: str) -> 
         # redis_state stopped it: the queued mark was sent before the connections closed.
     async with redis_state(stack.redis_url, redis_prefix) as direct:
         assert await direct.command("t", "GET", key) == b"D"
+
+
+async def test_a_script_redis_does_not_know_is_loaded_and_run(
+    stack: Stack, redis_prefix: str
+) -> None:
+    """EVALSHA of a script not in Redis's cache (NOSCRIPT) loads it and runs it, in one call."""
+    # A source of this test's own: never in the cache, and no other session's cache is flushed.
+    script = Script(f"-- {uuid.uuid4().hex}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    key = f"{redis_prefix}n".encode()
+    async with redis_state(stack.redis_url, redis_prefix, timeout_ms=500) as state:
+        first, second = await asyncio.gather(
+            state.run_script("t", script, [key], [2]), state.command("t", "PING")
+        )
+        assert first == 2
+        assert second in (True, b"PONG")
+        assert await state.run_script("t", script, [key], [3]) == 5
