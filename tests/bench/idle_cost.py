@@ -29,6 +29,7 @@ from tests.bench.subjects import Meter, Ports, ingestd_config, running_ingestd
 # Loops that run every few seconds (process sampler 5 s, prober 2 s) need a window of several
 # of their periods to be counted fairly; 10 s is the least that says something.
 DEFAULT_SECONDS = 10.0
+QUICK_SECONDS = 3.0
 # After "ready", start-up work (pool connects, the first samples) is still settling.
 SETTLE_S = 3.0
 
@@ -86,6 +87,13 @@ def idle_cpu(meter: Meter, seconds: float = DEFAULT_SECONDS) -> dict[str, Any]:
         "per_worker_ms_per_s": round(sum(workers) / len(workers), 2) if workers else None,
         "per_process": per_process,
     }
+
+
+def before_load(meter: Meter, *, quick: bool = False) -> dict[str, Any]:
+    """The bench's figure (`receive`, before its load): settle, then measure idle CPU."""
+    time.sleep(SETTLE_S)
+    result = idle_cpu(meter, QUICK_SECONDS if quick else DEFAULT_SECONDS)
+    return {"idle_cpu_ms_per_s": result["total_ms_per_s"], **result}
 
 
 def main(argv: list[str] | None = None) -> int:
