@@ -44,6 +44,11 @@ def _tcp_ports(fd: int) -> tuple[int, int] | None:
     try:
         if not stat.S_ISSOCK(os.fstat(fd).st_mode):
             return None
+        if os.get_blocking(fd) and socket.getdefaulttimeout() is not None:
+            # Wrapping it would make it non-blocking (a flag the duplicate shares with the
+            # owner's descriptor) under a default timeout; ingestd's sockets are all
+            # non-blocking, so this is someone else's: not counted.
+            return None
         # A duplicate: closing it leaves the owner's descriptor (grpc's, the pool's) alone.
         sock = socket.socket(fileno=os.dup(fd))
     except OSError:

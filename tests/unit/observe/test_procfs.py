@@ -42,3 +42,18 @@ def test_no_tcp_connection_is_seen_in_a_pipe() -> None:
             os.close(fd)
         left.close()
         right.close()
+
+
+def test_a_blocking_socket_is_left_blocking_under_a_default_timeout() -> None:
+    """With socket.setdefaulttimeout set, wrapping a duplicate would turn the owner's blocking
+    socket non-blocking (the flag is shared): such a socket is skipped and keeps its mode."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5.0)
+    try:
+        owned = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        owned.setblocking(True)
+        procfs.established_tcp()
+        assert os.get_blocking(owned.fileno())
+        owned.close()
+    finally:
+        socket.setdefaulttimeout(previous)
