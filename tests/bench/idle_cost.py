@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.idle_cost", description=__doc__)
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
     parser.add_argument("--workers", type=int, action="append", help="repeatable; 1")
+    parser.add_argument(
+        "--sinks",
+        choices=["discard", "real"],
+        default="discard",
+        help="real: PostgreSQL and Elasticsearch probed too (needs the schema in INGESTD_PG_DSN)",
+    )
     args = parser.parse_args(argv)
     env = os.environ
     missing = [v for v in ("INGESTD_PG_DSN", "INGESTD_ES_URL", "INGESTD_REDIS_URL") if v not in env]
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_url=env["INGESTD_REDIS_URL"],
             redis_prefix=f"idle{uuid.uuid4().hex[:8]}:",
             es_namespace="idle",
-            discard=True,
+            discard=args.sinks == "discard",
             workers=workers,
         )
         with (
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             time.sleep(SETTLE_S)
             result = idle_cpu(subject.meter, args.seconds)
-        print(f"workers={workers}: {result}", flush=True)
+        print(f"workers={workers} sinks={args.sinks}: {result}", flush=True)
     return 0
 
 
