@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import hashlib
+import math
 import os
 import secrets
 import socket
@@ -40,6 +41,11 @@ from ingestd.pipeline import remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger("ingestd.state.redis")
+
+# A command answered this recently stands in for the health probe's PING (`RedisState.probe`);
+# below the prober's period (admin.check_interval_s, 2 s) so a probe never trusts an old answer
+# for long, above the pressure publisher's (pressure.publish_interval_s, 1 s) so it usually can.
+PROBE_FRESH_S = 1.5
 
 
 class BreakerState(enum.StrEnum):
@@ -165,6 +171,7 @@ class RedisState:
         self._sending: set[asyncio.Task[None]] = set()
         self._scripts: dict[str, str] = {}
         self._down_since: float | None = None
+        self._answered_at = -math.inf
 
     def key(self, *parts: bytes) -> bytes:
         """A key under this deployment's prefix."""
@@ -235,6 +242,7 @@ class RedisState:
             self._failed(op, began, "error", f"{type(error).__name__}: {error}"[:200])
             raise StateUnavailable(f"redis: {op} failed: {error}") from error
         self.breaker.success()
+        self._answered_at = self._clock.now()
         REDIS_CALLS.labels(op=op, outcome="ok").inc()
         REDIS_CALL_SECONDS.labels(op=op).observe(self._clock.now() - began)
         return future.result()
@@ -247,7 +255,14 @@ class RedisState:
         return await self.command(op, "EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def probe(self) -> None:
-        """Return when Redis answers PING; raise otherwise. Doubles as the half-open probe."""
+        """Return when Redis answers PING; raise otherwise. Doubles as the half-open probe.
+
+        A command answered within PROBE_FRESH_S with the breaker closed answers for it: the
+        pressure publisher's script every second already shows Redis answering, and an idle
+        process need not PING too (a round trip of redis-py and the loop every 2 s)."""
+        fresh = self._clock.now() - self._answered_at < PROBE_FRESH_S
+        if fresh and self.breaker.state is BreakerState.CLOSED:
+            return
         await self.command("ping", "PING")
 
     def _flush(self) -> None:
