@@ -125,7 +125,13 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ingestd.workers.worker import WorkerSpec, die_with_parent, worker_config, worker_count
+    from ingestd.workers.worker import (
+        PARENT_DEATH_SIGNAL,
+        WorkerSpec,
+        die_with_parent,
+        worker_config,
+        worker_count,
+    )
 
     cfg = load_config(args.config)
     worker = WorkerSpec.from_env()
@@ -136,6 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda n, _frame: early.append(n))
     if worker is not None:
+        signal.signal(PARENT_DEATH_SIGNAL, lambda n, _frame: early.append(n))
         die_with_parent(worker.parent_pid)
         cfg = worker_config(cfg, worker)
     else:

@@ -49,7 +49,7 @@ from ingestd.state.dedup import RedisDedup
 from ingestd.state.pressure import ClusterPressure
 from ingestd.state.ratelimit import RateLimiter
 from ingestd.state.redis import RedisState
-from ingestd.workers.worker import Control, WorkerSpec
+from ingestd.workers.worker import PARENT_DEATH_SIGNAL, Control, WorkerSpec
 
 log = structlog.get_logger("ingestd.daemon")
 
@@ -356,7 +356,7 @@ async def serve(
     *early_signals* are signals caught before the event loop ran; the first one drains.
     *worker* is set in a worker process of a supervisor (workers: N > 1).
     """
-    stopping = _watch_signals()
+    stopping = _watch_signals(worker=worker is not None)
     if early_signals:
         log.info("signal_received", signal=signal.Signals(early_signals[0]).name, action="drain")
         stopping.set()
@@ -408,8 +408,12 @@ _ABORT_S = 2.0
 EXIT_ABORTED = 1
 
 
-def _watch_signals() -> asyncio.Event:
-    """Return an event set by the first SIGTERM/SIGINT; the second one cancels the main task."""
+def _watch_signals(*, worker: bool = False) -> asyncio.Event:
+    """Return an event set by the first SIGTERM/SIGINT; the second one cancels the main task.
+
+    In a worker, the supervisor's death (PARENT_DEATH_SIGNAL, often several at once) drains too,
+    and never counts as a second signal.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     main = asyncio.current_task()
@@ -428,6 +432,13 @@ def _watch_signals() -> asyncio.Event:
             timer.daemon = True
             timer.start()
 
+    def on_parent_death() -> None:
+        if not stopping.is_set():
+            log.warning("supervisor_gone", action="drain")
+            stopping.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if worker:
+        loop.add_signal_handler(PARENT_DEATH_SIGNAL, on_parent_death)
     return stopping

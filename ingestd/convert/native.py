@@ -18,14 +18,11 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-
 from ingestd.convert.bulk import BulkItems
 from ingestd.convert.common import RowsConverter
 from ingestd.convert.copy_binary import CopyRows, offsets_of
 from ingestd.convert.limits import DEFAULT_LIMITS, RequestLimits
-from ingestd.convert.logs import LogsConverter
+from ingestd.convert.logs import LogsConverter, application_namespace
 from ingestd.errors import BadRequest, ConfigError
 from ingestd.model import Converted, Converter, Signal
 
@@ -46,6 +43,10 @@ else:
 Codec = Literal["native", "python"]
 CODEC_ENV = "INGESTD_CODEC"
 _CHOICES = ("native", "python", "auto")
+# Refused routes a native logs converter remembers: each request hands them to Rust (~1 us
+# each). Past that it forgets them all, and pays a second conversion per request that meets
+# a refused route until it has learned them again.
+_REFUSED_KEPT = 64
 
 
 def available() -> bool:
@@ -166,12 +167,21 @@ class NativeMetricConverter(_NativeConverter):
 
 
 class NativeLogsConverter:
-    """`logs.LogsConverter`, compiled: the same bulk items, ids and rejects, for the requests
-    whose routes the reference's `RoutePolicy` cannot change (see `logs_native`).
+    """`logs.LogsConverter`, compiled: the same bulk items, ids and rejects, routing included.
 
-    The others go to *reference*: decoded messages (OTLP/JSON the transcoder left to Python), a
-    registered application's requests (its namespace is locked and its dataset admitted by the
-    policy), and every request when *reference* routes by attributes. Thread-safe for bytes.
+    The routes stay the reference's `RoutePolicy` decision (one place: allowlists, the cap of
+    data streams, the fallback, `refused`): the Rust side routes each record by its
+    `data_stream.*` attributes, sends each route where the policy sent it last time (itself
+    when new), and lists the routes it asked, in the order and number the reference calls
+    `RoutePolicy.admit` (once per distinct route of a scope, never for the fallback, none for
+    an invalid request). They are admitted here with the GIL held; where the policy answers
+    otherwise than assumed (a route refused for the first time) the request is converted
+    again with those answers. A refusal is kept (a policy never takes back a refusal: its
+    patterns are fixed and its routes only grow), so a client that keeps sending a refused
+    route costs one conversion per request, not two. A registered application's requests keep
+    its namespace (`application_namespace`): only the dataset is admitted, as the reference's
+    `_route_bytes` does when locked. Decoded messages (OTLP/JSON the transcoder left to
+    Python) go to *reference*. Thread-safe for bytes, as the policy is.
     """
 
     takes_bytes = True
@@ -184,39 +194,51 @@ class NativeLogsConverter:
         self._decode_error = _native.DecodeError
         self._reference = reference
         self._now_ns = now_ns
+        # Routes the policy refused, and where it sent them: the first pass assumes the same.
+        self._refused: dict[tuple[str, str], tuple[str, str]] = {}
 
     def __call__(self, request: Any, application_id: str = "") -> Converted:
-        reference = self._reference
-        if (
-            isinstance(request, bytes)
-            and not application_id
-            and not reference.routes.from_attributes
-        ):
-            return self.compiled(request, from_attributes=False)
         if isinstance(request, bytes):
-            try:
-                request = logs_service_pb2.ExportLogsServiceRequest.FromString(request)
-            except DecodeError as exc:
-                raise BadRequest(f"not a valid OTLP {Signal.LOGS} export request: {exc}") from exc
-        return reference(request, application_id)
+            return self.compiled(request, application_id)
+        return self._reference(request, application_id)
 
-    def compiled(self, body: bytes, *, from_attributes: bool) -> Converted:
-        """The Rust conversion of *body* to the reference's default route; *from_attributes*
-        routes by the `data_stream.*` attributes as the reference does, with no `RoutePolicy`
-        (the differential tests use it where the policy admits every route)."""
-        dataset, namespace = self._reference.route
+    def compiled(self, body: bytes, application_id: str = "") -> Converted:
+        """The Rust conversion of *body*; *application_id*: a registered application's."""
+        reference = self._reference
+        policy = reference.routes
+        dataset, namespace = reference.route
+        locked = application_namespace(application_id) if application_id else None
         now = self._now_ns()
-        try:
-            data, offsets, items, rejected, reasons, example = self._convert(
+        refused = self._refused
+
+        def convert(routes: list[tuple[str, str]] | None = None) -> tuple[Any, ...]:
+            out: tuple[Any, ...] = self._convert(
                 body,
-                max_time_unix_nano=now + self._reference.max_future_skew_ns,
+                max_time_unix_nano=now + reference.max_future_skew_ns,
                 now_unix_nano=now,
                 dataset=dataset,
                 namespace=namespace,
-                from_attributes=from_attributes,
+                application_id=application_id or None,
+                from_attributes=policy.from_attributes,
+                locked_namespace=locked,
+                expected=refused or None,
+                routes=routes,
             )
+            return out
+
+        try:
+            out = convert()
+            if asked := out[6]:
+                if locked is None:
+                    answers = [policy.admit(d, n) for d, n in asked]
+                else:
+                    answers = [(policy.admit(d, n)[0], n) for d, n in asked]
+                if answers != out[7]:
+                    self._remember(asked, answers)
+                    out = convert(answers)
         except self._decode_error as exc:
             raise BadRequest(f"not a valid OTLP {Signal.LOGS} export request: {exc}") from exc
+        data, offsets, items, rejected, reasons, example, _, _ = out
         return Converted(
             payload=BulkItems(data, offsets_of(offsets)),
             items=items,
@@ -226,6 +248,15 @@ class NativeLogsConverter:
             reject_example=_message(example),
         )
 
+    def _remember(self, asked: list[tuple[str, str]], answers: list[tuple[str, str]]) -> None:
+        if len(self._refused) > _REFUSED_KEPT:  # routes come from clients: stay bounded
+            self._refused = {}
+        for route, answer in zip(asked, answers, strict=True):
+            if answer != route:
+                self._refused[route] = answer
+            else:
+                self._refused.pop(route, None)
+
 
 NATIVE_CONVERTERS: dict[Signal, type[_NativeConverter]] = {
     Signal.TRACES: NativeTraceConverter,
@@ -234,19 +265,12 @@ NATIVE_CONVERTERS: dict[Signal, type[_NativeConverter]] = {
 NATIVE_SIGNALS = (Signal.TRACES, Signal.METRICS, Signal.LOGS)
 
 
-def logs_native(config: Config) -> bool:
-    """Whether the native codec converts logs under *config*: only when records are not routed
-    by their `data_stream.*` attributes (the Rust side has no `RoutePolicy`: allowlists, the
-    data stream cap and its fallback stay in Python). A registered application's requests go
-    to the reference in any case (`NativeLogsConverter`)."""
-    return not config.sinks.elasticsearch.routing.from_attributes
-
-
 def native_signals(config: Config) -> list[Signal]:
-    """The signals the native codec converts under *config* (/status); the rest: python."""
+    """The signals the native codec converts under *config* (/status): all three when the
+    codec is native (logs routing included), none when it is python."""
     if resolve(config.ingest.codec)[0] != "native":
         return []
-    return [s for s in NATIVE_SIGNALS if s is not Signal.LOGS or logs_native(config)]
+    return list(NATIVE_SIGNALS)
 
 
 def converters(

@@ -53,6 +53,7 @@ from ingestd.observe.metrics import (
 )
 from ingestd.observe.process import ProcessSampler
 from ingestd.pipeline import StartupError
+from ingestd.workers import ports
 from ingestd.workers.worker import ENV, WorkerSpec
 
 log = structlog.get_logger("ingestd.workers.supervisor")
@@ -155,14 +156,15 @@ class Supervisor:
         return code
 
     def _reserve_ports(self) -> None:
-        """Bind each receiver's endpoint with SO_REUSEPORT (port 0 -> a concrete port)."""
+        """Bind each receiver's endpoint for the workers (port 0 -> a concrete port);
+        `ingestd.workers.ports` says which sockets already on the port make it fail."""
         receivers = self.config.receivers
         for name, section in (("grpc", receivers.grpc), ("http", receivers.http)):
             if not section.enabled:
                 continue
             host, _, port = section.endpoint.rpartition(":")
             try:
-                sock = _reserve(host, int(port))
+                sock = ports.reserve(host, int(port))
             except OSError as exc:
                 raise StartupError(
                     f"receiver.{name}: cannot listen on {section.endpoint}: {exc}"
@@ -372,21 +374,6 @@ class Supervisor:
         for worker in self.workers:
             if _running(worker):
                 _kill(worker, signum)
-
-
-def _reserve(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port with SO_REUSEPORT, not listening (gets no connections)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _running(worker: Worker) -> bool:

@@ -6,7 +6,7 @@ with the same config file and one environment variable, INGESTD_WORKER, holding 
 resolved once by the supervisor, so that all workers share it), and a pipe to report on.
 A worker serves the public ports with SO_REUSEPORT, runs its admin server on a private
 loopback port, which it reports through the pipe, and exits (draining) when the supervisor
-dies, even by SIGKILL (PR_SET_PDEATHSIG).
+dies, even by SIGKILL (PR_SET_PDEATHSIG with PARENT_DEATH_SIGNAL).
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ from ingestd.workers import cgroup
 
 ENV = "INGESTD_WORKER"
 _PR_SET_PDEATHSIG = 1
+# The supervisor's death reaches a worker as this signal, which drains it however often it
+# comes, not as SIGTERM, whose second arrival aborts: Linux sends the parent-death signal again
+# each time the supervisor thread a worker was handed to exits, so a kill -9 of the
+# multi-threaded supervisor delivered SIGTERM two or more times within ms, and workers aborted
+# (`aborted: second signal`) instead of draining (2026-12-05, tests/integration/
+# test_workers_restart.py).
+PARENT_DEATH_SIGNAL = signal.SIGUSR2
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +112,14 @@ def worker_config(config: Config, spec: WorkerSpec) -> Config:
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Get SIGTERM (and so drain) when the supervisor dies; exit now if it already has."""
+    """Get PARENT_DEATH_SIGNAL (and so drain) when the supervisor dies; now if it already has.
+
+    The caller handles PARENT_DEATH_SIGNAL first (its default action ends the process).
+    """
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL)
     if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), PARENT_DEATH_SIGNAL)
 
 
 class Control:

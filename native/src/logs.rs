@@ -1,6 +1,11 @@
 //! OTLP logs -> Elasticsearch `_bulk` items (action line with a deterministic `_id`, document
 //! line), mirroring `ingestd/convert/logs.py` byte for byte: the document layout, routing,
 //! attribute arrays made uniform, the ids (xxh3 of the records' deterministic serialization).
+//!
+//! Routing: the `data_stream.*` attributes pick a record's route as in the reference; whether
+//! that route may be written to is the Python `RoutePolicy`'s decision (allowlists, the cap of
+//! data streams, the fallback, its counters), asked through `Admit` once per distinct route of
+//! a scope, exactly when the reference's `_Scope._route_bytes` asks it.
 
 use base64::Engine as _;
 
@@ -37,6 +42,43 @@ pub struct Route<'c> {
     /// `sinks.elasticsearch.routing.from_attributes`: off, the `data_stream.*` attributes
     /// stay plain attributes and every record goes to *dataset* / *namespace*.
     pub from_attributes: bool,
+    /// A registered application's namespace (`application_namespace`, computed by the Python
+    /// side): every record goes there whatever its attributes say; only the dataset is routed.
+    pub locked_namespace: Option<&'c str>,
+}
+
+/// Asks where a route may be written: (dataset, namespace) in, the route to use out (itself,
+/// or the policy's fallback). Asked once per distinct route of a scope, in record order, for
+/// the records that are stored: exactly the calls the reference's `_Scope._route_bytes` makes
+/// to `RoutePolicy.admit`. Never asked for the start route: it is the policy's fallback, which
+/// `RoutePolicy.admit` answers unchanged and without counting.
+pub type Admit<'a> = dyn FnMut(&str, &str) -> (String, String) + 'a;
+
+/// Admits every route as it is (what a `RoutePolicy` under its cap without allowlists does).
+pub fn admit_all(dataset: &str, namespace: &str) -> (String, String) {
+    (dataset.to_owned(), namespace.to_owned())
+}
+
+/// The reference's `_Scope._routes`: the routes one scope met, and where each goes.
+struct ScopeRoutes<'r, 'a> {
+    start: &'r Route<'r>,
+    admit: &'r mut Admit<'a>,
+    known: FastMap<(String, String), (String, String)>,
+}
+
+impl ScopeRoutes<'_, '_> {
+    fn admitted(&mut self, dataset: String, namespace: String) -> (String, String) {
+        if dataset == self.start.dataset && namespace == self.start.namespace {
+            return (dataset, namespace);
+        }
+        let key = (dataset, namespace);
+        if let Some(to) = self.known.get(&key) {
+            return to.clone();
+        }
+        let to = (self.admit)(&key.0, &key.1);
+        self.known.insert(key, to.clone());
+        to
+    }
 }
 
 /// Python's `str.isspace` (Unicode White_Space plus the C0 separators 0x1c-0x1f).
@@ -244,6 +286,7 @@ impl IsoClock {
 
 struct Scope {
     routed: bool,
+    locked: bool,
     dataset: String,
     namespace: String,
     /// `,"application_id":...,"resource":{...},"scope":{...}}` (after data_stream).
@@ -257,6 +300,7 @@ fn object_bytes(object: &Object) -> Vec<u8> {
 
 struct ResourceInfo {
     routed: bool,
+    locked: bool,
     dataset: String,
     namespace: String,
     app_id: String,
@@ -285,11 +329,15 @@ fn resource_info(
     })?;
     let serialized = canon_resource(chunks, RESOURCE_DEPTH)?;
     let (mut attrs, blank) = attributes(&raws, RESOURCE_DEPTH + 1)?;
-    let (dataset, namespace) = if start.from_attributes {
+    let (dataset, mut namespace) = if start.from_attributes {
         route(&mut attrs, start.dataset, start.namespace)
     } else {
         (start.dataset.to_owned(), start.namespace.to_owned())
     };
+    // A registered application's documents stay in its own namespace.
+    if let Some(locked) = start.locked_namespace {
+        namespace = locked.to_owned();
+    }
     let app_id = match &ctx.application_id {
         Some(id) => id.clone(),
         None => identity::log_application_id(&raws, RESOURCE_DEPTH + 1)?,
@@ -309,6 +357,7 @@ fn resource_info(
     serialized_url.extend_from_slice(schema_url.as_bytes());
     Ok(ResourceInfo {
         routed: start.from_attributes,
+        locked: start.locked_namespace.is_some(),
         dataset,
         namespace,
         app_id,
@@ -336,11 +385,14 @@ fn scope_info(resource: &ResourceInfo, chunks: &[&[u8]], schema_url: &str) -> Re
     })?;
     let canonical = canon_scope(chunks, SCOPE_DEPTH)?;
     let (mut attrs, blank) = attributes(&raws, SCOPE_DEPTH + 1)?;
-    let (dataset, namespace) = if resource.routed {
+    let (dataset, mut namespace) = if resource.routed {
         route(&mut attrs, &resource.dataset, &resource.namespace)
     } else {
         (resource.dataset.clone(), resource.namespace.clone())
     };
+    if resource.locked {
+        namespace.clone_from(&resource.namespace);
+    }
     let mut fields = Object::new();
     if !name.is_empty() {
         fields.insert("name".into(), Value::Str(name.to_owned()));
@@ -372,6 +424,7 @@ fn scope_info(resource: &ResourceInfo, chunks: &[&[u8]], schema_url: &str) -> Re
     let seed = xxhash_rust::xxh3::xxh3_64(&seed_input);
     Ok(Scope {
         routed: resource.routed,
+        locked: resource.locked,
         dataset,
         namespace,
         shared,
@@ -587,7 +640,13 @@ fn future(timestamp: u64) -> Example {
 }
 
 /// One ExportLogsServiceRequest -> bulk items. Err only when the bytes are not a valid request.
-pub fn convert(body_bytes: &[u8], ctx: &Context, start: &Route<'_>) -> Result<Bulk> {
+/// *admit* decides each route a record is routed to (see `Admit`).
+pub fn convert(
+    body_bytes: &[u8],
+    ctx: &Context,
+    start: &Route<'_>,
+    admit: &mut Admit<'_>,
+) -> Result<Bulk> {
     // Parse (and so check) everything first: upb refuses a request as a whole.
     struct ScopeLogs<'a> {
         scope: Vec<&'a [u8]>,
@@ -645,10 +704,16 @@ pub fn convert(body_bytes: &[u8], ctx: &Context, start: &Route<'_>) -> Result<Bu
         let resource = resource_info(&rl.resource, rl.schema_url, start, ctx)?;
         for sl in &rl.scopes {
             let scope = scope_info(&resource, &sl.scope, sl.schema_url)?;
+            let mut routes = ScopeRoutes {
+                start,
+                admit: &mut *admit,
+                known: common::fast_map(),
+            };
             for r in &sl.records {
                 encode(
                     r,
                     &scope,
+                    &mut routes,
                     (ctx.now_unix_nano, latest),
                     &mut seen,
                     &mut clock,
@@ -660,9 +725,13 @@ pub fn convert(body_bytes: &[u8], ctx: &Context, start: &Route<'_>) -> Result<Bu
     Ok(out)
 }
 
+// The per-request state travels separately from the record and its scope; grouping it would
+// only move the argument list into a struct used once.
+#[allow(clippy::too_many_arguments)]
 fn encode(
     r: &Record<'_>,
     scope: &Scope,
+    routes: &mut ScopeRoutes<'_, '_>,
     (now, latest): (u64, u64),
     seen: &mut FastMap<[u8; 16], u32>,
     clock: &mut IsoClock,
@@ -700,7 +769,11 @@ fn encode(
     if let Some((mut attrs, blank)) = attrs {
         dropped += u64::from(blank);
         if scope.routed && has_routing(&attrs) {
-            (dataset, namespace) = route(&mut attrs, &dataset, &namespace);
+            let routed;
+            (dataset, routed) = route(&mut attrs, &dataset, &namespace);
+            if !scope.locked {
+                namespace = routed;
+            }
         }
         if event_name.is_empty() {
             if let Some(Value::Str(name)) = attrs.get("event.name") {
@@ -711,6 +784,7 @@ fn encode(
             attributes_value = Some(Value::Object(attrs));
         }
     }
+    let (dataset, namespace) = routes.admitted(dataset, namespace);
     let start = out.data.len();
     out.offsets.push(start as u64);
     let data = &mut out.data;
@@ -821,6 +895,94 @@ mod tests {
         ] {
             assert_eq!(clock.format(ns), iso_nanos(ns));
         }
+    }
+
+    /// A request of one resource and one scope whose records carry `data_stream.dataset`.
+    fn routed_request(datasets: &[&str]) -> Vec<u8> {
+        let mut scope_logs = Vec::new();
+        for dataset in datasets {
+            let mut value = Vec::new();
+            wire::put_len(&mut value, 1, dataset.as_bytes());
+            let mut key_value = Vec::new();
+            wire::put_len(&mut key_value, 1, DATASET_ATTR.as_bytes());
+            wire::put_len(&mut key_value, 2, &value);
+            let mut record = Vec::new();
+            wire::put_tag(&mut record, 1, FIXED64);
+            record.extend_from_slice(&1u64.to_le_bytes());
+            wire::put_len(&mut record, 6, &key_value);
+            wire::put_len(&mut scope_logs, 2, &record);
+        }
+        let mut resource_logs = Vec::new();
+        wire::put_len(&mut resource_logs, 2, &scope_logs);
+        let mut request = Vec::new();
+        wire::put_len(&mut request, 1, &resource_logs);
+        request
+    }
+
+    fn indexes(bulk: &Bulk) -> Vec<String> {
+        let text = String::from_utf8(bulk.data.clone()).unwrap();
+        text.lines()
+            .step_by(2)
+            .map(|line| line.split('"').nth(5).unwrap().to_owned())
+            .collect()
+    }
+
+    /// The context and start route of a converter; *application*: a registered one's id,
+    /// also its namespace.
+    fn setting(application: Option<&'static str>) -> (Context, Route<'static>) {
+        let ctx = Context {
+            application_id: application.map(str::to_owned),
+            max_time_unix_nano: 10,
+            now_unix_nano: 1,
+            max_buckets_per_point: usize::MAX,
+        };
+        let start = Route {
+            dataset: "app.otel",
+            namespace: "prod",
+            from_attributes: true,
+            locked_namespace: application,
+        };
+        (ctx, start)
+    }
+
+    #[test]
+    fn asks_once_per_route_of_a_scope_and_uses_the_answer() {
+        let (ctx, start) = setting(None);
+        let mut asked = Vec::new();
+        let mut admit = |dataset: &str, namespace: &str| {
+            asked.push((dataset.to_owned(), namespace.to_owned()));
+            if dataset == "b.otel" {
+                ("app.otel".to_owned(), "prod".to_owned())
+            } else {
+                admit_all(dataset, namespace)
+            }
+        };
+        let request = routed_request(&["a", "b", "a", "App", "b"]);
+        let bulk = convert(&request, &ctx, &start, &mut admit).unwrap();
+        assert_eq!(
+            indexes(&bulk),
+            [
+                "logs-a.otel-prod",
+                "logs-app.otel-prod",
+                "logs-a.otel-prod",
+                "logs-app.otel-prod",
+                "logs-app.otel-prod"
+            ]
+        );
+        let pairs = |names: &[&str]| -> Vec<(String, String)> {
+            names
+                .iter()
+                .map(|n| ((*n).to_owned(), "prod".to_owned()))
+                .collect()
+        };
+        assert_eq!(asked, pairs(&["a.otel", "b.otel"]));
+    }
+
+    #[test]
+    fn a_locked_namespace_ignores_the_attributes() {
+        let (ctx, start) = setting(Some("a1"));
+        let bulk = convert(&routed_request(&["a"]), &ctx, &start, &mut admit_all).unwrap();
+        assert_eq!(indexes(&bulk), ["logs-a.otel-a1"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The Python binding: one function per signal, bytes in, one tuple out, GIL released.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::create_exception;
@@ -140,11 +141,18 @@ fn convert_traces<'py>(
 }
 
 /// ExportLogsServiceRequest bytes -> (bulk bytes, item offsets, items, rejected, reasons,
-/// example); DecodeError. *dataset* and *namespace* are the sanitized defaults.
+/// example, asked, used); DecodeError. *dataset* and *namespace* are the sanitized defaults (the
+/// `RoutePolicy`'s fallback); *locked_namespace* a registered application's namespace.
+///
+/// The routes are decided in Python, after the conversion and with the GIL held: *asked* lists
+/// the routes the records went to, in the order the reference asks `RoutePolicy.admit` (see
+/// `logs::Admit`), *used* where each was sent: where *expected* says (a route -> route map of
+/// earlier answers), else to itself. When the policy answers otherwise for some, the caller
+/// converts again with *routes*: the answers, one per route asked, in that order.
 // The keyword arguments are the converter's context, one per setting.
 #[allow(clippy::too_many_arguments)]
 #[pyfunction]
-#[pyo3(signature = (body, *, max_time_unix_nano, now_unix_nano, dataset, namespace, application_id=None, from_attributes=true))]
+#[pyo3(signature = (body, *, max_time_unix_nano, now_unix_nano, dataset, namespace, application_id=None, from_attributes=true, locked_namespace=None, expected=None, routes=None))]
 fn convert_logs<'py>(
     py: Python<'py>,
     body: PyBackedBytes,
@@ -154,6 +162,9 @@ fn convert_logs<'py>(
     namespace: String,
     application_id: Option<String>,
     from_attributes: bool,
+    locked_namespace: Option<String>,
+    expected: Option<HashMap<(String, String), (String, String)>>,
+    routes: Option<Vec<(String, String)>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let ctx = Context {
         application_id,
@@ -165,9 +176,36 @@ fn convert_logs<'py>(
         dataset: &dataset,
         namespace: &namespace,
         from_attributes,
+        locked_namespace: locked_namespace.as_deref(),
     };
-    let out = detached(py, || logs::convert(&body, &ctx, &start))?
-        .map_err(|e| DecodeError::new_err(e.to_string()))?;
+    let (out, asked, used) = detached(py, || {
+        let mut asked: Vec<(String, String)> = Vec::new();
+        let mut used: Vec<(String, String)> = Vec::new();
+        let mut admit = |dataset: &str, namespace: &str| {
+            let key = (dataset.to_owned(), namespace.to_owned());
+            let answer = match (&routes, &expected) {
+                (Some(answers), _) => answers.get(asked.len()).cloned(),
+                (None, Some(expected)) => expected.get(&key).cloned(),
+                (None, None) => None,
+            };
+            asked.push(key);
+            let answer = answer.unwrap_or_else(|| logs::admit_all(dataset, namespace));
+            used.push(answer.clone());
+            answer
+        };
+        let out = logs::convert(&body, &ctx, &start, &mut admit);
+        (out, asked, used)
+    })?;
+    let out = out.map_err(|e| DecodeError::new_err(e.to_string()))?;
+    if let Some(answers) = &routes {
+        if answers.len() != asked.len() {
+            return Err(PyValueError::new_err(format!(
+                "routes: {} answers for {} routes asked",
+                answers.len(),
+                asked.len()
+            )));
+        }
+    }
     let offsets: Vec<u8> = out.offsets.iter().flat_map(|o| o.to_ne_bytes()).collect();
     let reasons = PyDict::new(py);
     for (reason, count) in &out.rejects.reasons {
@@ -185,6 +223,8 @@ fn convert_logs<'py>(
         out.rejects.rejected,
         reasons,
         example,
+        asked,
+        used,
     )
         .into_pyobject(py)
 }

@@ -270,6 +270,7 @@ def markdown(report: dict[str, Any]) -> str:
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
         lines.append(f"| {t['name']} | {value} | {goal} | {met} | {t['detail']} |")
     lines += _throughput(r) + _receive(r) + _latency(r) + _memory(r) + _workers(r) + _peers(r)
+    lines += _idle(r)
     lines += _profiles(r)
     if r.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
@@ -381,6 +382,19 @@ def _receive(r: dict[str, Any]) -> list[str]:
             f"{s['client_cores']:.2f} | {s['peak_rss_mib']:.0f} |"
         )
     return lines
+
+
+def _idle(r: dict[str, Any]) -> list[str]:
+    """CPU with no request, before the receive section's load (tests/bench/idle_cost.py)."""
+
+    def text(idle: dict[str, Any]) -> str:
+        per = ", ".join(f"{name} {ms:.2f}" for name, ms in idle["per_process"].items())
+        return (
+            f"{idle['idle_cpu_ms_per_s']:.2f} ms of CPU per second over {idle['seconds']:g} s "
+            f"without requests (sinks discard; per process: {per})."
+        )
+
+    return _paragraph(r, "idle", "Idle cost (receive section's ingestd, before the load)", text)
 
 
 def _latency(r: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.bench import baselines, peers, stores
+from tests.bench import baselines, idle_cost, peers, stores
 from tests.bench.load import (
     ClientPool,
     ClientResult,
@@ -405,6 +405,7 @@ def _raw_bulk(bench: Bench) -> dict[str, Any]:
 def receive(bench: Bench) -> None:
     out: dict[str, Any] = {}
     with running_ingestd(bench.config(discard=True), bench.subject_dir("ingestd-discard")) as s:
+        bench.results["idle"] = idle_cost.before_load(s.meter, quick=bench.options.quick)
         for signal in bench.options.signals:
             specs = bench.specs(signal, s.target(bench.options.transport[signal]))
             out[f"{signal}_max"] = bench.drive(

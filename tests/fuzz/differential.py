@@ -6,6 +6,7 @@ Shared by the differential unit tests (tests/unit/native) and the `make fuzz` ta
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ingestd.convert import native
@@ -29,44 +30,89 @@ def _clock() -> int:
     return NOW_NS
 
 
-def _python(signal: Signal, body: bytes, application_id: str, routed: bool) -> Converted | str:
+@dataclass(frozen=True)
+class Routing:
+    """The `RoutePolicy` settings of a logs comparison: each codec gets its own policy built
+    from them, and both policies must end in the same state."""
+
+    from_attributes: bool = True
+    allowed_datasets: tuple[str, ...] = ()
+    allowed_namespaces: tuple[str, ...] = ()
+    max_routes: int = 256
+    # Routes the process took before this request (they count towards max_routes).
+    taken: tuple[tuple[str, str], ...] = ()
+
+    def converter(self) -> LogsConverter:
+        """A reference converter with a fresh policy of these settings."""
+        policy = RoutePolicy(
+            from_attributes=self.from_attributes,
+            allowed_datasets=self.allowed_datasets,
+            allowed_namespaces=self.allowed_namespaces,
+            max_routes=self.max_routes,
+        )
+        converter = LogsConverter(
+            dataset="app", namespace="Prod", max_future_skew_s=3600, routes=policy, now_ns=_clock
+        )
+        for dataset, namespace in self.taken:
+            policy.admit(dataset, namespace)
+        return converter
+
+
+ROUTED = Routing()
+NOT_ROUTED = Routing(from_attributes=False)
+# Tight policies for the fuzz target and the hypothesis tests: allowlists with fnmatch
+# classes and wildcards, a cap that generated requests reach, one already partly used.
+POLICIES = (
+    ROUTED,
+    Routing(allowed_datasets=("a*", "[b-d]?.otel", "web_shop_.otel"), max_routes=3),
+    Routing(allowed_namespaces=("prod", "team_?", "x*"), max_routes=2, taken=(("t.otel", "x"),)),
+    Routing(max_routes=1),
+    NOT_ROUTED,
+)
+
+
+def policy_state(converter: LogsConverter) -> Any:
+    """What a conversion leaves in the policy: the routes taken and the refusals counted."""
+    policy = converter.routes
+    return {"routes": sorted(policy._known), "status": policy.status()}
+
+
+def _python(
+    signal: Signal, body: bytes, application_id: str, routing: Routing
+) -> tuple[Converted | str, Any]:
+    if signal is Signal.LOGS:
+        converter = routing.converter()
+        try:
+            request = parse_protobuf(signal, body)
+        except BadRequest:
+            return "BadRequest", policy_state(converter)
+        return converter(request, application_id), policy_state(converter)
     try:
         request = parse_protobuf(signal, body)
     except BadRequest:
-        return "BadRequest"
-    if signal is Signal.LOGS:
-        return _logs_reference(routed)(request, application_id)
+        return "BadRequest", None
     reference = TraceConverter if signal is Signal.TRACES else MetricConverter
     converter = reference(max_future_skew_s=3600, clock_ns=_clock, limits=LIMITS)
-    return converter(request, application_id)
+    return converter(request, application_id), None
 
 
-def _logs_reference(routed: bool) -> LogsConverter:
-    return LogsConverter(
-        dataset="app",
-        namespace="Prod",
-        max_future_skew_s=3600,
-        routes=RoutePolicy(from_attributes=routed),
-        now_ns=_clock,
+def _native(
+    signal: Signal, body: bytes, application_id: str, routing: Routing
+) -> tuple[Converted | str, Any]:
+    if signal is Signal.LOGS:
+        reference = routing.converter()
+        logs = native.NativeLogsConverter(reference, now_ns=_clock)
+        try:
+            return logs(body, application_id), policy_state(reference)
+        except BadRequest:
+            return "BadRequest", policy_state(reference)
+    converter = native.NATIVE_CONVERTERS[signal](
+        max_future_skew_s=3600, clock_ns=_clock, limits=LIMITS
     )
-
-
-def _native(signal: Signal, body: bytes, application_id: str, routed: bool) -> Converted | str:
     try:
-        if signal is Signal.LOGS:
-            logs = native.NativeLogsConverter(_logs_reference(routed), now_ns=_clock)
-            if application_id:
-                # Production: a registered application's logs go to the reference.
-                return logs(body, application_id)
-            # Routing by attributes without a RoutePolicy: the reference's fresh policy
-            # admits every route (fewer than its cap), so the Rust side must match it.
-            return logs.compiled(body, from_attributes=routed)
-        converter = native.NATIVE_CONVERTERS[signal](
-            max_future_skew_s=3600, clock_ns=_clock, limits=LIMITS
-        )
-        return converter(body, application_id)
+        return converter(body, application_id), None
     except BadRequest:
-        return "BadRequest"
+        return "BadRequest", None
 
 
 def summary(converted: Converted | str) -> Any:
@@ -101,14 +147,29 @@ def summary(converted: Converted | str) -> Any:
     }
 
 
-def compare(signal: Signal, body: bytes, application_id: str = "", *, routed: bool = True) -> Any:
+def compare(
+    signal: Signal, body: bytes, application_id: str = "", *, routing: Routing = ROUTED
+) -> Any:
     """Run both codecs on *body*; raise AssertionError naming the first field that differs.
 
-    *application_id*: a registered application's (the override); *routed*: logs routed by
-    their `data_stream.*` attributes (`routing.from_attributes`).
+    *application_id*: a registered application's (the override); *routing*: the logs'
+    `RoutePolicy` settings (each codec its own policy; their state after is compared too, as
+    the summary's `policy`).
     """
-    expected = summary(_python(signal, body, application_id, routed))
-    got = summary(_native(signal, body, application_id, routed))
+    python, python_policy = _python(signal, body, application_id, routing)
+    compiled, native_policy = _native(signal, body, application_id, routing)
+    expected = summary(python)
+    got = summary(compiled)
+    if python_policy is not None:
+        if isinstance(expected, dict):
+            expected["policy"] = python_policy
+        if isinstance(got, dict):
+            got["policy"] = native_policy
+        if python_policy != native_policy:
+            raise AssertionError(
+                f"{signal} policies differ:\n python {python_policy!r}\n"
+                f" native {native_policy!r}\n body {body.hex()}"
+            )
     if expected != got:
         if isinstance(expected, dict) and isinstance(got, dict):
             for key in expected:
@@ -123,16 +184,30 @@ def compare(signal: Signal, body: bytes, application_id: str = "", *, routed: bo
     return expected
 
 
+# Registered application ids: plain, two that sanitize to the same name (the hash suffix
+# keeps them apart), one whose namespace is the fallback's, unicode, one that sanitizes away.
+APPLICATIONS = ("", "app-1", "app_1", "prod", "\u00dcnicode App", "***")
+
+
 class DifferentialTarget:
-    """The fuzz target `native`: both codecs on each input, any difference is a finding."""
+    """The fuzz target `native`: both codecs on each input, any difference is a finding. Logs
+    inputs take turns through the `POLICIES` and the registered `APPLICATIONS`."""
 
     signals = native.NATIVE_SIGNALS
+
+    def __init__(self) -> None:
+        self._turn = 0
 
     def protobuf(self, signal: Signal, body: bytes, encoding: str = "") -> Any:
         from tests.fuzz.targets import Finding, Outcome
 
+        application_id, routing = "", ROUTED
+        if signal is Signal.LOGS:
+            self._turn += 1
+            routing = POLICIES[self._turn % len(POLICIES)]
+            application_id = APPLICATIONS[self._turn // len(POLICIES) % len(APPLICATIONS)]
         try:
-            out = compare(signal, body)
+            out = compare(signal, body, application_id, routing=routing)
         except AssertionError as exc:
             raise Finding(str(exc)) from exc
         if isinstance(out, str):

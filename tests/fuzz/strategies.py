@@ -137,13 +137,52 @@ _SHALLOW_VALUE = st.recursive(
 ANY_VALUE = st.one_of(_SHALLOW_VALUE, _SHALLOW_VALUE, _SHALLOW_VALUE, DEEP_VALUE)
 ATTRIBUTES = st.lists(st.builds(common_pb2.KeyValue, key=NAMES, value=ANY_VALUE), max_size=4)
 RESOURCE = st.builds(resource_pb2.Resource, attributes=ATTRIBUTES, dropped_attributes_count=UINT32)
-SCOPE = st.builds(
-    common_pb2.InstrumentationScope,
-    name=TEXT,
-    version=TEXT,
-    attributes=ATTRIBUTES,
-    dropped_attributes_count=UINT32,
+
+
+def _scope(attributes: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.builds(
+        common_pb2.InstrumentationScope,
+        name=TEXT,
+        version=TEXT,
+        attributes=attributes,
+        dropped_attributes_count=UINT32,
+    )
+
+
+SCOPE = _scope(ATTRIBUTES)
+
+# Logs routing: data_stream.* values from a small pool, so that routes repeat across records
+# and scopes, match the differential policies' fnmatch patterns (tests/fuzz/differential.py
+# POLICIES) or not, reach their caps, sanitize to nothing or to the fallback's names.
+ROUTE_VALUES = st.one_of(
+    st.sampled_from(
+        (
+            *("a", "ab", "b1", "c2.otel", "Web Shop!", "team-a", "Team_B", "x", "xy", "prod"),
+            *("Prod", "app", "", "._", "c?", "t", "\u00c5", "generic"),
+        )
+    ),
+    st.text(alphabet="abx_-.", max_size=3),
 )
+ROUTE_ATTRIBUTE = st.one_of(
+    st.builds(
+        lambda key, value: common_pb2.KeyValue(
+            key=key, value=common_pb2.AnyValue(string_value=value)
+        ),
+        st.sampled_from(("data_stream.dataset", "data_stream.namespace", "data_stream.type")),
+        ROUTE_VALUES,
+    ),
+    st.builds(common_pb2.KeyValue, key=st.just("data_stream.dataset"), value=ANY_VALUE),
+)
+ROUTED_ATTRIBUTES = st.lists(
+    st.one_of(
+        ROUTE_ATTRIBUTE, ROUTE_ATTRIBUTE, st.builds(common_pb2.KeyValue, key=NAMES, value=ANY_VALUE)
+    ),
+    max_size=4,
+)
+ROUTED_RESOURCE = st.builds(
+    resource_pb2.Resource, attributes=ROUTED_ATTRIBUTES, dropped_attributes_count=UINT32
+)
+ROUTED_SCOPE = _scope(ROUTED_ATTRIBUTES)
 
 
 def _export(
@@ -154,12 +193,16 @@ def _export(
     scope: Any,
     items: str,
     item: st.SearchStrategy[Any],
+    resource_strategy: st.SearchStrategy[Any] = RESOURCE,
+    scope_strategy: st.SearchStrategy[Any] = SCOPE,
 ) -> st.SearchStrategy[Any]:
     """An export request: up to 2 resources, each of up to 2 scopes of up to 3 items."""
-    in_scope = st.builds(scope, scope=SCOPE, schema_url=TEXT, **{items: st.lists(item, max_size=3)})
+    in_scope = st.builds(
+        scope, scope=scope_strategy, schema_url=TEXT, **{items: st.lists(item, max_size=3)}
+    )
     in_resource = st.builds(
         resource,
-        resource=RESOURCE,
+        resource=resource_strategy,
         schema_url=TEXT,
         **{scopes: st.lists(in_scope, max_size=2)},
     )
@@ -355,7 +398,7 @@ LOG_RECORD = st.builds(
     severity_number=ENUM,
     severity_text=TEXT,
     body=ANY_VALUE,
-    attributes=ATTRIBUTES,
+    attributes=st.one_of(ATTRIBUTES, ROUTED_ATTRIBUTES),
     dropped_attributes_count=UINT32,
     flags=UINT32,
     trace_id=ids(16),
@@ -370,6 +413,8 @@ LOGS = _export(
     logs_pb2.ScopeLogs,
     "log_records",
     LOG_RECORD,
+    st.one_of(RESOURCE, ROUTED_RESOURCE),
+    st.one_of(SCOPE, ROUTED_SCOPE),
 )
 
 REQUESTS: dict[Signal, st.SearchStrategy[Any]] = {

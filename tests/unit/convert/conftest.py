@@ -3,6 +3,7 @@ the Python converters' own cases (hostile inputs included) must give byte-identi
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -50,26 +51,25 @@ def _logs_checker() -> Any:
         now = self._now_ns()
         clock = self._now_ns
         self._now_ns = lambda: now
-        refused = self.routes.refused
+        # The native codec gets a twin of this converter with the policy as it was before.
+        twin = copy.copy(self)
+        twin.routes = copy.deepcopy(self.routes)
         try:
             converted: Converted = original(self, request, application_id)
-            if application_id or self.routes.refused != refused:
-                # The native logs codec has no RoutePolicy and no namespace lock: these requests
-                # go to the reference (`native.NativeLogsConverter`), nothing to compare.
-                return converted
-            dataset, namespace = self.route
-            out = native._native.convert_logs(
-                request.SerializeToString(),
-                max_time_unix_nano=now + self.max_future_skew_ns,
-                now_unix_nano=now,
-                dataset=dataset,
-                namespace=namespace,
-                from_attributes=self.routes.from_attributes,
-            )
         finally:
             self._now_ns = clock
+        compiled = native.NativeLogsConverter(twin, now_ns=lambda: now).compiled(
+            request.SerializeToString(), application_id
+        )
         assert isinstance(converted.payload, BulkItems)
-        _same("logs", converted, out, converted.payload.data)
+        assert isinstance(compiled.payload, BulkItems)
+        assert converted.payload.data == compiled.payload.data, "logs: native bytes differ"
+        assert (converted.rejected, dict(converted.reject_reasons)) == (
+            compiled.rejected,
+            dict(compiled.reject_reasons),
+        ), "logs"
+        assert converted.reject_example == compiled.reject_example, "logs"
+        assert vars(twin.routes) == vars(self.routes), "logs: policy state differs"
         return converted
 
     return checked

@@ -8,7 +8,6 @@ import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from ingestd.convert import native
-from ingestd.convert.logs import LogsConverter
 from ingestd.errors import ConfigError
 from ingestd.model import Signal
 
@@ -69,12 +68,12 @@ def _routes(monkeypatch: pytest.MonkeyPatch, codec: str, yaml: str = "") -> dict
     return dict(build(config.parse("redis: {enabled: false}\n" + yaml)).ingest.routes)
 
 
-def test_native_codec_converts_traces_and_metrics_and_routes_logs_to_python(
+def test_native_codec_converts_all_three_signals_under_the_default_config(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """codec native: traces and metrics native (one thread-safe converter for small and large
-    requests, the configured bucket cap); logs routed by attributes (the default) stay on the
-    Python reference, its two instances, and /status says so."""
+    requests, the configured bucket cap); logs routed by attributes (the default) native too,
+    admitted by the process's one policy, and /status says so."""
     from ingestd import daemon
     from ingestd.config import Config
 
@@ -87,16 +86,21 @@ def test_native_codec_converts_traces_and_metrics_and_routes_logs_to_python(
         assert route.convert_large is route.convert
         assert route.convert.limits.max_buckets_per_point == 7
     logs = routes[Signal.LOGS]
-    assert isinstance(logs.convert, LogsConverter)
-    assert isinstance(logs.convert_large, LogsConverter)
-    assert logs.convert_large is not logs.convert
+    assert isinstance(logs.convert, native.NativeLogsConverter)
+    assert logs.convert_large is logs.convert
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=1)
+    record.attributes.add(key="data_stream.dataset").value.string_value = "Shop"
+    out = logs.convert(request.SerializeToString())
+    assert b'"_index":"logs-shop.otel-default"' in out.payload.data
+    assert logs.convert._reference.routes.status()["routes"] == 1
     status = daemon._codec_status(Config())
-    assert status["native_signals"] == ["traces", "metrics"]
+    assert status["native_signals"] == ["traces", "metrics", "logs"]
 
 
 def test_native_logs_when_not_routed_by_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """routing.from_attributes off: logs native too; a registered application's request still
-    goes to the reference (its namespace is locked there)."""
+    """routing.from_attributes off: logs native; a registered application's request goes to
+    its own namespace."""
     if not native.available():
         pytest.skip("ingestd_native is not built here")
     yaml = "sinks: {elasticsearch: {routing: {from_attributes: false}}}"

@@ -1,6 +1,6 @@
 """Native vs Python on the inputs main's reference added: the application identity's edge
 cases (all three signals), registered application ids (the override), the bucket cap, and
-logs not routed by attributes (the production native logs path)."""
+logs not routed by attributes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from ingestd.convert.identity import service_identity
 from ingestd.model import Signal
-from tests.fuzz.differential import LIMITS, NOW_NS, compare
+from tests.fuzz.differential import LIMITS, NOT_ROUTED, NOW_NS, compare
 
 T = NOW_NS - 10**9
 CAP = LIMITS.max_buckets_per_point
@@ -107,11 +107,12 @@ def test_registered_application_id_is_identical(signal: Signal, app: str) -> Non
         assert list(out["descriptions"]) == [(app, "g")]
 
 
-def test_registered_application_logs_go_to_the_reference() -> None:
-    """A registered application's logs are converted by the reference in both paths (the Rust
-    side has no namespace lock): the same documents, in the application's namespace."""
+def test_registered_application_logs_are_identical() -> None:
+    """A registered application's logs: the same documents from both codecs, in the
+    application's namespace."""
     out = compare(Signal.LOGS, _request(Signal.LOGS, IDENTITIES["unicode"]), application_id="a1")
     assert b'"application_id":"a1"' in out["data"]
+    assert b'"_index":"logs-app.otel-a1"' in out["data"]
 
 
 @pytest.mark.parametrize("case", sorted(IDENTITIES))
@@ -119,7 +120,7 @@ def test_logs_not_routed_by_attributes_are_identical(case: str) -> None:
     """routing.from_attributes off: the native logs path production uses, data_stream.*
     attributes kept as plain attributes in both codecs."""
     attributes = [*IDENTITIES[case], _kv("data_stream.namespace", string_value="other")]
-    out = compare(Signal.LOGS, _request(Signal.LOGS, attributes), routed=False)
+    out = compare(Signal.LOGS, _request(Signal.LOGS, attributes), routing=NOT_ROUTED)
     assert b"logs-app.otel-prod" in out["data"]
     assert b'"data_stream.namespace"' in out["data"]
 

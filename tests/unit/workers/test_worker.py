@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from ingestd import config
 from ingestd.observe import metrics_files
-from ingestd.workers.worker import WorkerSpec, make_metrics_dir, worker_config, worker_count
+from ingestd.workers.worker import (
+    PARENT_DEATH_SIGNAL,
+    WorkerSpec,
+    make_metrics_dir,
+    worker_config,
+    worker_count,
+)
 
 
 def test_spec_travels_through_the_environment() -> None:
@@ -73,3 +82,22 @@ def test_a_dead_workers_counters_are_archived_not_lost(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_archive.db"]
     assert registry.get_sample_value("ingestd_x_total", {"a": "1"}) == 12.0
     assert registry.get_sample_value("ingestd_g") is None
+
+
+def test_a_worker_asks_for_the_parent_death_signal_not_sigterm() -> None:
+    """die_with_parent sets PR_SET_PDEATHSIG to PARENT_DEATH_SIGNAL (a repeated SIGTERM would
+    abort the drain); checked in a child process, read back with PR_GET_PDEATHSIG."""
+    script = (
+        "import ctypes, os, signal\n"
+        "from ingestd.workers.worker import PARENT_DEATH_SIGNAL, die_with_parent\n"
+        "signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_IGN)\n"
+        "die_with_parent(os.getppid())\n"
+        "got = ctypes.c_int()\n"
+        "ctypes.CDLL(None, use_errno=True).prctl(2, ctypes.byref(got))\n"
+        "print(got.value)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == PARENT_DEATH_SIGNAL == signal.SIGUSR2
