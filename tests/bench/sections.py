@@ -156,7 +156,9 @@ class Bench:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.namespace = "ingestdbench"
+        # Per run: other sessions benchmark against the same Elasticsearch at the same time, and
+        # with one shared namespace each run counted, and emptied, the others' data streams.
+        self.namespace = f"ingestdbench{self.run_id}"
         self.redis_prefix = f"bench{self.run_id}:"
         self.dbs = stores.Databases(self.stack.pg_admin_dsn, self.stack.pg_dsn)
         self.streams = stores.LogStreams(self.stack.es_url, self.namespace)
@@ -167,8 +169,8 @@ class Bench:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            for dataset in ("benchingestd", "benchraw", "benchcollector", "benchaccepted"):
-                self.streams.empty(dataset)
+            for dataset in ("benchingestd", "benchraw", "benchcollector"):
+                self.streams.drop(dataset)
         self.streams.close()
         self.dbs.drop_all()
 
