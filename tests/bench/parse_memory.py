@@ -187,22 +187,30 @@ def _on(thread: concurrent.futures.Executor, fn: Callable[..., T], *args: Any) -
     return thread.submit(fn, *args).result()
 
 
-def run_case(signal: str, codec: str, target_bytes: int = REQUEST_BYTES) -> dict[str, Any]:
-    """Measure one case in this process (meant to be a fresh one: see `measure`)."""
+def run_case(
+    signal: str, codec: str, target_bytes: int = REQUEST_BYTES, *, parse: bool = True
+) -> dict[str, Any]:
+    """Measure one case in this process (meant to be a fresh one: see `measure`).
+
+    *parse* False (a converter that takes bytes only): the conversion alone, as it would cost
+    if the receiver did not parse the request for the native codec.
+    """
     body, warmup = build_request(signal, target_bytes)
     convert, takes_bytes, limits = _converter(signal, codec)
+    if not parse and not takes_bytes:
+        raise ValueError(f"the {codec} {signal} converter needs the parsed message")
 
-    def parse(request: bytes) -> Any:
-        return parse_step(signal, request, limits)
+    def parsed(request: bytes) -> Any:
+        return parse_step(signal, request, limits) if parse else None
 
     def conversion(request: bytes, message: Any) -> Any:
         return convert(request if takes_bytes else message)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="convert") as thread:
         # The thread, its malloc arena, lazily loaded code and first-use caches exist before.
-        _on(thread, conversion, warmup, _on(thread, parse, warmup))
+        _on(thread, conversion, warmup, _on(thread, parsed, warmup))
         release_free_heap()
-        message, parsing = peak_growth(functools.partial(_on, thread, parse, body))
+        message, parsing = peak_growth(functools.partial(_on, thread, parsed, body))
         converted, converting = peak_growth(
             functools.partial(_on, thread, conversion, body, message)
         )
@@ -212,6 +220,7 @@ def run_case(signal: str, codec: str, target_bytes: int = REQUEST_BYTES) -> dict
         "signal": signal,
         "codec": codec,
         "converter": type(convert).__name__,
+        "parsed": parse,
         "request_bytes": len(body),
         "items": converted.items,
         "rejected": converted.rejected,
@@ -241,14 +250,19 @@ def measure(
     out: dict[str, Any] = {}
     for codec in codecs:
         for signal in signals:
-            out.setdefault(codec, {})[signal] = _subprocess_case(
-                signal, codec, target_bytes, timeout_s
-            )
+            case = _subprocess_case(signal, codec, target_bytes, timeout_s)
+            if codec == "native" and "error" not in case:
+                # What the request would cost if the receiver left it unparsed for the codec.
+                alone = _subprocess_case(signal, codec, target_bytes, timeout_s, "--no-parse")
+                case["convert_only_peak_bytes"] = alone.get("peak_growth_bytes")
+            out.setdefault(codec, {})[signal] = case
     return out
 
 
-def _subprocess_case(signal: str, codec: str, target_bytes: int, timeout_s: float) -> Any:
-    args = [sys.executable, "-m", "tests.bench.parse_memory", signal, codec]
+def _subprocess_case(
+    signal: str, codec: str, target_bytes: int, timeout_s: float, *flags: str
+) -> Any:
+    args = [sys.executable, "-m", "tests.bench.parse_memory", signal, codec, *flags]
     args += ["--bytes", str(target_bytes)]
     env = {**os.environ, native.CODEC_ENV: codec}
     done = subprocess.run(
@@ -267,8 +281,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("signal", choices=SIGNALS)
     parser.add_argument("codec", choices=CODECS)
     parser.add_argument("--bytes", type=int, default=REQUEST_BYTES, help="request size (8 MiB)")
+    parser.add_argument(
+        "--no-parse", action="store_true", help="the conversion alone (a codec that takes bytes)"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(run_case(args.signal, args.codec, args.bytes)))
+    print(json.dumps(run_case(args.signal, args.codec, args.bytes, parse=not args.no_parse)))
 
 
 if __name__ == "__main__":

@@ -586,26 +586,33 @@ def _parse_memory(r: dict[str, Any]) -> list[str]:
         "parse_memory",
         "Parse memory per request (peak RSS growth, one request, fresh process per case)",
         "codec", "signal", "request MiB", "items", "peak growth MiB", "/ request",
-        "parsed message MiB", "conversion peak MiB", "payload MiB", "converter",
+        "parsed message MiB", "conversion peak MiB", "unparsed: peak MiB (/ request)",
+        "payload MiB (/ request)", "converter",
     )  # fmt: skip
     if section is None:
         return lines
     for codec_name, cases in section.items():
         for signal, c in cases.items():
             if "error" in c:
-                lines.append(f"| {codec_name} | {signal} | failed: {c['error']} |" + " |" * 8)
+                lines.append(f"| {codec_name} | {signal} | failed: {c['error']} |" + " |" * 9)
                 continue
+            alone = c.get("convert_only_peak_bytes")
+            unparsed = "-" if alone is None else f"{_mib(alone)} ({alone / c['request_bytes']:.2f})"
             lines.append(
                 f"| {codec_name} | {signal} | {_mib(c['request_bytes'])} | {_n(c['items'])} | "
                 f"{_mib(c['peak_growth_bytes'])} | {c['per_request_byte']:.2f} | "
-                f"{_mib(c['message_bytes'])} | {_mib(c['convert_peak_bytes'])} | "
-                f"{_mib(c['payload_bytes'])} | {c['converter']} |"
+                f"{_mib(c['message_bytes'])} | {_mib(c['convert_peak_bytes'])} | {unparsed} | "
+                f"{_mib(c['payload_bytes'])} ({c['payload_bytes'] / c['request_bytes']:.2f}) | "
+                f"{c['converter']} |"
             )
     lines += [
         "",
         "Peak growth: VmHWM after /proc/self/clear_refs over the RSS before, while the request "
         "is walked, parsed (`parse_protobuf`, both codecs) and converted by the daemon's "
-        "large-request converter on a thread; the payload is what the batcher then holds.",
+        "large-request converter on a thread; the payload is what the batcher then holds. "
+        "Unparsed: the native conversion alone, as if the receiver did not parse the request "
+        "for a codec that reads its bytes (it does today, for rate limits and the logs "
+        "fallback).",
     ]
     return lines
 

@@ -81,3 +81,18 @@ def test_a_case_reports_its_request_payload_and_growth(
     assert case["rejected"] == 0
     assert case["peak_growth_bytes"] >= case["message_bytes"] > 0
     assert case["per_request_byte"] == case["peak_growth_bytes"] / case["request_bytes"]
+
+
+@linux_only
+def test_the_unparsed_case_measures_the_conversion_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the parse, nothing is counted for a message; the Python reference refuses it."""
+    monkeypatch.setenv(native.CODEC_ENV, "python")
+    with pytest.raises(ValueError, match="needs the parsed message"):
+        parse_memory.run_case("metrics", "python", 1 * MiB, parse=False)
+    if not native.available():
+        return
+    monkeypatch.setenv(native.CODEC_ENV, "native")
+    case = parse_memory.run_case("metrics", "native", 1 * MiB, parse=False)
+    assert case["parsed"] is False
+    assert case["parse_peak_bytes"] < 1 * MiB
+    assert case["peak_growth_bytes"] >= case["payload_bytes"] - SLACK
