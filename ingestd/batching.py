@@ -36,6 +36,7 @@ from ingestd.errors import (
 )
 from ingestd.memory import MemoryBudget
 from ingestd.model import Part, PartResult
+from ingestd.observe.children import Children
 from ingestd.observe.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
@@ -138,6 +139,11 @@ class Batcher:
         BATCHER_CAPACITY_BYTES.labels(sink=name).set(buffer.max_bytes)
         self._g_items = BATCHER_BUFFERED_ITEMS.labels(sink=name)
         self._g_bytes = BATCHER_BUFFERED_BYTES.labels(sink=name)
+        # Bound once: with idle writers every request is a batch, so these run per request.
+        self._h_rows = BATCH_ROWS.labels(sink=name)
+        self._h_bytes = BATCH_BYTES.labels(sink=name)
+        self._flushes = Children(BATCHER_FLUSHES)
+        self._write_seconds = Children(SINK_WRITE_SECONDS)
 
     # -- the request side ---------------------------------------------------------------------
 
@@ -167,7 +173,13 @@ class Batcher:
         self._g_items.set(self._held_items)
         self._g_bytes.set(self._held_bytes)
         self._drained.clear()
-        self._wake.set()
+        reason = self._reason_now()
+        if reason is not None and not self._ready.full():
+            # Cut here, not in the flush loop: at a steady rate with idle writers every request
+            # is a batch, and waking the flush loop first costs a task switch per request.
+            self._ready.put_nowait(self._counted(self._cut(reason)))
+        else:
+            self._wake.set()
         return part
 
     def _fits(self, part: Part) -> bool:
@@ -285,24 +297,35 @@ class Batcher:
     async def _flush_loop(self) -> None:
         while True:
             reason = await self._next_flush_reason()
-            batch = self._cut(reason)
-            self._counts["batches"] += 1
-            BATCHER_FLUSHES.labels(sink=self.sink, reason=reason).inc()
-            await self._ready.put(batch)
+            await self._ready.put(self._counted(self._cut(reason)))
+
+    def _counted(self, batch: Batch) -> Batch:
+        self._counts["batches"] += 1
+        self._flushes(self.sink, batch.reason).inc()
+        return batch
+
+    def _reason_now(self) -> str | None:
+        """Why what is pending must be cut right now, or None (it waits: age, or a writer)."""
+        if not self._pending:
+            return None
+        if self._pending_items >= self._batch.max_rows:
+            return "size"
+        if self._pending_bytes >= self._batch.max_bytes:
+            return "bytes"
+        if self._closing:
+            return "drain"
+        if self._batch.flush_when_idle and self._idle_writers > self._ready.qsize():
+            # A writer has nothing to do: what is pending goes now. Under load the writers
+            # stay busy and batches grow while they write (natural batching).
+            return "idle"
+        return None
 
     async def _next_flush_reason(self) -> str:
         while True:
             if self._pending:
-                if self._pending_items >= self._batch.max_rows:
-                    return "size"
-                if self._pending_bytes >= self._batch.max_bytes:
-                    return "bytes"
-                if self._closing:
-                    return "drain"
-                if self._batch.flush_when_idle and self._idle_writers > self._ready.qsize():
-                    # A writer has nothing to do: what is pending goes now. Under load the
-                    # writers stay busy and batches grow while they write (natural batching).
-                    return "idle"
+                reason = self._reason_now()
+                if reason is not None:
+                    return reason
                 delay = self._pending[0].enqueued_at + self._batch.flush_interval_s
                 delay -= self._clock.now()
                 if delay <= 0:
@@ -414,15 +437,13 @@ class Batcher:
         self._last_error = message
 
     def _observe(self, began: float, outcome: str) -> None:
-        SINK_WRITE_SECONDS.labels(sink=self.sink, outcome=outcome).observe(
-            self._clock.now() - began
-        )
+        self._write_seconds(self.sink, outcome).observe(self._clock.now() - began)
 
     def _complete(self, batch: Batch, results: Sequence[PartResult]) -> None:
         if len(results) != len(batch.parts):
             raise RuntimeError(f"{self.sink}: writer returned {len(results)} results")
-        BATCH_ROWS.labels(sink=self.sink).observe(batch.items)
-        BATCH_BYTES.labels(sink=self.sink).observe(batch.nbytes)
+        self._h_rows.observe(batch.items)
+        self._h_bytes.observe(batch.nbytes)
         rejected = 0
         for part, result in zip(batch.parts, results, strict=True):
             rejected += result.rejected

@@ -581,7 +581,8 @@ class MemoryConfig(Section):
     # auto: 70 % of the container's memory limit (cgroup) shared among the workers; no limit
     # found means no guard. 0 turns it off.
     max_rss_mib: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
-    # RSS is read from /proc/self/statm this often (a few microseconds), never per request.
+    # RSS is read from /proc/self/statm this often (a few microseconds) by a task, which rests
+    # 2 s while nothing is admitted, held or shed; a request finding an older reading reads it.
     check_interval_ms: Annotated[int, Field(ge=20, le=5000)] = 200
     # /readyz fails (component `memory` unavailable) once new requests have been refused for
     # memory this long without a break, so that traffic moves to other replicas; it passes

@@ -53,18 +53,21 @@ class Health:
         self.started = False
 
     def register(self, name: str, *, required: bool = True) -> None:
-        self._components.setdefault(name, ComponentHealth(required=required))
-        COMPONENT_UP.labels(component=name).set(0)
-        COMPONENT_DEGRADED.labels(component=name).set(0)
+        current = self._components.setdefault(name, ComponentHealth(required=required))
+        _export(name, current.state)
 
     def set(self, name: str, state: State, detail: str = "") -> None:
-        current = self._components.setdefault(name, ComponentHealth())
-        if current.state != state or current.detail != detail:
-            if current.state != state:
-                log.info("component_state", component=name, state=str(state), detail=detail)
-            current.state, current.detail, current.since = state, detail, time.time()
-        COMPONENT_UP.labels(component=name).set(1 if state in _READY_STATES else 0)
-        COMPONENT_DEGRADED.labels(component=name).set(1 if state is State.DEGRADED else 0)
+        current = self._components.get(name)
+        if current is None:
+            current = self._components[name] = ComponentHealth()
+        elif current.state == state and current.detail == detail:
+            # Nothing changed, and the gauges were written when it last did: the memory guard
+            # and the prober confirm "ok" several times a second on an idle process.
+            return
+        if current.state != state:
+            log.info("component_state", component=name, state=str(state), detail=detail)
+        current.state, current.detail, current.since = state, detail, time.time()
+        _export(name, state)
 
     def get(self, name: str) -> ComponentHealth:
         return self._components[name]
@@ -96,6 +99,11 @@ class Health:
                 for name, c in sorted(self._components.items())
             },
         }
+
+
+def _export(name: str, state: State) -> None:
+    COMPONENT_UP.labels(component=name).set(1 if state in _READY_STATES else 0)
+    COMPONENT_DEGRADED.labels(component=name).set(1 if state is State.DEGRADED else 0)
 
 
 class Prober:

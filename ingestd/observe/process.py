@@ -2,10 +2,10 @@
 
 Resident memory is set here too, and more often by the memory guard (`ingestd.memory`), which
 needs it anyway; the supervisor of `workers: N > 1` runs this sampler for itself as well.
-Connections are what the kernel says this process holds (psutil reads /proc/net/tcp* and
-/proc/self/fd): clients of each receiver and of the admin server, by local port, and
-connections to PostgreSQL (the pool), Elasticsearch (the bulk client's HTTP connections) and
-Redis, by the remote port of their configured addresses.
+Connections are what the kernel says of this process's own sockets (`ingestd.observe.procfs`: a
+few calls per open file, not psutil's parse of /proc/net/tcp*): clients of each receiver and
+of the admin server, by local port, and connections to PostgreSQL (the pool), Elasticsearch
+(the bulk client's HTTP connections) and Redis, by the remote port of their configured addresses.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from ingestd.config import Config
+from ingestd.memory import read_rss_bytes
+from ingestd.observe import procfs
 from ingestd.observe.metrics import (
     PROCESS_CONNECTIONS,
     PROCESS_CPU,
@@ -87,17 +89,15 @@ class ProcessSampler:
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     def sample(self) -> None:
-        """Read CPU, open files and connections now (~1 ms; psutil parses /proc)."""
+        """Read CPU, open files and connections now (~0.1 ms with 25 files open)."""
         try:
-            with self._process.oneshot():
-                times = self._process.cpu_times()
-                rss = self._process.memory_info().rss
-                fds = self._process.num_fds()
-                connections = self._process.net_connections(kind="tcp")
-        except psutil.Error as exc:
+            cpu = procfs.cpu_seconds()
+            rss = read_rss_bytes()
+            fds = procfs.open_fds()
+            connections = procfs.established_tcp()
+        except OSError as exc:
             log.warning("process_sample_failed", error=str(exc)[:300])
             return
-        cpu = times.user + times.system
         if cpu > self._cpu:
             PROCESS_CPU.inc(cpu - self._cpu)
             self._cpu = cpu
@@ -105,11 +105,8 @@ class ProcessSampler:
         PROCESS_RSS.set(rss)
         local = {port: name for name, port in self._local_ports().items() if port}
         counts: collections.Counter[str] = collections.Counter()
-        for conn in connections:
-            if conn.status != psutil.CONN_ESTABLISHED or not conn.raddr:
-                continue
-            peer = local.get(conn.laddr.port) or self._remote.get(conn.raddr.port) or "other"
-            counts[peer] += 1
+        for local_port, remote_port in connections:
+            counts[local.get(local_port) or self._remote.get(remote_port) or "other"] += 1
         for peer in PEERS:
             self.connections[peer] = counts[peer]
             PROCESS_CONNECTIONS.labels(peer=peer).set(counts[peer])

@@ -29,6 +29,7 @@ from ingestd.config import GrpcReceiverConfig
 from ingestd.errors import IngestdError, Overloaded, StageClosed, Unauthenticated
 from ingestd.ingest import MESSAGE_BYTES, answer_deadline
 from ingestd.model import ExportResult, RequestContext, Signal
+from ingestd.observe.children import Children
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.pipeline import remaining
 from ingestd.receiver import decode
@@ -41,6 +42,7 @@ log = structlog.get_logger("ingestd.receiver.grpc")
 
 MiB = 1024 * 1024
 _BUSY_RETRY_AFTER_S = 1.0
+_REQUESTS = Children(RECEIVER_REQUESTS)
 
 
 def server_options(config: GrpcReceiverConfig, reuse_port: bool) -> list[tuple[str, int]]:
@@ -230,12 +232,15 @@ class OtlpGrpcReceiver(ReceiverBase[GrpcReceiverConfig]):
                     signal=signal, transport="grpc", reason=reason
                 ).inc()
                 await _abort(context, failure)
+            if not answer.rejected and not answer.message:
+                outcome = "ok"
+                return self._empty[signal]  # no partial success: the same bytes every time
             outcome = "partial" if answer.rejected else "ok"
             data: bytes = decode.response(signal, answer).SerializeToString()
             return data
         finally:
             self._counts[outcome] += 1
-            RECEIVER_REQUESTS.labels(signal=signal, transport="grpc", status=outcome).inc()
+            _REQUESTS(signal, "grpc", outcome).inc()
 
     async def _answer(
         self, signal: Signal, body: bytes, caller: Caller
@@ -246,7 +251,7 @@ class OtlpGrpcReceiver(ReceiverBase[GrpcReceiverConfig]):
             with self._ingest.decoding(0, extra=MESSAGE_BYTES * shape.messages):
                 return await self._ingest.export(
                     signal,
-                    decode.parse_protobuf(signal, body),
+                    None,  # parsed by Ingest if anything reads the message (native: nothing)
                     key=decode.request_key(signal, caller.tenant, body),
                     ctx=RequestContext("grpc", caller.tenant, caller.application_id),
                     wire_bytes=len(body),

@@ -50,6 +50,7 @@ from ingestd.errors import (
 )
 from ingestd.ingest import MESSAGE_BYTES, answer_deadline
 from ingestd.model import RequestContext, Signal
+from ingestd.observe.children import Children
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.receiver.base import ReceiverBase
 from ingestd.receiver.cors import Cors
@@ -60,6 +61,7 @@ from ingestd.signals import BY_HTTP_PATH
 from ingestd.tls import ServerTls, server_context, stop_web_server
 
 log = structlog.get_logger("ingestd.receiver.http")
+_REQUESTS = Children(RECEIVER_REQUESTS)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -253,9 +255,7 @@ class OtlpHttpReceiver(ReceiverBase[HttpReceiverConfig]):
             log.exception("http_request_failed", signal=str(signal))
             return self._error(signal, media, exc)
         self._counts[200] += 1
-        RECEIVER_REQUESTS.labels(
-            signal=signal, transport="http", status="partial" if result.rejected else "ok"
-        ).inc()
+        _REQUESTS(signal, "http", "partial" if result.rejected else "ok").inc()
         reply = _encoded(200, media, response(signal, result))
         if self._closing or self._ingest.draining:
             # A draining server's keep-alive connections are closed soon: the client's next

@@ -95,6 +95,7 @@ class ElasticsearchSink:
     def __init__(self, config: ElasticsearchSinkConfig) -> None:
         self.config = config
         self._client: AsyncElasticsearch | None = None
+        self._probe_client: AsyncElasticsearch | None = None
 
     @property
     def client(self) -> AsyncElasticsearch:
@@ -104,15 +105,20 @@ class ElasticsearchSink:
 
     async def start(self, tasks: asyncio.TaskGroup) -> None:
         self._client = make_client(self.config)
+        # Built once: options() constructs a whole client, a third of an idle probe's CPU.
+        self._probe_client = self._client.options(request_timeout=2.0)
 
     async def stop(self, deadline: float) -> None:
+        self._probe_client = None
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
 
     async def probe(self) -> None:
         """Return when the cluster answers with a green or yellow health; raise otherwise."""
-        health = await self.client.options(request_timeout=2.0).cluster.health()
+        if self._probe_client is None:
+            raise RuntimeError("ElasticsearchSink used before start()")
+        health = await self._probe_client.cluster.health()
         if health["status"] == "red":
             raise RuntimeError("cluster health is red")
 

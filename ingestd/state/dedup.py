@@ -26,12 +26,15 @@ import structlog
 
 from ingestd.config import DedupConfig
 from ingestd.errors import InFlightElsewhere, StateUnavailable
+from ingestd.observe.children import Children
 from ingestd.observe.metrics import DEDUP_REQUESTS, DEDUP_WAIT_SECONDS
 from ingestd.pipeline import remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock
 from ingestd.state.redis import RedisState, Script
 
 log = structlog.get_logger("ingestd.state.dedup")
+
+_REQUESTS = Children(DEDUP_REQUESTS)
 
 _DONE = b"D"
 _IN_FLIGHT = b"F"
@@ -112,7 +115,8 @@ class RedisDedup:
         """Nothing to acquire: Redis is the RedisState's; this only settles claims."""
 
     async def stop(self, deadline: float) -> None:
-        """Wait for pending finish/release calls (each bounded by the Redis timeout)."""
+        """Wait for pending release calls (each bounded by the Redis timeout); the done marks
+        are queued on RedisState, whose stop (after this one) sends them."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=remaining(deadline))
 
@@ -135,12 +139,12 @@ class RedisDedup:
                     "PX", self._in_flight_ttl_ms, get=True,
                 )  # fmt: skip
             except StateUnavailable:
-                DEDUP_REQUESTS.labels(outcome="skipped").inc()
+                _REQUESTS("skipped").inc()
                 return Claim(key, redis_ok=False)
             if previous is None or previous.startswith(_DONE):
                 return self._found(key, previous, waited, began)
             if self._clock.now() + delay - began > self.config.wait_in_flight_s:
-                DEDUP_REQUESTS.labels(outcome="in_flight_timeout").inc()
+                _REQUESTS("in_flight_timeout").inc()
                 DEDUP_WAIT_SECONDS.observe(self._clock.now() - began)
                 raise InFlightElsewhere(
                     "the same request is still being stored by another replica",
@@ -154,15 +158,15 @@ class RedisDedup:
         if waited:
             DEDUP_WAIT_SECONDS.observe(self._clock.now() - began)
         if previous is None:
-            DEDUP_REQUESTS.labels(outcome="taken_over" if waited else "new").inc()
+            _REQUESTS("taken_over" if waited else "new").inc()
             return Claim(key, owned=True)
-        DEDUP_REQUESTS.labels(outcome="waited_done" if waited else "done").inc()
+        _REQUESTS("waited_done" if waited else "done").inc()
         return Claim(key, stored=decode(previous))
 
     def finish(self, claim: Claim, outcome: Outcome) -> None:
         """Mark *claim* done with *outcome* for `ttl_s` (in the background, bounded)."""
         if self._settle(claim):
-            self._spawn(self._finish(claim.key, outcome))
+            self._finish(claim.key, outcome)
 
     def release(self, claim: Claim) -> None:
         """Delete *claim*'s in-flight marker so that a retry can store the request."""
@@ -183,7 +187,7 @@ class RedisDedup:
             if future.cancelled() or future.exception() is not None:
                 self._spawn(self._release(claim.key))
             else:
-                self._spawn(self._finish(claim.key, outcome_of(future.result())))
+                self._finish(claim.key, outcome_of(future.result()))
 
         done.add_done_callback(settle)
 
@@ -193,13 +197,13 @@ class RedisDedup:
         claim.settled = True
         return True
 
-    async def _finish(self, key: bytes, outcome: Outcome) -> None:
+    def _finish(self, key: bytes, outcome: Outcome) -> None:
         assert self._redis is not None
         rkey, value = self._redis.key(b"d:", key), encode(outcome)
-        # On failure (counted by the call) a retry finds the marker until it expires, then
-        # stores the request again: the ledger and the ES ids find it stored.
-        with contextlib.suppress(StateUnavailable):
-            await self._redis.command("dedup_finish", "SET", rkey, value, "EX", self.config.ttl_s)
+        # Queued, not awaited (no task per request; RedisState.stop waits for it). On failure
+        # (counted by RedisState) a retry finds the marker until it expires, then stores the
+        # request again: the ledger and the ES ids find it stored.
+        self._redis.send("dedup_finish", "SET", rkey, value, "EX", self.config.ttl_s)
 
     async def _release(self, key: bytes) -> None:
         assert self._redis is not None

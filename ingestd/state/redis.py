@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import hashlib
+import math
 import os
 import secrets
 import socket
@@ -22,13 +24,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.connection import AbstractConnection as Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 
 from ingestd.config import BreakerConfig, RedisConfig
 from ingestd.errors import StateUnavailable
+from ingestd.observe.children import Children
 from ingestd.observe.health import Health, State
 from ingestd.observe.metrics import (
     REDIS_BREAKER_OPEN,
@@ -40,6 +44,14 @@ from ingestd.pipeline import remaining
 from ingestd.retry import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger("ingestd.state.redis")
+
+_CALLS = Children(REDIS_CALLS)
+_CALL_SECONDS = Children(REDIS_CALL_SECONDS)
+
+# A command answered this recently stands in for the health probe's PING (`RedisState.probe`);
+# below the prober's period (admin.check_interval_s, 2 s) so a probe never trusts an old answer
+# for long, above the pressure publisher's (pressure.publish_interval_s, 1 s) so it usually can.
+PROBE_FRESH_S = 1.5
 
 
 class BreakerState(enum.StrEnum):
@@ -165,6 +177,10 @@ class RedisState:
         self._sending: set[asyncio.Task[None]] = set()
         self._scripts: dict[str, str] = {}
         self._down_since: float | None = None
+        self._answered_at = -math.inf
+        # Connections between pipelines (at most max_connections: `_slots` bounds the ones in
+        # use). Ours, not the pool's: see `_exchange`.
+        self._idle: list[Connection] = []
 
     def key(self, *parts: bytes) -> bytes:
         """A key under this deployment's prefix."""
@@ -198,8 +214,16 @@ class RedisState:
         )
 
     async def stop(self, deadline: float) -> None:
+        """Send what is queued (done marks of the last commits), wait for every pipeline in
+        flight until *deadline*, close the connections."""
+        if self._queue:
+            self._flush()
         if self._sending:
             await asyncio.wait(set(self._sending), timeout=remaining(deadline))
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -213,31 +237,64 @@ class RedisState:
         open it raises at once. *options* are redis-py's reply options (`get=True` for SET GET).
         """
         if self._client is None or not self.breaker.allow():
-            REDIS_CALLS.labels(op=op, outcome="breaker_open").inc()
+            _CALLS(op, "breaker_open").inc()
             raise StateUnavailable(f"redis: {op} skipped, breaker {self.breaker.state}")
         began = self._clock.now()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_Pending(args, options, future))
         if len(self._queue) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
+        # Awaited directly under a timeout (not asyncio.wait: a waiter future and callbacks
+        # more per call); the timeout or a cancellation of the caller cancels *future*.
+        timeout = asyncio.timeout(self._timeout_s)
         try:
-            done, _ = await asyncio.wait((future,), timeout=self._timeout_s)
+            async with timeout:
+                result = await future
+        except Exception as error:
+            if timeout.expired():
+                self._failed(op, began, "timeout", f"no answer within {self.config.timeout_ms} ms")
+                raise StateUnavailable(f"redis: {op} timed out") from None
+            self._failed(op, began, "error", f"{type(error).__name__}: {error}"[:200])
+            raise StateUnavailable(f"redis: {op} failed: {error}") from error
         except BaseException:
             future.cancel()
             self.breaker.abandon()
             raise
-        if not done:
-            future.cancel()
-            self._failed(op, began, "timeout", f"no answer within {self.config.timeout_ms} ms")
-            raise StateUnavailable(f"redis: {op} timed out")
-        error = future.exception()
-        if error is not None:
-            self._failed(op, began, "error", f"{type(error).__name__}: {error}"[:200])
-            raise StateUnavailable(f"redis: {op} failed: {error}") from error
         self.breaker.success()
-        REDIS_CALLS.labels(op=op, outcome="ok").inc()
-        REDIS_CALL_SECONDS.labels(op=op).observe(self._clock.now() - began)
-        return future.result()
+        self._answered_at = self._clock.now()
+        _CALLS(op, "ok").inc()
+        _CALL_SECONDS(op).observe(self._clock.now() - began)
+        return result
+
+    def send(self, op: str, *args: Any) -> None:
+        """Queue one command whose reply nobody waits for (the dedup done marks): counted and
+        fed to the breaker like `command`, without a task or a timer of its own. The send is
+        bounded by `timeout_ms` like every pipeline."""
+        if self._client is None or not self.breaker.allow():
+            _CALLS(op, "breaker_open").inc()
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        future.add_done_callback(functools.partial(self._sent, op, self._clock.now()))
+        self._queue.append(_Pending(args, {}, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+
+    def _sent(self, op: str, began: float, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self.breaker.abandon()
+            return
+        error = future.exception()
+        if isinstance(error, TimeoutError):
+            self._failed(op, began, "timeout", f"no answer within {self.config.timeout_ms} ms")
+        elif error is not None:
+            self._failed(op, began, "error", f"{type(error).__name__}: {error}"[:200])
+        else:
+            self.breaker.success()
+            self._answered_at = self._clock.now()
+            _CALLS(op, "ok").inc()
+            _CALL_SECONDS(op).observe(self._clock.now() - began)
 
     async def run_script(
         self, op: str, script: Script, keys: Sequence[bytes], args: Sequence[Any]
@@ -247,7 +304,14 @@ class RedisState:
         return await self.command(op, "EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def probe(self) -> None:
-        """Return when Redis answers PING; raise otherwise. Doubles as the half-open probe."""
+        """Return when Redis answers PING; raise otherwise. Doubles as the half-open probe.
+
+        A command answered within PROBE_FRESH_S with the breaker closed answers for it: the
+        pressure publisher's script every second already shows Redis answering, and an idle
+        process need not PING too (a round trip of redis-py and the loop every 2 s)."""
+        fresh = self._clock.now() - self._answered_at < PROBE_FRESH_S
+        if fresh and self.breaker.state is BreakerState.CLOSED:
+            return
         await self.command("ping", "PING")
 
     def _flush(self) -> None:
@@ -264,10 +328,10 @@ class RedisState:
 
     async def _send(self, client: aioredis.Redis, batch: list[_Pending]) -> None:
         try:
-            async with self._slots:
-                results = await _pipeline(client, [(p.args, p.options) for p in batch])
+            async with self._slots, asyncio.timeout(self._timeout_s):
+                results = await self._exchange(client, [(p.args, p.options) for p in batch])
                 results = await self._reload_scripts(client, batch, results)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError) as exc:  # TimeoutError (an OSError) included
             _fail(batch, exc)
             return
         except RuntimeError as exc:
@@ -278,8 +342,10 @@ class RedisState:
             # the chaos suite's redis-cut fault: it surfaced as "Task exception was never
             # retrieved").
             _fail(batch, RedisConnectionError(f"connection lost: {exc}"))
-            with contextlib.suppress(Exception):
-                await client.connection_pool.disconnect(inuse_connections=False)
+            idle, self._idle = self._idle, []
+            for connection in idle:
+                with contextlib.suppress(Exception):
+                    await connection.disconnect()
             return
         except BaseException:
             _fail(batch, RedisConnectionError("send cancelled"))
@@ -301,12 +367,55 @@ class RedisState:
         if not shas:
             return results
         loads: list[Command] = [(("SCRIPT", "LOAD", self._scripts[sha]), {}) for sha in shas]
-        retried = await _pipeline(
+        retried = await self._exchange(
             client, loads + [(batch[i].args, batch[i].options) for i in again]
         )
         for i, result in zip(again, retried[len(loads) :], strict=True):
             results[i] = result
         return results
+
+    async def _exchange(self, client: aioredis.Redis, commands: list[Command]) -> list[Any]:
+        """Send *commands* in one write, read their replies; a command's error comes back as
+        its result. The caller bounds the whole exchange by `timeout_ms`.
+
+        On a connection of our own with no socket timeout, not through the client: redis-py's
+        `execute_command` (pool checkout with its lock and counters, retry wrapper, a task for
+        every write's `wait_for`, a timer for every read) cost ~0.4 ms of CPU per request in
+        dedup's two calls (tests/bench/request_cost.py, 2026-12-05); this costs a fraction.
+        A connection comes back only after a complete exchange: one that failed or was cut off
+        (timeout, cancellation) in the middle is closed, never reused.
+        """
+        connection = self._idle.pop() if self._idle else self._connect(client)
+        try:
+            packed = b"".join([_pack(args) for args, _ in commands])
+            await connection.send_packed_command(packed, check_health=False)
+            results: list[Any] = []
+            callbacks = client.response_callbacks
+            for args, options in commands:
+                try:
+                    reply = await connection.read_response()
+                except ResponseError as exc:  # the reply was read whole: the connection is fine
+                    results.append(exc)
+                    continue
+                callback = callbacks.get(args[0])
+                results.append(reply if callback is None else callback(reply, **options))
+        except BaseException:
+            task = asyncio.ensure_future(connection.disconnect(nowait=True))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            raise
+        self._idle.append(connection)
+        return results
+
+    @staticmethod
+    def _connect(client: aioredis.Redis) -> Connection:
+        """A new connection with the client's settings (URL, credentials, parser); no socket
+        timeout: `_send` bounds each exchange instead (connecting keeps its own timeout)."""
+        pool = client.connection_pool
+        connection: Connection = pool.connection_class(
+            **{**pool.connection_kwargs, "socket_timeout": None}
+        )
+        return connection
 
     def status(self) -> dict[str, Any]:
         """For /status: who this replica is to the others, and the breaker."""
@@ -318,7 +427,7 @@ class RedisState:
         }
 
     def _failed(self, op: str, began: float, outcome: str, error: str) -> None:
-        REDIS_CALLS.labels(op=op, outcome=outcome).inc()
+        _CALLS(op, outcome).inc()
         self.breaker.failure(began, error)
 
     def _breaker_changed(self, state: BreakerState, error: str) -> None:
@@ -350,19 +459,21 @@ class _Pending:
 Command = tuple[tuple[Any, ...], dict[str, Any]]
 
 
-async def _pipeline(client: aioredis.Redis, commands: list[Command]) -> list[Any]:
-    """Send *commands* in one round trip; a command's error comes back as its result."""
-    if len(commands) == 1:  # a redis-py Pipeline costs ~3x a plain command's CPU
-        args, options = commands[0]
-        try:
-            return [await client.execute_command(*args, **options)]  # type: ignore[no-untyped-call]
-        except ResponseError as exc:
-            return [exc]
-    pipe = client.pipeline(transaction=False)
-    for args, options in commands:
-        pipe.execute_command(*args, **options)
-    results: list[Any] = await pipe.execute(raise_on_error=False)
-    return results
+def _pack(args: tuple[Any, ...]) -> bytes:
+    """One command in RESP, encoded as redis-py's default Encoder does (str as UTF-8, numbers
+    by repr) at a fraction of its packer's cost (a generator and two calls per argument)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, bool) or not isinstance(
+            arg, bytes | bytearray | memoryview | int | float
+        ):
+            raise DataError(f"redis argument of type {type(arg).__name__}: {arg!r}"[:200])
+        elif isinstance(arg, int | float):
+            arg = repr(arg).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:

@@ -7,8 +7,10 @@
 
 Needs the dev stack (`make bench` loads .stack/env). Sections (see tests/bench/sections.py):
 throughput (ingestd into the real sinks), baselines (raw COPY, raw _bulk), receive (sinks that
-discard), latency (fixed offered rates), memory (RSS at 10k spans/s), workers (2 vs 1),
-telemetrygen and collector (peers, built once under /var/cache/ingestd/peers).
+discard), latency (fixed offered rates; `ack: committed` and `ack: accepted`, every signal),
+memory (RSS at 10k spans/s), workers (2 vs 1), parse_memory (peak RSS growth per large request,
+both codecs, in subprocesses), telemetrygen and collector (peers, built once under
+/var/cache/ingestd/peers).
 Results: a Markdown table on stdout and .bench/results-<timestamp>.{md,json}.
 """
 
@@ -138,6 +140,7 @@ RUNNERS = {
     "latency": sections.latency,
     "memory": sections.memory,
     "workers": sections.workers,
+    "parse_memory": sections.parse_memory_section,
     "telemetrygen": sections.telemetrygen,
     "collector": sections.collector,
 }
@@ -148,7 +151,11 @@ def run(opts: Options, stack: Stack, out_dir: Path) -> tuple[dict[str, Any], Pat
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = out_dir / f"run-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {"started": stamp, "machine": report.machine()}
+    meta: dict[str, Any] = {
+        "started": stamp,
+        "machine": report.machine(),
+        "codec": report.codec(),
+    }
     repetitions: list[dict[str, Any]] = []
     # One pool for every repetition: item ids keep counting up, so they never repeat.
     # The workers section drives at least WORKERS_CLIENTS connections, so SO_REUSEPORT spreads them.

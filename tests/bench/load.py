@@ -309,6 +309,11 @@ def acked_items(results: list[ClientResult], t0: float, t1: float) -> int:
     return sum(n for r in results for at, n in r.acks if t0 <= at < t1)
 
 
+def answered_requests(results: list[ClientResult], t0: float, t1: float) -> int:
+    """Requests answered (ok or failed) between wall-clock times t0 and t1."""
+    return sum(1 for r in results for due, lat, _ in r.latencies if t0 <= due + lat < t1)
+
+
 def latency_percentiles(
     results: list[ClientResult], t0: float, t1: float
 ) -> dict[str, float | int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 import yaml
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
 from ingestd import config as ingestd_config
 from ingestd.schema.elasticsearch import apply_templates
@@ -136,6 +136,16 @@ class LogStreams:
         backing = sorted(resolved["data_streams"][0]["backing_indices"])
         for index in backing[:-1]:
             self.es.indices.delete(index=index)
+
+    def drop(self, dataset: str) -> None:
+        """Delete the data stream (a run's namespace is its own); where the data stream API is
+        refused (the dev stack's Elasticsearch answers 405), empty it: one empty index stays."""
+        try:
+            self.es.indices.delete_data_stream(name=self.stream(dataset))
+        except NotFoundError:
+            return
+        except ApiError:
+            self.empty(dataset)
 
     def close(self) -> None:
         self.es.close()

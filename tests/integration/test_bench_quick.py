@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ingestd.convert import native
 from tests.bench.sections import PEER_SECTIONS, SECTIONS, SIGNALS
 from tests.integration.conftest import Stack
 
@@ -80,7 +81,8 @@ def test_measured_sections_hold_numbers(quick_report: dict[str, Any]) -> None:
 
 
 def test_each_signal_is_counted_in_its_sink(quick_report: dict[str, Any]) -> None:
-    """Per signal: stored items/s from the sink, its baseline, CPU per million, batch sizes."""
+    """Per signal: stored items/s from the sink, its baseline, CPU per million, batch sizes,
+    both acks' latency, and the parse memory of both codecs."""
     for signal in SIGNALS:
         run = quick_report["throughput"][signal]
         assert run["stored_per_s"] > 0
@@ -93,7 +95,14 @@ def test_each_signal_is_counted_in_its_sink(quick_report: dict[str, Any]) -> Non
         latency = quick_report["latency"][signal]["committed"]["50%"]
         assert latency["requests"] > 0
         assert latency["p99_ms"] >= latency["p50_ms"] > 0
-    assert quick_report["latency"]["traces"]["accepted"]["50%"]["p99_ms"] > 0
+        accepted = quick_report["latency"][signal]["accepted"]["50%"]
+        assert accepted["p99_ms"] >= accepted["p50_ms"] > 0
+        for codec in ("native", "python"):
+            case = quick_report["parse_memory"][codec][signal]
+            if codec == "native" and not native.available() and os.environ.get("CI") != "true":
+                assert "error" in case  # no Rust toolchain here: the case says why
+                continue
+            assert case["peak_growth_bytes"] >= case["message_bytes"] > 0, (codec, case)
     for table in ("traces", "metrics"):
         assert quick_report["duplicates"][table]["no_duplicates"]
 

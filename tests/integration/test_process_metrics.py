@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 
+import psutil
 import pytest
 
 from ingestd import config
+from ingestd.observe import procfs
 from ingestd.observe.process import ProcessSampler
 
 pytestmark = pytest.mark.integration
@@ -32,3 +34,32 @@ def test_connections_are_counted_by_local_and_remote_port() -> None:
     finally:
         for sock in (client, accepted, listener):
             sock.close()
+
+
+def test_established_connections_match_what_psutil_reads_from_proc_net() -> None:
+    """The sampler's own-socket reading lists the same established TCP connections (both sides
+    of a loopback pair, IPv4 and IPv6) as psutil's parse of /proc/net/tcp*; a listener is not
+    one."""
+    pairs = []
+    for host, family in (("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)):
+        listener = socket.create_server((host, 0), family=family)
+        client = socket.create_connection((host, listener.getsockname()[1]))
+        accepted, _ = listener.accept()
+        pairs.append((listener, client, accepted))
+    try:
+        mine = sorted(procfs.established_tcp())
+        theirs = sorted(
+            (c.laddr.port, c.raddr.port)
+            for c in psutil.Process().net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.raddr
+        )
+        assert mine == theirs
+        for listener, client, _ in pairs:
+            port = listener.getsockname()[1]
+            assert (port, client.getsockname()[1]) in mine  # the accepted side
+            assert (client.getsockname()[1], port) in mine  # the connecting side
+        assert all(remote != 0 for _, remote in mine)  # no listener
+    finally:
+        for trio in pairs:
+            for sock in trio:
+                sock.close()

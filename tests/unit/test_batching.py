@@ -123,6 +123,21 @@ async def test_an_idle_writer_takes_a_part_at_once() -> None:
     await finish(batcher, group, clock)
 
 
+async def test_a_part_for_an_idle_writer_is_cut_in_submit() -> None:
+    """A part that finds a writer idle is a batch when submit returns (no flush-loop wake)."""
+    clock, writer = FakeClock(), RecordingWriter()
+    batcher = make(writer, clock, flush_s=60, writers=2, flush_when_idle=True)
+    group = await started(batcher)
+    await settle()
+    first = await batcher.submit(part(2, "a"), timeout_s=1)
+    assert batcher.status()["pending_items"] == 0
+    assert batcher.status()["batches"] == 1
+    await settle()
+    assert [(b.reason, b.items) for b in writer.batches] == [("idle", 2)]
+    assert first.done.result().rejected == 0
+    await finish(batcher, group, clock)
+
+
 async def test_parts_accumulate_while_the_writers_are_busy() -> None:
     """With flush_when_idle, parts arriving during a write share the next batch."""
     clock, writer = FakeClock(), RecordingWriter()

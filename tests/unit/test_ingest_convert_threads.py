@@ -1,14 +1,20 @@
 """Large requests are converted off the event loop, by one mechanism for both codecs: the
-route's `convert_large` on a conversion thread (`Ingest._convert`)."""
+route's `convert_large` on a conversion thread (`Ingest._convert`); and what a converter is
+given of a protobuf body (`Ingest._message`)."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-from ingestd.config import IngestConfig
+import pytest
+
+from ingestd.config import IngestConfig, LimitsConfig, TenantLimitConfig
+from ingestd.errors import BadRequest
 from ingestd.ingest import CONVERT_THREADS, Ingest, Route
-from ingestd.model import Converted
+from ingestd.model import Converted, Signal
+from ingestd.state.ratelimit import RateLimiter
+from tests.samples import span_request
 
 
 class _Recording:
@@ -64,3 +70,29 @@ async def test_route_without_a_large_converter_converts_inline() -> None:
     convert = _Recording(thread_safe=False)
     await ingest._convert(_route(convert, None), b"x", 1 << 30, "")
     assert convert.calls == [(threading.get_ident(), "")]
+
+
+def _ingest(convert: Any, limits: RateLimiter | None = None) -> Ingest:
+    route = Route(convert, batcher=None)  # type: ignore[arg-type]
+    return Ingest(IngestConfig(), {Signal.TRACES: route}, limits=limits)
+
+
+def test_protobuf_body_is_not_parsed_when_only_the_native_codec_reads_it() -> None:
+    """A converter that takes bytes and no rate limits: export passes the body itself on."""
+    body = span_request(3).SerializeToString()
+    assert _ingest(_Recording(thread_safe=True))._message(Signal.TRACES, body) is body
+
+
+def test_protobuf_body_is_parsed_for_the_reference_and_for_rate_limits() -> None:
+    """The Python codec, or rate limits (they count the message), get the parsed request;
+    a body that is not a request is BadRequest either way."""
+    body = span_request(3).SerializeToString()
+    reference = _Recording(thread_safe=False)
+    reference.takes_bytes = False  # type: ignore[misc]
+    parsed = _ingest(reference)._message(Signal.TRACES, body)
+    assert len(parsed.resource_spans[0].scope_spans[0].spans) == 3
+    limited = RateLimiter(LimitsConfig(default=TenantLimitConfig(items_per_s=1e9)), None)
+    native = _ingest(_Recording(thread_safe=True), limits=limited)
+    assert native._message(Signal.TRACES, body) == parsed
+    with pytest.raises(BadRequest):
+        native._message(Signal.TRACES, b"\xff\xff")

@@ -10,7 +10,7 @@ import pytest
 from ingestd.batching import Batcher
 from ingestd.config import BatchConfig, BufferConfig, MemoryConfig, RetryConfig
 from ingestd.errors import MemoryPressure, Overloaded
-from ingestd.memory import MemoryBudget, MemoryGuard, rss_limit_bytes
+from ingestd.memory import IDLE_INTERVAL_S, MemoryBudget, MemoryGuard, rss_limit_bytes
 from ingestd.model import Part
 from tests.fakes import FakeClock, FakeRss, RecordingWriter
 
@@ -165,3 +165,32 @@ def test_idle_after_a_load_hands_freed_memory_back_once() -> None:
     assert guard.rss == 104 * MiB
     guard.sample()
     assert trims == [0]  # no growth since the trim
+
+
+def test_the_sampling_task_slows_down_only_while_quiet() -> None:
+    """Nothing admitted, buffered or shed since the last reading: the task reads every
+    IDLE_INTERVAL_S; a request, held bytes or shedding bring back check_interval_ms, and a
+    request arriving after a quiet spell reads RSS itself."""
+    rss, clock = FakeRss(100 * MiB), FakeClock()
+    config = MemoryConfig(max_rss_mib=200, check_interval_ms=200)
+    guard = MemoryGuard(config, read_rss=rss, clock=clock)
+    assert guard.next_sample_in_s() == 0.2  # before any reading
+    guard.sample()
+    assert guard.next_sample_in_s() == IDLE_INTERVAL_S
+    clock.t += 1.0  # the task is asleep; a request arrives with a reading 1 s old
+    rss.value = 300 * MiB
+    assert isinstance(guard.refusal(), MemoryPressure)  # it read RSS itself
+    assert guard.next_sample_in_s() == 0.2  # shedding
+    rss.value = 100 * MiB
+    clock.t += 1.5
+    guard.sample()
+    assert guard.status()["shedding"] == []
+    assert guard.refusal() is None  # admitted since the reading
+    guard.sample()
+    assert guard.next_sample_in_s() == 0.2
+    guard.budget.hold(10)
+    guard.sample()
+    assert guard.next_sample_in_s() == 0.2  # bytes held
+    guard.budget.release(10)
+    guard.sample()
+    assert guard.next_sample_in_s() == IDLE_INTERVAL_S
