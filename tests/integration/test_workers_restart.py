@@ -95,6 +95,20 @@ async def _serve_then_kill9(proc: IngestdProcess) -> tuple[int, int]:
     return ports
 
 
+async def _serves(config: Any, workdir: Path, ports: tuple[int, int]) -> bool:
+    """Start an ingestd on *ports*, export to it for a second, stop it cleanly: whether any
+    export was answered OK (and it exited 0)."""
+    proc = _start(config, workdir)
+    try:
+        await asyncio.to_thread(proc.wait_ready)
+        ex = Exporter(f"127.0.0.1:{ports[0]}")
+        await export_for(ex, 1.0)
+        assert await asyncio.to_thread(proc.terminate) == 0
+    finally:
+        proc.kill()
+    return any(a.ok for a in ex.answers)
+
+
 async def test_a_kill9_supervisors_workers_exit_and_free_the_ports(
     stack: Stack, timescale_db: str, tmp_path: Path
 ) -> None:
@@ -124,15 +138,7 @@ async def test_a_kill9_supervisors_workers_exit_and_free_the_ports(
         assert (index, "supervisor_gone", "drain") in said
         assert (index, "stopped", None) in said
 
-    second = _start(_config(stack, timescale_db, 2, ports), tmp_path / "second")
-    try:
-        await asyncio.to_thread(second.wait_ready)
-        ex = Exporter(f"127.0.0.1:{ports[0]}")
-        await export_for(ex, 1.0)
-        assert await asyncio.to_thread(second.terminate) == 0
-    finally:
-        second.kill()
-    assert any(a.ok for a in ex.answers)
+    assert await _serves(_config(stack, timescale_db, 2, ports), tmp_path / "second", ports)
 
 
 async def test_workers_start_on_the_ports_of_a_killed_single_process(
@@ -148,12 +154,4 @@ async def test_workers_start_on_the_ports_of_a_killed_single_process(
     # The precondition of the old EADDRINUSE: the killed server's side of its connections.
     assert _sockets(ports[1], TIME_WAIT) > 0
 
-    workers = _start(_config(stack, timescale_db, 2, ports), tmp_path / "workers")
-    try:
-        await asyncio.to_thread(workers.wait_ready)
-        ex = Exporter(f"127.0.0.1:{ports[0]}")
-        await export_for(ex, 1.0)
-        assert await asyncio.to_thread(workers.terminate) == 0
-    finally:
-        workers.kill()
-    assert any(a.ok for a in ex.answers)
+    assert await _serves(_config(stack, timescale_db, 2, ports), tmp_path / "workers", ports)
