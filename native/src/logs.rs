@@ -650,7 +650,9 @@ pub fn convert(
     // Parse (and so check) everything first: upb refuses a request as a whole.
     struct ScopeLogs<'a> {
         scope: Vec<&'a [u8]>,
-        records: Vec<Record<'a>>,
+        // Each record's bytes, checked: read again when it is encoded, so that a request's
+        // record views never exist all at once.
+        records: Vec<&'a [u8]>,
         schema_url: &'a str,
     }
     struct ResourceLogs<'a> {
@@ -680,7 +682,10 @@ pub fn convert(
                     each_field(&[g.bytes], |h| {
                         match (h.number, h.wire) {
                             (1, LEN) => sl.scope.push(h.bytes),
-                            (2, LEN) => sl.records.push(record(h.bytes)?),
+                            (2, LEN) => {
+                                record(h.bytes)?;
+                                sl.records.push(h.bytes);
+                            }
                             (3, LEN) => sl.schema_url = h.text()?,
                             _ => {}
                         }
@@ -709,9 +714,9 @@ pub fn convert(
                 admit: &mut *admit,
                 known: common::fast_map(),
             };
-            for r in &sl.records {
+            for &raw in &sl.records {
                 encode(
-                    r,
+                    &record(raw)?,
                     &scope,
                     &mut routes,
                     (ctx.now_unix_nano, latest),
