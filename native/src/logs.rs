@@ -13,6 +13,7 @@ use crate::common::{
     self, canon_key_value, canon_resource, canon_scope, each_field, enter_message, hex, int32_of,
     key_value_as, Context, Example, FastMap, Flavor, Rejects, INT64_MAX,
 };
+use crate::copy::Segments;
 use crate::identity;
 use crate::json::{self, Nul, Object, Value};
 use crate::wire::{self, Result, FIXED32, FIXED64, LEN, VARINT};
@@ -30,7 +31,7 @@ const RECORD_DEPTH: u32 = 4;
 /// One request's bulk items, and what was refused.
 #[derive(Debug, Default)]
 pub struct Bulk {
-    pub data: Vec<u8>,
+    pub buf: Segments,
     pub offsets: Vec<u64>,
     pub rejects: Rejects,
 }
@@ -790,9 +791,8 @@ fn encode(
         }
     }
     let (dataset, namespace) = routes.admitted(dataset, namespace);
-    let start = out.data.len();
-    out.offsets.push(start as u64);
-    let data = &mut out.data;
+    out.offsets.push(out.buf.begin_item());
+    let data = &mut out.buf.data;
     data.extend_from_slice(b"{\"create\":{\"_index\":\"logs-");
     data.extend_from_slice(dataset.as_bytes());
     data.push(b'-');
@@ -925,7 +925,7 @@ mod tests {
     }
 
     fn indexes(bulk: &Bulk) -> Vec<String> {
-        let text = String::from_utf8(bulk.data.clone()).unwrap();
+        let text = String::from_utf8(bulk.buf.to_vec()).unwrap();
         text.lines()
             .step_by(2)
             .map(|line| line.split('"').nth(5).unwrap().to_owned())

@@ -5,7 +5,6 @@ use crate::common::{
     self, add_resource, add_scope, clean_text, each_field, hex, int32_of, int4_bits, key_value,
     time_problem, Attributes, Context, Example, INT64_MAX, PG_EPOCH_US,
 };
-use crate::copy::CopyRows;
 use crate::json::{Object, Value};
 use crate::wire::{DecodeError, Field, Result, FIXED64, LEN, VARINT};
 use crate::Converted;
@@ -425,11 +424,7 @@ struct Shared<'s> {
 /// One ExportMetricsServiceRequest -> COPY rows for `metrics`, rejects and dimension rows.
 pub fn convert(body: &[u8], ctx: &Context) -> Result<Converted> {
     let parsed = request(body)?;
-    // COPY rows run ~2.1x the request (SDK-shaped points, docs/native.md#parse-memory).
-    let mut out = Converted {
-        copy: CopyRows::reserved(body.len(), 3),
-        ..Converted::default()
-    };
+    let mut out = Converted::default();
     let mut attributes = Attributes::default();
     let mut nul = 0;
     let mut scratch = Vec::new();
@@ -566,7 +561,7 @@ fn counts(values: &[u64], what: &str) -> std::result::Result<(), Refusal> {
 /// PostgreSQL's binary one-dimensional array without NULLs, as a bytea field.
 fn array(copy: &mut crate::copy::CopyRows, oid: u32, values: impl ExactSizeIterator<Item = u64>) {
     let at = copy.begin_field();
-    let data = &mut copy.data;
+    let data = &mut copy.buf.data;
     let n = values.len();
     if n == 0 {
         data.extend_from_slice(&0i32.to_be_bytes());

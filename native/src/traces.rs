@@ -5,7 +5,6 @@ use crate::common::{
     self, add_resource, add_scope, clean_text, each_field, hex, int32_of, int4_bits, int4_count,
     time_problem, Attributes, Context, Example, INT64_MAX, PG_EPOCH_US,
 };
-use crate::copy::CopyRows;
 use crate::json::{Object, Value};
 use crate::wire::{Result, FIXED32, FIXED64, LEN, VARINT};
 use crate::Converted;
@@ -185,11 +184,7 @@ fn request(body: &[u8]) -> Result<Vec<ResourceSpans<'_>>> {
 /// Err only when the bytes are not a valid request (the whole request is refused).
 pub fn convert(body: &[u8], ctx: &Context) -> Result<Converted> {
     let parsed = request(body)?;
-    // COPY rows run ~1.4x the request (SDK-shaped spans, docs/native.md#parse-memory).
-    let mut out = Converted {
-        copy: CopyRows::reserved(body.len(), 2),
-        ..Converted::default()
-    };
+    let mut out = Converted::default();
     let mut attributes = Attributes::default();
     let mut nul = 0;
     let max_time = ctx.max_time_unix_nano.min(INT64_MAX);
