@@ -5,7 +5,8 @@ token when auth is on (401 with `WWW-Authenticate`, before anything else), metho
 Content-Type (415: application/x-protobuf or application/json), the body read under
 `max_request_body_bytes` (413), Content-Encoding (gzip, deflate, zstd; others 400) inflated
 in bounded steps under `max_decompressed_bytes` (413: a small bomb is refused after inflating
-at most the limit), decode (400), then `Ingest.export`. Outcomes map through the one status
+at most the limit), decode (400: JSON here, protobuf in `Ingest` and only when something reads
+the message, as for gRPC), then `Ingest.export`. Outcomes map through the one status
 table (receiver/status.py); errors are a google.rpc.Status and every answer uses the request's
 encoding.
 
@@ -54,7 +55,7 @@ from ingestd.observe.children import Children
 from ingestd.observe.metrics import RECEIVER_REFUSED_REQUESTS, RECEIVER_REQUESTS
 from ingestd.receiver.base import ReceiverBase
 from ingestd.receiver.cors import Cors
-from ingestd.receiver.decode import parse_protobuf, request_key, response
+from ingestd.receiver.decode import request_key, response
 from ingestd.receiver.otlp_json import parse_json
 from ingestd.receiver.status import retry_after_header, rpc_status, status_for
 from ingestd.signals import BY_HTTP_PATH
@@ -236,9 +237,10 @@ class OtlpHttpReceiver(ReceiverBase[HttpReceiverConfig]):
                 # JSON costs more per message than protobuf; its caps are checked once parsed.
                 shape = Shape(items=len(body) // _JSON_BYTES_PER_MESSAGE)
             with self._ingest.decoding(len(body), extra=MESSAGE_BYTES * shape.messages):
-                if proto is not None:
-                    message = parse_protobuf(signal, proto)
-                else:
+                # Protobuf is parsed by Ingest only if something reads the message (as for
+                # gRPC: not when the native codec alone reads the bytes).
+                message = None
+                if proto is None:
                     message = parse_json(signal, body)
                     check_shape(shape_of(signal, message), self._ingest.request_limits)
                 result = await self._ingest.export(

@@ -13,6 +13,7 @@ use crate::common::{
     self, canon_key_value, canon_resource, canon_scope, each_field, enter_message, hex, int32_of,
     key_value_as, Context, Example, FastMap, Flavor, Rejects, INT64_MAX,
 };
+use crate::copy::Segments;
 use crate::identity;
 use crate::json::{self, Nul, Object, Value};
 use crate::wire::{self, Result, FIXED32, FIXED64, LEN, VARINT};
@@ -30,7 +31,7 @@ const RECORD_DEPTH: u32 = 4;
 /// One request's bulk items, and what was refused.
 #[derive(Debug, Default)]
 pub struct Bulk {
-    pub data: Vec<u8>,
+    pub buf: Segments,
     pub offsets: Vec<u64>,
     pub rejects: Rejects,
 }
@@ -650,7 +651,9 @@ pub fn convert(
     // Parse (and so check) everything first: upb refuses a request as a whole.
     struct ScopeLogs<'a> {
         scope: Vec<&'a [u8]>,
-        records: Vec<Record<'a>>,
+        // Each record's bytes, checked: read again when it is encoded, so that a request's
+        // record views never exist all at once.
+        records: Vec<&'a [u8]>,
         schema_url: &'a str,
     }
     struct ResourceLogs<'a> {
@@ -680,7 +683,10 @@ pub fn convert(
                     each_field(&[g.bytes], |h| {
                         match (h.number, h.wire) {
                             (1, LEN) => sl.scope.push(h.bytes),
-                            (2, LEN) => sl.records.push(record(h.bytes)?),
+                            (2, LEN) => {
+                                record(h.bytes)?;
+                                sl.records.push(h.bytes);
+                            }
                             (3, LEN) => sl.schema_url = h.text()?,
                             _ => {}
                         }
@@ -709,9 +715,9 @@ pub fn convert(
                 admit: &mut *admit,
                 known: common::fast_map(),
             };
-            for r in &sl.records {
+            for &raw in &sl.records {
                 encode(
-                    r,
+                    &record(raw)?,
                     &scope,
                     &mut routes,
                     (ctx.now_unix_nano, latest),
@@ -785,9 +791,8 @@ fn encode(
         }
     }
     let (dataset, namespace) = routes.admitted(dataset, namespace);
-    let start = out.data.len();
-    out.offsets.push(start as u64);
-    let data = &mut out.data;
+    out.offsets.push(out.buf.begin_item());
+    let data = &mut out.buf.data;
     data.extend_from_slice(b"{\"create\":{\"_index\":\"logs-");
     data.extend_from_slice(dataset.as_bytes());
     data.push(b'-');
@@ -920,7 +925,7 @@ mod tests {
     }
 
     fn indexes(bulk: &Bulk) -> Vec<String> {
-        let text = String::from_utf8(bulk.data.clone()).unwrap();
+        let text = String::from_utf8(bulk.buf.to_vec()).unwrap();
         text.lines()
             .step_by(2)
             .map(|line| line.split('"').nth(5).unwrap().to_owned())

@@ -352,7 +352,9 @@ fn metric(bytes: &[u8]) -> Result<Metric<'_>> {
 
 struct ScopeMetrics<'a> {
     scope: Vec<&'a [u8]>,
-    metrics: Vec<Metric<'a>>,
+    /// Each metric's bytes, checked: read again into a `Metric` when its rows are written, so
+    /// that a request's point views never exist all at once.
+    metrics: Vec<&'a [u8]>,
     schema_url: &'a str,
 }
 
@@ -385,7 +387,10 @@ fn request(body: &[u8]) -> Result<Vec<ResourceMetrics<'_>>> {
                     each_field(&[g.bytes], |h| {
                         match (h.number, h.wire) {
                             (1, LEN) => sm.scope.push(h.bytes),
-                            (2, LEN) => sm.metrics.push(metric(h.bytes)?),
+                            (2, LEN) => {
+                                metric(h.bytes)?;
+                                sm.metrics.push(h.bytes);
+                            }
                             (3, LEN) => sm.schema_url = h.text()?,
                             _ => {}
                         }
@@ -436,7 +441,8 @@ pub fn convert(body: &[u8], ctx: &Context) -> Result<Converted> {
             let (scope_id, n) =
                 add_scope(&mut out.dimensions, &sm.scope, sm.schema_url, SCOPE_DEPTH)?;
             nul += n;
-            for m in &sm.metrics {
+            for &raw in &sm.metrics {
+                let m = &metric(raw)?;
                 let (name, n1) = clean_text(m.name);
                 let Some(data) = &m.data else {
                     out.rejects.reject("no_data", || {
@@ -555,7 +561,7 @@ fn counts(values: &[u64], what: &str) -> std::result::Result<(), Refusal> {
 /// PostgreSQL's binary one-dimensional array without NULLs, as a bytea field.
 fn array(copy: &mut crate::copy::CopyRows, oid: u32, values: impl ExactSizeIterator<Item = u64>) {
     let at = copy.begin_field();
-    let data = &mut copy.data;
+    let data = &mut copy.buf.data;
     let n = values.len();
     if n == 0 {
         data.extend_from_slice(&0i32.to_be_bytes());

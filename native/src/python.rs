@@ -32,9 +32,27 @@ fn context(
     }
 }
 
+/// One `bytes` of a payload's *segments*, never holding the payload twice over: each segment
+/// is copied into an `io.BytesIO` (which grows in place; `getvalue` hands over its buffer
+/// without a copy) and freed before the next. A payload of one segment (every SDK-sized
+/// request) is copied once, directly. PyO3 has no safe way to fill a `bytes` of unknown size
+/// under the abi3 build: `PyBytes::new_with` zero-fills it all first.
+fn joined<'py>(py: Python<'py>, segments: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyBytes>> {
+    if segments.len() <= 1 {
+        let only = segments.first().map_or(&[][..], Vec::as_slice);
+        return Ok(PyBytes::new(py, only));
+    }
+    let buffer = py.import("io")?.getattr("BytesIO")?.call0()?;
+    let write = buffer.getattr("write")?;
+    for segment in segments {
+        write.call1((PyBytes::new(py, &segment),))?;
+    }
+    Ok(buffer.call_method0("getvalue")?.cast_into::<PyBytes>()?)
+}
+
 /// (copy, offsets, items, rejected, reasons, example, nul_replaced, resources, scopes,
 /// applications, descriptions): see `ingestd/convert/native.py`.
-fn to_python<'py>(py: Python<'py>, out: &Converted) -> PyResult<Bound<'py, PyTuple>> {
+fn to_python(py: Python<'_>, mut out: Converted) -> PyResult<Bound<'_, PyTuple>> {
     let offsets: Vec<u8> = out
         .copy
         .offsets
@@ -70,8 +88,9 @@ fn to_python<'py>(py: Python<'py>, out: &Converted) -> PyResult<Bound<'py, PyTup
     for (key, value) in &dims.descriptions {
         descriptions.set_item(key.clone(), value.clone())?;
     }
+    let data = joined(py, std::mem::take(&mut out.copy.buf).into_segments())?;
     (
-        PyBytes::new(py, &out.copy.data),
+        data,
         PyBytes::new(py, &offsets),
         out.items,
         out.rejects.rejected,
@@ -101,7 +120,7 @@ fn run<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let out =
         detached(py, || convert(body, ctx))?.map_err(|e| DecodeError::new_err(e.to_string()))?;
-    to_python(py, &out)
+    to_python(py, out)
 }
 
 /// ExportMetricsServiceRequest bytes -> the `metrics` rows (see `to_python`); DecodeError.
@@ -207,6 +226,7 @@ fn convert_logs<'py>(
         }
     }
     let offsets: Vec<u8> = out.offsets.iter().flat_map(|o| o.to_ne_bytes()).collect();
+    let data = joined(py, out.buf.into_segments())?;
     let reasons = PyDict::new(py);
     for (reason, count) in &out.rejects.reasons {
         reasons.set_item(*reason, *count)?;
@@ -217,7 +237,7 @@ fn convert_logs<'py>(
         .as_ref()
         .map(|e| (e.prefix, e.name.as_deref(), e.suffix.as_str()));
     (
-        PyBytes::new(py, &out.data),
+        data,
         PyBytes::new(py, &offsets),
         out.offsets.len(),
         out.rejects.rejected,

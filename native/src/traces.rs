@@ -123,7 +123,9 @@ fn span(bytes: &[u8]) -> Result<SpanView<'_>> {
 
 struct ScopeSpans<'a> {
     scope: Vec<&'a [u8]>,
-    spans: Vec<SpanView<'a>>,
+    /// Each span's bytes, checked: read again into a `SpanView` when its row is written, so
+    /// that a request's views (~450 bytes a span) never exist all at once.
+    spans: Vec<&'a [u8]>,
     schema_url: &'a str,
 }
 
@@ -156,7 +158,10 @@ fn request(body: &[u8]) -> Result<Vec<ResourceSpans<'_>>> {
                     each_field(&[g.bytes], |h| {
                         match (h.number, h.wire) {
                             (1, LEN) => ss.scope.push(h.bytes),
-                            (2, LEN) => ss.spans.push(span(h.bytes)?),
+                            (2, LEN) => {
+                                span(h.bytes)?;
+                                ss.spans.push(h.bytes);
+                            }
                             (3, LEN) => ss.schema_url = h.text()?,
                             _ => {}
                         }
@@ -202,8 +207,16 @@ pub fn convert(body: &[u8], ctx: &Context) -> Result<Converted> {
                 resource.resource_id,
                 scope_id,
             );
-            for span in &ss.spans {
-                nul += row(span, &mut out, &mut attributes, &mut scratch, ids, max_time);
+            for &raw in &ss.spans {
+                let span = span(raw)?;
+                nul += row(
+                    &span,
+                    &mut out,
+                    &mut attributes,
+                    &mut scratch,
+                    ids,
+                    max_time,
+                );
             }
         }
     }

@@ -75,6 +75,8 @@ CPU_VS_COLLECTOR_GOAL = 0.5
 SPANS_PER_CORE_2026_11_26 = 49_700
 SPANS_PER_CORE_GOAL = 4.0
 ACCEPTED_P99_MS = 20
+# Issue 16: parse memory per request <= 2x its decompressed size, held against the transient
+# growth (the payload the batcher keeps is not parse memory; the total is reported beside it).
 PARSE_MEMORY_GOAL = 2.0
 
 
@@ -199,7 +201,8 @@ def _memory_targets(results: dict[str, Any]) -> list[Target]:
 
 
 def _parse_memory_targets(results: dict[str, Any]) -> list[Target]:
-    """Per codec and signal: peak RSS growth over parse + conversion / decompressed size."""
+    """Per codec and signal: the transient peak RSS growth over decode + conversion (the total
+    minus the payload the batcher keeps) / decompressed size; the total is in the detail."""
     section = results.get("parse_memory")
     cases = section if isinstance(section, dict) and "error" not in section else {}
     out = []
@@ -210,17 +213,19 @@ def _parse_memory_targets(results: dict[str, Any]) -> list[Target]:
             if isinstance(case, dict) and "error" in case:
                 detail = f"failed: {case['error']}"
             elif isinstance(case, dict):
-                value = case["per_request_byte"]
+                value = case["transient_per_request_byte"]
                 detail = (
                     f"{_mib(case['request_bytes'])} MiB request: peak +"
-                    f"{_mib(case['peak_growth_bytes'])} MiB (parsed message "
+                    f"{_mib(case['peak_growth_bytes'])} MiB in total "
+                    f"({case['per_request_byte']:.2f}x), of which the payload kept "
+                    f"{_mib(case['payload_bytes'])}; decoded message "
                     f"{_mib(case['message_bytes'])}, conversion +"
-                    f"{_mib(case['convert_peak_bytes'])} above it, payload "
-                    f"{_mib(case['payload_bytes'])})"
+                    f"{_mib(case['convert_peak_bytes'])} above it"
                 )
             out.append(
                 Target(
-                    f"{signal}: parse memory per request / decompressed size, {codec} codec",
+                    f"{signal}: parse memory per request (transient: peak growth minus the "
+                    f"payload kept) / decompressed size, {codec} codec",
                     value,
                     PARSE_MEMORY_GOAL,
                     False,
@@ -600,9 +605,9 @@ def _parse_memory(r: dict[str, Any]) -> list[str]:
         r,
         "parse_memory",
         "Parse memory per request (peak RSS growth, one request, fresh process per case)",
-        "codec", "signal", "request MiB", "items", "peak growth MiB", "/ request",
-        "parsed message MiB", "conversion peak MiB", "unparsed: peak MiB (/ request)",
-        "payload MiB (/ request)", "converter",
+        "codec", "signal", "request MiB", "items", "total peak MiB (/ request)",
+        "transient peak MiB (/ request)", "payload kept MiB (/ request)", "body parsed",
+        "decoded message MiB", "conversion peak MiB", "converter",
     )  # fmt: skip
     if section is None:
         return lines
@@ -611,23 +616,24 @@ def _parse_memory(r: dict[str, Any]) -> list[str]:
             if "error" in c:
                 lines.append(f"| {codec_name} | {signal} | failed: {c['error']} |" + " |" * 9)
                 continue
-            alone = c.get("convert_only_peak_bytes")
-            unparsed = "-" if alone is None else f"{_mib(alone)} ({alone / c['request_bytes']:.2f})"
+            request = c["request_bytes"]
+            parsed = "no" if c.get("message_is_body") else "yes"
             lines.append(
-                f"| {codec_name} | {signal} | {_mib(c['request_bytes'])} | {_n(c['items'])} | "
-                f"{_mib(c['peak_growth_bytes'])} | {c['per_request_byte']:.2f} | "
-                f"{_mib(c['message_bytes'])} | {_mib(c['convert_peak_bytes'])} | {unparsed} | "
-                f"{_mib(c['payload_bytes'])} ({c['payload_bytes'] / c['request_bytes']:.2f}) | "
+                f"| {codec_name} | {signal} | {_mib(request)} | {_n(c['items'])} | "
+                f"{_mib(c['peak_growth_bytes'])} ({c['per_request_byte']:.2f}) | "
+                f"{_mib(c['transient_bytes'])} ({c['transient_per_request_byte']:.2f}) | "
+                f"{_mib(c['payload_bytes'])} ({c['payload_bytes'] / request:.2f}) | {parsed} | "
+                f"{_mib(c['message_bytes'])} | {_mib(c['convert_peak_bytes'])} | "
                 f"{c['converter']} |"
             )
     lines += [
         "",
-        "Peak growth: VmHWM after /proc/self/clear_refs over the RSS before, while the request "
-        "is walked, parsed (`parse_protobuf`, both codecs) and converted by the daemon's "
-        "large-request converter on a thread; the payload is what the batcher then holds. "
-        "Unparsed: the native conversion alone, as if the receiver did not parse the request "
-        "for a codec that reads its bytes (it does today, for rate limits and the logs "
-        "fallback).",
+        "Total: VmHWM after /proc/self/clear_refs over the RSS before, while the request is "
+        "walked (`Ingest.structure`), decoded (`Ingest._message`: the upb parse, skipped when "
+        "only the native codec reads the body) and converted (`Ingest._convert`, on a "
+        "conversion thread), the payload included. The payload outlives the request (the "
+        "batcher holds it, bounded by `buffer.max_bytes`); transient = total minus the payload "
+        "kept, the figure the issue's <= 2x goal is held against.",
     ]
     return lines
 

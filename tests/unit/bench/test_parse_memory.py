@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from ingestd.convert import native
-from ingestd.convert.limits import DEFAULT_LIMITS
 from tests.bench import parse_memory
 from tests.bench.payloads import ITEMS_PER_REQUEST
 
@@ -53,15 +52,40 @@ def test_work_that_allocates_little_shows_little_growth() -> None:
     assert growth.peak_growth < 4 * MiB
 
 
-def test_the_request_is_many_templates_merged_into_one() -> None:
+def _native_or_skip() -> None:
+    if native.available():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"ingestd_native is not installed ({native.IMPORT_ERROR})")
+    pytest.skip(f"ingestd_native is not installed ({native.IMPORT_ERROR}); run `make venv`")
+
+
+def test_the_request_is_many_templates_merged_into_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """The large request reaches its size with whole templates, each item with its own id."""
+    monkeypatch.setenv(native.CODEC_ENV, "python")
     body, warmup = parse_memory.build_request("traces", 2 * MiB)
     assert len(body) >= 2 * MiB
-    message = parse_memory.parse_step("traces", body, DEFAULT_LIMITS)
+    ingest, _ = parse_memory.pipeline("traces", "python")
+    message = parse_memory.parse_step(ingest, "traces", body)
     spans = [s for rs in message.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert len(spans) % ITEMS_PER_REQUEST == 0
     assert len({s.span_id for s in spans}) == len(spans)
     assert 0 < len(warmup) < len(body)
+
+
+@pytest.mark.parametrize("codec", ["python", "native"])
+def test_the_pipeline_decodes_as_the_receivers_do(
+    codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The case's Ingest is the daemon's: the native codec gets the body unparsed (every
+    signal, logs included under the default config), the Python reference a parsed message."""
+    if codec == "native":
+        _native_or_skip()
+    monkeypatch.setenv(native.CODEC_ENV, codec)
+    for signal in parse_memory.SIGNALS:
+        ingest, route = parse_memory.pipeline(signal, codec)
+        assert parse_memory.message_is_body(ingest, signal) is (codec == "native")
+        assert route.convert_large is not None
 
 
 @linux_only
@@ -69,23 +93,29 @@ def test_the_request_is_many_templates_merged_into_one() -> None:
 def test_a_case_reports_its_request_payload_and_growth(
     codec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One case in process: every item converted, and a peak at least as big as the message."""
-    if codec == "native" and not native.available():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"ingestd_native is not installed ({native.IMPORT_ERROR})")
-        pytest.skip(f"ingestd_native is not installed ({native.IMPORT_ERROR}); run `make venv`")
+    """One case in process: every item converted; the total peak holds the payload, and the
+    transient figure is the total minus the payload kept."""
+    if codec == "native":
+        _native_or_skip()
     monkeypatch.setenv(native.CODEC_ENV, codec)
     case = parse_memory.run_case("metrics", codec, 1 * MiB)
     assert case["codec"] == codec
     assert case["items"] % ITEMS_PER_REQUEST == 0
     assert case["rejected"] == 0
-    assert case["peak_growth_bytes"] >= case["message_bytes"] > 0
+    assert case["message_is_body"] is (codec == "native")
+    assert case["peak_growth_bytes"] >= case["payload_bytes"] - SLACK
+    assert case["transient_bytes"] == max(0, case["peak_growth_bytes"] - case["payload_bytes"])
     assert case["per_request_byte"] == case["peak_growth_bytes"] / case["request_bytes"]
+    assert case["transient_per_request_byte"] == case["transient_bytes"] / case["request_bytes"]
+    if codec == "python":
+        assert case["peak_growth_bytes"] >= case["message_bytes"] > 0
+    else:
+        assert case["parse_peak_bytes"] < 1 * MiB
 
 
 @linux_only
-def test_the_unparsed_case_measures_the_conversion_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without the parse, nothing is counted for a message; the Python reference refuses it."""
+def test_the_unparsed_case_needs_a_converter_of_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-parse: the Python reference refuses it; the native conversion runs on the bytes."""
     monkeypatch.setenv(native.CODEC_ENV, "python")
     with pytest.raises(ValueError, match="needs the parsed message"):
         parse_memory.run_case("metrics", "python", 1 * MiB, parse=False)

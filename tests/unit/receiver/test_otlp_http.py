@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import time
 import tracemalloc
@@ -37,7 +38,8 @@ from ingestd.convert.logs import LogsConverter
 from ingestd.errors import PayloadTooLarge
 from ingestd.ingest import Ingest, Route
 from ingestd.memory import MemoryGuard
-from ingestd.model import Signal
+from ingestd.model import Converted, Converter, Signal
+from ingestd.receiver import decode
 from ingestd.receiver.otlp_http import OtlpHttpReceiver, inflater
 from tests.fakes import RecordingWriter
 from tests.harness import free_port
@@ -69,6 +71,7 @@ async def serve(
     max_items: int = 10_000,
     receiver: dict[str, Any] | None = None,
     memory: MemoryGuard | None = None,
+    convert: Converter | None = None,
 ) -> AsyncIterator[Served]:
     writer = RecordingWriter()
     batcher = Batcher(
@@ -82,7 +85,7 @@ async def serve(
     )
     ingest = Ingest(
         IngestConfig(ack=ack, enqueue_timeout_s=0),
-        {Signal.LOGS: Route(LogsConverter(), batcher)},
+        {Signal.LOGS: Route(convert or LogsConverter(), batcher)},
         memory=memory,
     )
     config = HttpReceiverConfig(
@@ -137,6 +140,45 @@ async def test_protobuf_request_is_stored_and_answered_in_protobuf(served: Serve
     answer = logs_service_pb2.ExportLogsServiceResponse.FromString(await resp.read())
     assert not answer.HasField("partial_success")
     assert len(served.items) == 2
+
+
+class _BytesReader:
+    """A converter that reads protobuf bytes, as the native codec does; keeps what it got."""
+
+    takes_bytes = True
+
+    def __init__(self) -> None:
+        self.reference = LogsConverter()
+        self.given: list[object] = []
+
+    def __call__(self, request: Any, application_id: str = "") -> Converted:
+        self.given.append(request)
+        if isinstance(request, bytes):
+            request = logs_service_pb2.ExportLogsServiceRequest.FromString(request)
+        return self.reference(request, application_id)
+
+
+async def test_protobuf_body_reaches_a_bytes_converter_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """For a converter that takes bytes (and no rate limits), the body is never parsed: the
+    converter gets the request's bytes themselves, as over gRPC."""
+    parsed: list[object] = []
+    spec = decode.SIGNALS[Signal.LOGS]
+
+    def counted() -> Any:
+        parsed.append(None)
+        return spec.decode_type()
+
+    monkeypatch.setitem(decode.SIGNALS, Signal.LOGS, dataclasses.replace(spec, decode_type=counted))
+    reader = _BytesReader()
+    body = logs_body("a", "b")
+    async for served in serve(convert=reader):
+        resp = await served.post("/v1/logs", body, PROTOBUF)
+        assert resp.status == 200
+        assert reader.given == [body]
+        assert len(served.items) == 2
+    assert parsed == []
 
 
 async def test_json_example_is_stored_and_answered_in_json(served: Served) -> None:
