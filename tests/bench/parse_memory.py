@@ -48,6 +48,7 @@ from ingestd.config import Config
 from ingestd.convert import native
 from ingestd.convert.logs import route_policy
 from ingestd.ingest import Ingest, Route
+from ingestd.memory import pin_mmap_threshold
 from ingestd.model import Converted, Signal
 from ingestd.signals import SIGNALS as SPECS
 from tests.bench.payloads import build
@@ -175,6 +176,7 @@ def pipeline(signal: str, codec: str) -> tuple[Ingest, Route]:
     if resolved != codec:
         raise RuntimeError(f"codec {codec} requested, {resolved} resolved ({why})")
     kind = Signal(signal)
+    pin_mmap_threshold()  # as the daemon's MemoryGuard does when it is built
     policy = route_policy(config.sinks.elasticsearch.routing)
     convert, large = native.converters(SPECS[kind], config, policy)
     sinks = config.sinks

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -194,3 +197,35 @@ def test_the_sampling_task_slows_down_only_while_quiet() -> None:
     guard.budget.release(10)
     guard.sample()
     assert guard.next_sample_in_s() == IDLE_INTERVAL_S
+
+
+_FREED_BLOCK = textwrap.dedent("""
+    import sys
+    from ingestd.memory import pin_mmap_threshold
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    if sys.argv[1] == "pin":
+        assert pin_mmap_threshold()
+    big = bytearray(16 << 20)
+    del big  # left to itself, glibc raises its mmap threshold to 16 MiB here
+    before = rss()
+    block = bytearray(8 << 20)  # zero-filled: every page touched
+    del block
+    print(rss() - before)
+""")
+
+
+@pytest.mark.parametrize(("mode", "resident"), [("pin", False), ("dynamic", True)])
+def test_a_freed_large_block_leaves_the_process_only_with_the_threshold_pinned(
+    mode: str, resident: bool
+) -> None:
+    """After a 16 MiB block is freed, an 8 MiB block freed later stays resident under glibc's
+    dynamic threshold and is given back with `pin_mmap_threshold` (fresh process each)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FREED_BLOCK, mode], capture_output=True, text=True, check=True
+    )
+    left = int(out.stdout)
+    assert (left > 4 << 20) is resident, f"{left} bytes left resident ({mode})"
