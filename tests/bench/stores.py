@@ -149,3 +149,28 @@ class LogStreams:
 
     def close(self) -> None:
         self.es.close()
+
+
+def server_cpu(admin_dsn: str, dsn: str) -> dict[int, float]:
+    """CPU-seconds so far of each PostgreSQL server process connected to *dsn*'s database."""
+    import psutil
+
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        ).fetchall()
+    out: dict[int, float] = {}
+    for (pid,) in rows:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        out[pid] = times.user + times.system
+    return out
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU-seconds the processes seen at both samples used between them."""
+    return sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
