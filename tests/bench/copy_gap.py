@@ -192,7 +192,7 @@ async def _run_mode(args: argparse.Namespace, mode: str, per_writer: list[list[A
             batches = [_raw_batches(p, mode == "raw_repeat", total) for p in per_writer]
         progress = [0]
         # (monotonic time, rows written so far, the server processes' CPU-seconds so far)
-        samples: list[tuple[float, int, dict[int, float]]] = []
+        samples: list[tuple[float, int, dict[int, tuple[float, float]]]] = []
 
         async def sample_server(until: float) -> None:
             # Once every session is open (the sink's pool connects in the background), and at
@@ -224,12 +224,14 @@ async def _run_mode(args: argparse.Namespace, mode: str, per_writer: list[list[A
         if r1 == progress[0]:
             raise SystemExit(f"{mode}: the prepared rows ran out before the window ended: --rate")
         backend_cpu = stores.cpu_between(c0, c1)
+        waited = stores.cpu_between(c0, c1, 1)
         client = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0)
         print(
             f"{args.signal} {mode} (loop busy {args.loop_busy:.0%}): "
             f"{(r1 - r0) / (s1 - s0):,.0f} rows/s, "
             f"server {len(c1)} processes {backend_cpu / max(1, r1 - r0) * 1e6:.2f} "
-            f"CPU-ms/1000 rows ({backend_cpu / (s1 - s0):.2f} cores), client {client:.2f} cores"
+            f"CPU-ms/1000 rows ({backend_cpu / (s1 - s0):.2f} cores, waiting for a CPU "
+            f"{waited / (s1 - s0):.2f}), client {client:.2f} cores"
             + (
                 ", per batch ms: "
                 + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_batch.items()))

@@ -536,8 +536,10 @@ def _database_side(section: dict[str, Any], base: dict[str, Any]) -> list[str]:
             continue
         parts.append(
             f"{signal}: ingestd {sink['server_cpu_ms_per_1000_rows']:.2f} CPU-ms per 1,000 rows "
-            f"on {sink['server_cores']:.2f} cores, raw {b['server_cpu_ms_per_1000_rows']:.2f} on "
-            f"{b['server_cores']:.2f} cores; ingestd's writers busy "
+            f"on {sink['server_cores']:.2f} cores (waiting for a CPU "
+            f"{sink.get('server_runqueue_cores', 0.0):.2f}), raw "
+            f"{b['server_cpu_ms_per_1000_rows']:.2f} on {b['server_cores']:.2f} cores (waiting "
+            f"{b.get('server_runqueue_cores', 0.0):.2f}); ingestd's writers busy "
             f"{sink['writer_busy'] * 100:.0f} % ({sink['write_ms_per_batch']:.0f} ms per batch); "
             f"machine idle {sink['machine_idle_cores']:.2f} / {b['machine_idle_cores']:.2f} cores"
         )

@@ -348,7 +348,9 @@ class _SinkProbe:
         self, bench: Bench, subject: Ingestd, signal: str, counter: Callable[[], tuple[int, float]]
     ) -> None:
         self._bench, self._subject, self._signal, self._counter = bench, subject, signal, counter
-        self._samples: list[tuple[int, float, dict[int, float], float, dict[str, float]]] = []
+        self._samples: list[
+            tuple[int, float, dict[int, tuple[float, float]], float, dict[str, float]]
+        ] = []
 
     def count(self) -> tuple[int, float]:
         server = (
@@ -380,6 +382,7 @@ class _SinkProbe:
             server = stores.cpu_between(s0, s1)
             out["server_cores"] = server / seconds
             out["server_cpu_ms_per_1000_rows"] = server / rows * 1e6
+            out["server_runqueue_cores"] = stores.cpu_between(s0, s1, 1) / seconds
         return out
 
 
@@ -426,6 +429,7 @@ def _raw_copy(bench: Bench, signal: str) -> dict[str, Any]:
         "window_s": t1 - t0,
         "server_cores": server / (t1 - t0),
         "server_cpu_ms_per_1000_rows": server / max(1, c1 - c0) * 1e6,
+        "server_runqueue_cores": stores.cpu_between(s0, s1, 1) / (t1 - t0),
         "machine_idle_cores": (i1 - i0) / (t1 - t0),
     }
 

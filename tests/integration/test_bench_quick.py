@@ -115,6 +115,8 @@ def test_database_side_is_measured_in_both_runs(quick_report: dict[str, Any]) ->
         raw = quick_report["baselines"][table]
         assert sink["server_cpu_ms_per_1000_rows"] > 0, sink
         assert raw["server_cpu_ms_per_1000_rows"] > 0, raw
+        assert sink["server_runqueue_cores"] >= 0
+        assert raw["server_runqueue_cores"] >= 0
         assert 0 < sink["writer_busy"] <= 1.05, sink
         assert sink["write_ms_per_batch"] > 0
         assert sink["machine_idle_cores"] >= 0
