@@ -27,6 +27,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -69,7 +70,11 @@ def _database(admin_dsn: str, pg_dsn: str) -> tuple[str, str]:
 
 
 async def _raw(
-    dsn: str, signal: str, batches: list[tuple[bytes, int]], deadline: float, progress: list[int]
+    dsn: str,
+    signal: str,
+    batches: Iterator[tuple[bytes, int]],
+    deadline: float,
+    progress: list[int],
 ) -> int:
     from psycopg.sql import SQL, Identifier
 
@@ -91,18 +96,17 @@ async def _raw(
     return written
 
 
-def _raw_batches(payloads: list[Any], repeat: bool, total: int) -> list[tuple[bytes, int]]:
+def _raw_batches(payloads: list[Any], repeat: bool, total: int) -> Iterator[tuple[bytes, int]]:
+    """*total* COPY bodies of 16 requests each (joined one at a time: the prepared rows are
+    not held twice), cycling over the first 32 requests if *repeat*."""
     from ingestd.convert.copy_binary import COPY_HEADER, COPY_TRAILER
 
     source = payloads[:32] if repeat else payloads
-    out: list[tuple[bytes, int]] = []
-    i = 0
-    while len(out) < total:
+    for n in range(total):
+        i = n * PARTS_PER_BATCH
         group = [source[(i + k) % len(source)][1] for k in range(PARTS_PER_BATCH)]
-        i += PARTS_PER_BATCH
         data = COPY_HEADER + b"".join(p.data for p in group) + COPY_TRAILER
-        out.append((data, sum(p.rows for p in group)))
-    return out
+        yield data, sum(p.rows for p in group)
 
 
 async def _sink(
