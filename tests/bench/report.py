@@ -135,7 +135,7 @@ def _stored_targets(results: dict[str, Any]) -> list[Target]:
                 _ratio(ours, raw),
                 0.85,
                 True,
-                detail=_pair(ours, raw, "rows/s"),
+                detail=_pair(ours, raw, "rows/s") + _server_cpu_pair(results, signal),
             )
         )
     ours = _get(results, "throughput", "logs", "stored_per_s")
@@ -294,6 +294,15 @@ def _n(value: Any) -> str:
     if not isinstance(value, int | float):
         return "?"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _server_cpu_pair(results: dict[str, Any], signal: str) -> str:
+    """The database's CPU per 1,000 rows in both runs: the same work per row or not."""
+    ours = _get(results, "throughput", signal, "sink", "server_cpu_ms_per_1000_rows")
+    raw = _get(results, "baselines", signal, "server_cpu_ms_per_1000_rows")
+    if ours is None or raw is None:
+        return ""
+    return f"; PostgreSQL CPU-ms per 1,000 rows {ours:.2f} vs {raw:.2f}"
 
 
 def _pair(a: Any, b: Any, unit: str) -> str:
@@ -513,12 +522,35 @@ def _throughput(r: dict[str, Any]) -> list[str]:
             f"writers ({_batching(b)}, writers' own CPU {b['client_cores']:.2f} cores)"
             for sig, b in base.items()
         )]  # fmt: skip
+    lines += _database_side(section, base)
     if r.get("duplicates"):
         lines += ["", "Rows vs distinct item ids at the end: " + "; ".join(
             f"{t}: {d['rows']:,} rows, {d['distinct_ids']:,} distinct"
             for t, d in r["duplicates"].items()
         )]  # fmt: skip
     return lines
+
+
+def _database_side(section: dict[str, Any], base: dict[str, Any]) -> list[str]:
+    """Where a stored-rows gap comes from: PostgreSQL's CPU per row in both runs (the same work
+    or not), how much of it the database got, and whether ingestd's writers waited."""
+    parts = []
+    for signal, s in section.items():
+        sink, b = s.get("sink") or {}, base.get(signal) or {}
+        if "server_cpu_ms_per_1000_rows" not in sink or "server_cpu_ms_per_1000_rows" not in b:
+            continue
+        parts.append(
+            f"{signal}: ingestd {sink['server_cpu_ms_per_1000_rows']:.2f} CPU-ms per 1,000 rows "
+            f"on {sink['server_cores']:.2f} cores (waiting for a CPU "
+            f"{sink.get('server_runqueue_cores', 0.0):.2f}), raw "
+            f"{b['server_cpu_ms_per_1000_rows']:.2f} on {b['server_cores']:.2f} cores (waiting "
+            f"{b.get('server_runqueue_cores', 0.0):.2f}); ingestd's writers busy "
+            f"{sink['writer_busy'] * 100:.0f} % ({sink['write_ms_per_batch']:.0f} ms per batch); "
+            f"machine idle {sink['machine_idle_cores']:.2f} / {b['machine_idle_cores']:.2f} cores"
+        )
+    if not parts:
+        return []
+    return ["", "Database side (the server processes of each run's database): " + "; ".join(parts)]
 
 
 def _batching(baseline: dict[str, Any]) -> str:

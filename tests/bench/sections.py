@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.bench import baselines, idle_cost, parse_memory, peers, stores
 from tests.bench.load import (
     ClientPool,
@@ -314,7 +316,8 @@ def _e2e_max(bench: Bench, subject: Ingestd, signal: str) -> dict[str, Any]:
     before_count, _ = counter()
     hist0 = batch_histogram(subject.metrics_text(), SINK_NAME[signal])
     specs = bench.specs(signal, subject.target(bench.options.transport[signal]))
-    window = bench.drive(specs, subject.meter, counter, profile=f"e2e-{signal}")
+    sink = _SinkProbe(bench, subject, signal, counter)
+    window = bench.drive(specs, subject.meter, sink.count, profile=f"e2e-{signal}")
     time.sleep(0.5)
     after_count, _ = counter()
     hist1 = batch_histogram(subject.metrics_text(), SINK_NAME[signal])
@@ -325,6 +328,7 @@ def _e2e_max(bench: Bench, subject: Ingestd, signal: str) -> dict[str, Any]:
         clients=len(specs),
         inflight=bench.options.inflight,
         batch=batch_sizes(hist0, hist1),
+        sink=sink.summary(),
         exact={
             "acked_items": acked_total,
             "stored_items": after_count - before_count,
@@ -332,6 +336,54 @@ def _e2e_max(bench: Bench, subject: Ingestd, signal: str) -> dict[str, Any]:
         },
     )
     return result
+
+
+class _SinkProbe:
+    """The measured window seen from the sink's side: the database server processes' CPU per
+    1,000 stored rows, the machine's idle CPU, and how busy ingestd's writers were (the sum
+    of `ingestd_sink_write_seconds` over writers x seconds: below 1, a writer waited for a
+    batch). Samples taken when `drive` counts rows at the window's start and end."""
+
+    def __init__(
+        self, bench: Bench, subject: Ingestd, signal: str, counter: Callable[[], tuple[int, float]]
+    ) -> None:
+        self._bench, self._subject, self._signal, self._counter = bench, subject, signal, counter
+        self._samples: list[
+            tuple[int, float, dict[int, tuple[float, float]], float, dict[str, float]]
+        ] = []
+
+    def count(self) -> tuple[int, float]:
+        server = (
+            stores.server_cpu(self._bench.stack.pg_admin_dsn, self._bench.ingestd_db())
+            if self._signal != "logs"
+            else {}
+        )
+        idle = psutil.cpu_times().idle
+        writes = histogram(
+            self._subject.metrics_text(), "ingestd_sink_write_seconds", {"sink": self._signal}
+        )
+        rows, at = self._counter()
+        self._samples.append((rows, at, server, idle, writes))
+        return rows, at
+
+    def summary(self) -> dict[str, float]:
+        if len(self._samples) < 2:
+            return {}
+        (r0, t0, s0, i0, w0), (r1, t1, s1, i1, w1) = self._samples[-2:]
+        seconds, rows = max(1e-6, t1 - t0), max(1, r1 - r0)
+        batches = max(1.0, w1.get("count", 0.0) - w0.get("count", 0.0))
+        writing = w1.get("sum", 0.0) - w0.get("sum", 0.0)
+        out = {
+            "machine_idle_cores": (i1 - i0) / seconds,
+            "writer_busy": writing / (TIMESCALE_WRITERS * seconds),
+            "write_ms_per_batch": writing / batches * 1e3,
+        }
+        if s0:
+            server = stores.cpu_between(s0, s1)
+            out["server_cores"] = server / seconds
+            out["server_cpu_ms_per_1000_rows"] = server / rows * 1e6
+            out["server_runqueue_cores"] = stores.cpu_between(s0, s1, 1) / seconds
+        return out
 
 
 def check_duplicates(bench: Bench) -> dict[str, Any]:
@@ -362,16 +414,23 @@ def _raw_copy(bench: Bench, signal: str) -> dict[str, Any]:
     args = [(i, signal, dsn, requests, ROWS_PER_COPY, total_s) for i in range(TIMESCALE_WRITERS)]
     start, results, procs = baselines.run_writers(baselines.copy_writer, args)
     _sleep_until(start + bench.options.warmup_s)
+    s0, i0 = stores.server_cpu(bench.stack.pg_admin_dsn, dsn), psutil.cpu_times().idle
     c0, t0 = stores.count_rows(dsn, signal)
     _sleep_until(start + total_s)
+    s1, i1 = stores.server_cpu(bench.stack.pg_admin_dsn, dsn), psutil.cpu_times().idle
     c1, t1 = stores.count_rows(dsn, signal)
     done = baselines.collect(results, procs, timeout_s=120)
+    server = stores.cpu_between(s0, s1)
     return {
         "rows_per_s": (c1 - c0) / (t1 - t0),
         "writers": TIMESCALE_WRITERS,
         "rows_per_copy": ROWS_PER_COPY,
         "client_cores": sum(d["cpu_s"] for d in done) / total_s,
         "window_s": t1 - t0,
+        "server_cores": server / (t1 - t0),
+        "server_cpu_ms_per_1000_rows": server / max(1, c1 - c0) * 1e6,
+        "server_runqueue_cores": stores.cpu_between(s0, s1, 1) / (t1 - t0),
+        "machine_idle_cores": (i1 - i0) / (t1 - t0),
     }
 
 

@@ -149,3 +149,34 @@ class LogStreams:
 
     def close(self) -> None:
         self.es.close()
+
+
+def server_cpu(admin_dsn: str, dsn: str) -> dict[int, tuple[float, float]]:
+    """Per PostgreSQL server process connected to *dsn*'s database: (CPU-seconds so far,
+    seconds so far spent runnable but waiting for a CPU, from /proc/<pid>/schedstat)."""
+    import psutil
+
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        ).fetchall()
+    out: dict[int, tuple[float, float]] = {}
+    for (pid,) in rows:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            with open(f"/proc/{pid}/schedstat") as f:
+                waited_ns = int(f.read().split()[1])
+        except (psutil.NoSuchProcess, OSError):
+            continue
+        out[pid] = (times.user + times.system, waited_ns / 1e9)
+    return out
+
+
+def cpu_between(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]], field: int = 0
+) -> float:
+    """Seconds of *field* (0: CPU, 1: waiting for a CPU) the processes seen at both samples
+    spent between them."""
+    return sum(after[pid][field] - before[pid][field] for pid in after.keys() & before.keys())

@@ -107,6 +107,22 @@ def test_each_signal_is_counted_in_its_sink(quick_report: dict[str, Any]) -> Non
         assert quick_report["duplicates"][table]["no_duplicates"]
 
 
+def test_database_side_is_measured_in_both_runs(quick_report: dict[str, Any]) -> None:
+    """traces/metrics: PostgreSQL's CPU per 1,000 rows for ingestd and the raw COPY, and how
+    busy ingestd's writers were (where a stored-rows gap comes from)."""
+    for table in ("traces", "metrics"):
+        sink = quick_report["throughput"][table]["sink"]
+        raw = quick_report["baselines"][table]
+        assert sink["server_cpu_ms_per_1000_rows"] > 0, sink
+        assert raw["server_cpu_ms_per_1000_rows"] > 0, raw
+        assert sink["server_runqueue_cores"] >= 0
+        assert raw["server_runqueue_cores"] >= 0
+        assert 0 < sink["writer_busy"] <= 1.05, sink
+        assert sink["write_ms_per_batch"] > 0
+        assert sink["machine_idle_cores"] >= 0
+        assert raw["machine_idle_cores"] >= 0
+
+
 def test_targets_carry_the_measured_ratios(quick_report: dict[str, Any]) -> None:
     """Each target has a value unless its section was skipped (the peers)."""
     unmeasured = {t["name"] for t in quick_report["targets"] if t["value"] is None}
