@@ -144,6 +144,12 @@ class _BatchState:
         return [i for i, o in enumerate(self.outcome) if o == 0 or o == _RETRY]
 
 
+# Bulk tasks (coordinating and per shard) that `_bulks_in_flight_done` waits for.
+_BULK_ACTIONS = "indices:data/write/bulk*"
+_IN_FLIGHT_WAIT_S = 30.0
+_IN_FLIGHT_POLL_S = 0.1
+
+
 class _TooLarge(Exception):
     def __init__(self, status: int, error_type: str, reason: str) -> None:
         super().__init__(reason)
@@ -299,6 +305,7 @@ class BulkWriter:
                 stream, doc_id = _target(state.items[i])
                 by_stream.setdefault(stream, []).append((i, doc_id))
         try:
+            await self._bulks_in_flight_done()
             found = 0
             for stream, docs in by_stream.items():
                 previous = await self._previous_indices(stream)
@@ -318,6 +325,47 @@ class BulkWriter:
             ES_DOCS.labels(outcome="duplicate").inc(found)
             log.warning("bulk_retry_found_stored_before_rollover", documents=found)
         state.uncertain.clear()
+
+    async def _bulks_in_flight_done(self) -> None:
+        """Wait until the bulks Elasticsearch is running now have finished.
+
+        A bulk whose answer was lost may still be indexing into the old write index: looked up
+        before it is done, its documents are not found, the retry lands in the new write index
+        and they are stored twice (seen in the chaos suite's rollover fault on a loaded
+        machine). Ours, sent before its answer was lost, is among the bulk tasks running at the
+        first look, so waiting for those (not for bulks started later) is enough. Bounded by
+        `_IN_FLIGHT_WAIT_S`: after it, SinkUnavailable and the batch stays uncertain. Without
+        the `monitor` privilege to list tasks (403), the lookup goes ahead as before.
+        """
+        waiting: set[str] | None = None
+        deadline = self._clock.now() + _IN_FLIGHT_WAIT_S
+        while True:
+            try:
+                response = await self._sink.client.perform_request(
+                    "GET",
+                    f"/_tasks?actions={_BULK_ACTIONS}&filter_path=nodes.*.tasks.*.id",
+                    headers={"accept": "application/json"},
+                )
+            except ApiError as exc:
+                if exc.meta.status in (401, 403):
+                    log.warning("bulk_tasks_not_visible", status=exc.meta.status)
+                    return
+                raise
+            running = {
+                task_id
+                for node in (response.body.get("nodes") or {}).values()
+                for task_id in (node.get("tasks") or {})
+            }
+            waiting = running if waiting is None else waiting & running
+            if not waiting:
+                return
+            if self._clock.now() >= deadline:
+                raise SinkUnavailable(
+                    f"elasticsearch: {len(waiting)} bulks running since a bulk's answer was "
+                    f"lost are not done after {_IN_FLIGHT_WAIT_S:g} s",
+                    retry_after_s=2.0,
+                )
+            await self._clock.sleep(_IN_FLIGHT_POLL_S)
 
     async def _previous_indices(self, stream: str) -> list[str]:
         """The (up to) two backing indices of *stream* before its write index."""

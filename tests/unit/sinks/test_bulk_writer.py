@@ -64,9 +64,27 @@ class FakeClient:
     backing: list[str] = field(default_factory=lambda: ["w1"])
     stored_in: dict[str, set[str]] = field(default_factory=dict)
 
+    # Bulk tasks running at each `_tasks` look, in order (the last one stays); the documents
+    # of a task become visible to `_mget` (in `stored_in`) once it is no longer listed.
+    tasks: list[set[str]] = field(default_factory=list)
+    stored_when_done: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    tasks_error: int | None = None
+    task_looks: int = 0
+
     async def perform_request(
         self, method: str, path: str, *, headers: dict[str, str], body: bytes | None = None
     ) -> Response:
+        if path.startswith("/_tasks"):
+            self.task_looks += 1
+            if self.tasks_error is not None:
+                raise ApiError("forbidden", meta(self.tasks_error), body={})
+            running = self.tasks.pop(0) if len(self.tasks) > 1 else next(iter(self.tasks), set())
+            for task_id in list(self.stored_when_done):
+                if task_id not in running:
+                    for index, ids in self.stored_when_done.pop(task_id).items():
+                        self.stored_in.setdefault(index, set()).update(ids)
+            tasks = {t: {"action": "indices:data/write/bulk"} for t in running}
+            return Response({"nodes": {"n": {"tasks": tasks}}})
         if path.startswith("/_resolve/index/"):
             return Response({"data_streams": [{"backing_indices": self.backing}]})
         if path.startswith("/_mget"):
@@ -318,6 +336,56 @@ async def test_a_retry_after_a_lost_answer_and_a_rollover_skips_what_was_stored(
     results = await run(w, clock, b)
     assert client.sent == [["a", "b"], ["b"]]
     assert results[0].rejected == 0
+
+
+async def test_the_lookup_waits_for_the_bulks_running_when_the_answer_was_lost() -> None:
+    """The lost bulk is still indexing `a` into the old write index when the retry comes: the
+    lookup waits until the bulk tasks running at its first look are done (not for one started
+    later), then finds `a` and sends only `b`."""
+    client = FakeClient(bulk_error=[ConnectionError("reset")])
+    w, clock = writer(client)
+    b = batch(["a", "b"])
+    with pytest.raises(SinkUnavailable):
+        await run(w, clock, b)
+    client.backing = ["w1", "w2"]
+    client.tasks = [{"lost"}, {"lost", "later"}, {"later"}]
+    client.stored_when_done = {"lost": {"w1": {"a"}}}
+    await run(w, clock, b)
+    assert client.sent == [["a", "b"], ["b"]]
+    assert client.task_looks == 3
+
+
+async def test_bulks_that_do_not_finish_leave_the_batch_uncertain() -> None:
+    """A bulk task still running after the wait's bound: SinkUnavailable, nothing resent; once
+    it is done, the retry looks up again and sends only what was not stored."""
+    client = FakeClient(bulk_error=[ConnectionError("reset")])
+    w, clock = writer(client)
+    b = batch(["a", "b"])
+    with pytest.raises(SinkUnavailable):
+        await run(w, clock, b)
+    client.backing = ["w1", "w2"]
+    client.tasks = [{"lost"}]
+    client.stored_when_done = {"lost": {"w1": {"a"}}}
+    with pytest.raises(SinkUnavailable, match="not done after"):
+        await run(w, clock, b)
+    assert client.sent == [["a", "b"]]
+    client.tasks = [set()]
+    await run(w, clock, b)
+    assert client.sent == [["a", "b"], ["b"]]
+
+
+async def test_without_the_monitor_privilege_the_lookup_goes_ahead() -> None:
+    """`_tasks` answered 403 (no `monitor` privilege): no wait, the lookup runs as before."""
+    client = FakeClient(bulk_error=[ConnectionError("reset")], tasks_error=403)
+    w, clock = writer(client)
+    b = batch(["a", "b"])
+    with pytest.raises(SinkUnavailable):
+        await run(w, clock, b)
+    client.backing = ["w1", "w2"]
+    client.stored_in = {"w1": {"a"}}
+    await run(w, clock, b)
+    assert client.sent == [["a", "b"], ["b"]]
+    assert client.task_looks == 1
 
 
 async def test_a_refused_bulk_is_not_looked_up() -> None:
