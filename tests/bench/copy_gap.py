@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +34,7 @@ import psycopg
 import xxhash
 
 from tests.bench import stores
+from tests.bench.core_profile import create_database
 
 PARTS_PER_BATCH = 16
 
@@ -56,17 +56,6 @@ def _convert(signal: str, writers: int, requests: int) -> list[list[Any]]:
             mine.append((xxhash.xxh3_128_digest(body), converter(body).payload))
         out.append(mine)
     return out
-
-
-def _database(admin_dsn: str, pg_dsn: str) -> tuple[str, str]:
-    from tests.harness import create_design_tables
-
-    name = f"copygap_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" OWNER ingestd')
-    dsn = psycopg.conninfo.make_conninfo(pg_dsn, dbname=name)
-    create_design_tables(dsn, admin_dsn)
-    return name, dsn
 
 
 async def _raw(
@@ -187,7 +176,7 @@ async def _sink(
 
 
 async def _run_mode(args: argparse.Namespace, mode: str, per_writer: list[list[Any]]) -> None:
-    name, dsn = _database(os.environ["INGESTD_PG_ADMIN_DSN"], os.environ["INGESTD_PG_DSN"])
+    name, dsn = create_database(os.environ["INGESTD_PG_ADMIN_DSN"], os.environ["INGESTD_PG_DSN"])
     try:
         me = psutil.Process()
         admin = os.environ["INGESTD_PG_ADMIN_DSN"]

@@ -122,7 +122,8 @@ def _backend_pids(admin_dsn: str, dbname: str) -> list[int]:
     return [pid for (pid,) in rows]
 
 
-def _create_database(admin_dsn: str, pg_dsn: str) -> tuple[str, str]:
+def create_database(admin_dsn: str, pg_dsn: str) -> tuple[str, str]:
+    """A new database with the design tables, owned by ingestd: (its name, its DSN)."""
     from tests.harness import create_design_tables
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
@@ -349,7 +350,7 @@ async def _main(args: argparse.Namespace) -> None:
     admin_dsn = os.environ["INGESTD_PG_ADMIN_DSN"]
     pg_dsn = os.environ["INGESTD_PG_DSN"]
     for signal in ("traces", "metrics") if args.signal == "both" else (args.signal,):
-        name, dsn = _create_database(admin_dsn, pg_dsn)
+        name, dsn = create_database(admin_dsn, pg_dsn)
         try:
             ingest = await _measure_ingest(args, signal, dsn, admin_dsn)
             raw = await _measure_raw_copy(args, signal, dsn)

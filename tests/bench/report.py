@@ -153,31 +153,24 @@ def _stored_targets(results: dict[str, Any]) -> list[Target]:
 
 
 def _ack_targets(results: dict[str, Any]) -> list[Target]:
+    goals = (
+        ("accepted", "p99 at 50 % load", ACCEPTED_P99_MS),
+        ("committed", "p99 at 50 % load <= flush interval + 25 ms", FLUSH_INTERVAL_S * 1e3 + 25),
+    )
     out = []
-    for signal in ("traces", "metrics", "logs"):
-        run = _get(results, "latency", signal, "accepted", "50%")
-        out.append(
-            Target(
-                f"{signal}: ack accepted p99 at 50 % load",
-                _get(run, "p99_ms"),
-                ACCEPTED_P99_MS,
-                False,
-                "ms",
-                detail=_at_rate(run),
+    for ack, name, goal in goals:
+        for signal in ("traces", "metrics", "logs"):
+            run = _get(results, "latency", signal, ack, "50%")
+            out.append(
+                Target(
+                    f"{signal}: ack {ack} {name}",
+                    _get(run, "p99_ms"),
+                    goal,
+                    False,
+                    "ms",
+                    detail=_at_rate(run),
+                )
             )
-        )
-    for signal in ("traces", "metrics", "logs"):
-        run = _get(results, "latency", signal, "committed", "50%")
-        out.append(
-            Target(
-                f"{signal}: ack committed p99 at 50 % load <= flush interval + 25 ms",
-                _get(run, "p99_ms"),
-                FLUSH_INTERVAL_S * 1e3 + 25,
-                False,
-                "ms",
-                detail=_at_rate(run),
-            )
-        )
     return out
 
 

@@ -323,15 +323,22 @@ async def test_each_part_hears_only_about_its_own_records() -> None:
     assert not any("secret-of-a" in r.message for r in results)
 
 
-async def test_a_retry_after_a_lost_answer_and_a_rollover_skips_what_was_stored() -> None:
-    """The bulk's answer is lost, the stream rolls over, the retry finds `a` in the previous
-    backing index (a realtime _mget) and sends only `b`: nothing is stored twice."""
-    client = FakeClient(bulk_error=[ConnectionError("reset")])
+async def _lost_then_rolled_over(client: FakeClient) -> tuple[BulkWriter, FakeClock, Batch]:
+    """A batch of `a`, `b` whose bulk answer is lost (the client's first bulk error), then the
+    stream rolls over (`w1` -> `w2`): the writer, its clock and the batch to retry."""
     w, clock = writer(client)
     b = batch(["a", "b"])
     with pytest.raises(SinkUnavailable):
         await run(w, clock, b)
     client.backing = ["w1", "w2"]
+    return w, clock, b
+
+
+async def test_a_retry_after_a_lost_answer_and_a_rollover_skips_what_was_stored() -> None:
+    """The bulk's answer is lost, the stream rolls over, the retry finds `a` in the previous
+    backing index (a realtime _mget) and sends only `b`: nothing is stored twice."""
+    client = FakeClient(bulk_error=[ConnectionError("reset")])
+    w, clock, b = await _lost_then_rolled_over(client)
     client.stored_in = {"w1": {"a"}}
     results = await run(w, clock, b)
     assert client.sent == [["a", "b"], ["b"]]
@@ -343,11 +350,7 @@ async def test_the_lookup_waits_for_the_bulks_running_when_the_answer_was_lost()
     lookup waits until the bulk tasks running at its first look are done (not for one started
     later), then finds `a` and sends only `b`."""
     client = FakeClient(bulk_error=[ConnectionError("reset")])
-    w, clock = writer(client)
-    b = batch(["a", "b"])
-    with pytest.raises(SinkUnavailable):
-        await run(w, clock, b)
-    client.backing = ["w1", "w2"]
+    w, clock, b = await _lost_then_rolled_over(client)
     client.tasks = [{"lost"}, {"lost", "later"}, {"later"}]
     client.stored_when_done = {"lost": {"w1": {"a"}}}
     await run(w, clock, b)
@@ -359,11 +362,7 @@ async def test_bulks_that_do_not_finish_leave_the_batch_uncertain() -> None:
     """A bulk task still running after the wait's bound: SinkUnavailable, nothing resent; once
     it is done, the retry looks up again and sends only what was not stored."""
     client = FakeClient(bulk_error=[ConnectionError("reset")])
-    w, clock = writer(client)
-    b = batch(["a", "b"])
-    with pytest.raises(SinkUnavailable):
-        await run(w, clock, b)
-    client.backing = ["w1", "w2"]
+    w, clock, b = await _lost_then_rolled_over(client)
     client.tasks = [{"lost"}]
     client.stored_when_done = {"lost": {"w1": {"a"}}}
     with pytest.raises(SinkUnavailable, match="not done after"):
@@ -377,11 +376,7 @@ async def test_bulks_that_do_not_finish_leave_the_batch_uncertain() -> None:
 async def test_without_the_monitor_privilege_the_lookup_goes_ahead() -> None:
     """`_tasks` answered 403 (no `monitor` privilege): no wait, the lookup runs as before."""
     client = FakeClient(bulk_error=[ConnectionError("reset")], tasks_error=403)
-    w, clock = writer(client)
-    b = batch(["a", "b"])
-    with pytest.raises(SinkUnavailable):
-        await run(w, clock, b)
-    client.backing = ["w1", "w2"]
+    w, clock, b = await _lost_then_rolled_over(client)
     client.stored_in = {"w1": {"a"}}
     await run(w, clock, b)
     assert client.sent == [["a", "b"], ["b"]]
