@@ -121,7 +121,7 @@ def test_database_side_is_measured_in_both_runs(quick_report: dict[str, Any]) ->
         # The raw writers of a quick run may finish inside the window: then it says so.
         assert raw.get("server_cpu_ms_per_1000_rows", 0) > 0 or "server_note" in raw, raw
         assert sink["server_runqueue_cores"] >= 0
-        assert raw["server_runqueue_cores"] >= 0
+        assert "server_note" in raw or raw["server_runqueue_cores"] >= 0
         assert 0 < sink["writer_busy"] <= 1.05, sink
         assert sink["write_ms_per_batch"] > 0
         assert sink["machine_idle_cores"] >= 0
