@@ -293,6 +293,34 @@ def es_seq_counts(es_url: str, run_id: str) -> dict[str, int]:
         client.close()
 
 
+def es_copies(es_url: str, run_id: str, seqs: list[str]) -> list[str]:
+    """Where the documents of *seqs* are: "seq index/_id" per copy (for a duplicate's report)."""
+    client = Elasticsearch(es_url, request_timeout=60)
+    try:
+        answer = client.search(
+            index=LOGS_INDEX,
+            size=100,
+            query={
+                "bool": {
+                    "filter": [
+                        {"term": {"attributes.chaos.run": run_id}},
+                        {"terms": {"attributes.chaos.seq": seqs}},
+                    ]
+                }
+            },
+            source=False,
+            docvalue_fields=["attributes.chaos.seq"],
+            ignore_unavailable=True,
+            allow_no_indices=True,
+        )
+        return sorted(
+            f"{hit['fields']['attributes.chaos.seq'][0]} {hit['_index']}/{hit['_id']}"
+            for hit in answer["hits"]["hits"]
+        )
+    finally:
+        client.close()
+
+
 def _pg_host_port(dsn: str) -> tuple[str, int]:
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     return str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432)

@@ -101,6 +101,8 @@ class Verdict:
     partial_count_mismatches: int = 0
     unexpected_partial: int = 0
     examples: list[str] = field(default_factory=list)
+    # A few records stored more than once, for the runner to show where their copies are.
+    duplicate_seqs: list[str] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
@@ -118,7 +120,7 @@ class Verdict:
         return self.violations == 0
 
     def as_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "examples"}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("examples", "duplicate_seqs")}
         data["violations"] = self.violations
         data["examples"] = self.examples[:10]
         return data
@@ -133,7 +135,13 @@ def check(ledger: Ledger, stored: dict[str, int]) -> Verdict:
         for seq, n in zip(request.seqs, copies, strict=True):
             if n > 1:
                 v.duplicated += 1
-                _example(v, f"{seq} stored {n} times ({request.signal}/{request.transport})")
+                if len(v.duplicate_seqs) < 5:
+                    v.duplicate_seqs.append(seq)
+                _example(
+                    v,
+                    f"{seq} stored {n} times ({request.signal}/{request.transport}; "
+                    f"{request.attempts} attempts, heard {' '.join(request.heard[-6:])})",
+                )
         if request.expect_refused:
             stored_bad = [s for s in request.expect_refused if stored.get(s, 0)]
             v.expected_refusals_stored += len(stored_bad)

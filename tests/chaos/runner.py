@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.environment import Environment
+from tests.chaos.environment import Environment, es_copies
 from tests.chaos.faults import Fault, FaultRun, Skip
 from tests.chaos.ledger import Ledger, Outcome, Verdict, check
 from tests.chaos.load import LoadConfig, run_load
@@ -30,6 +30,8 @@ class Result:
     heard: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
+    # The daemons' log events of this fault, written out when it fails (`write_results`).
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
@@ -102,6 +104,11 @@ async def run_fault(
         result.exit_code = await env.stop_daemon()
         stored = await asyncio.to_thread(env.stored, ledger.run_id, dsn=run.dsn, es_url=run.es_url)
         result.verdict = check(ledger, stored)
+        dups = [seq for seq in result.verdict.duplicate_seqs if seq.startswith("lg")]
+        if dups:
+            result.notes["duplicate_copies"] = await asyncio.to_thread(
+                es_copies, run.es_url or env.stack.es_url, ledger.run_id, dups
+            )
         result.heard = dict(ledger.heard().most_common())
         result.notes["gave_up"] = [
             f"{r.signal}/{r.transport} after {r.attempts} attempts: {' '.join(r.heard[-8:])}"
@@ -123,6 +130,7 @@ async def run_fault(
                 result.notes["cleanup_error"] = repr(exc)
         result.notes.update(run.notes)
         result.notes["daemon_warnings"] = env.warnings()
+        result.events = [event for daemon in env.daemons for event in list(daemon.events)]
         if env.exceptions:
             result.notes["daemon_exceptions"] = list(env.exceptions)
         result.seconds = time.monotonic() - began
@@ -200,4 +208,8 @@ def write_results(results: list[Result], out: Path, meta: dict[str, Any]) -> Pat
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     (out / "last.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (out / "last.txt").write_text(table(results) + "\n")
+    for r in results:
+        if r.violations:
+            lines = (json.dumps(event, default=str) for event in r.events)
+            (out / f"run-{stamp}-{r.fault.name}.daemon.jsonl").write_text("\n".join(lines) + "\n")
     return path
