@@ -309,7 +309,7 @@ def es_copies(es_url: str, run_id: str, seqs: list[str]) -> list[str]:
                 }
             },
             source=False,
-            docvalue_fields=["attributes.chaos.seq"],
+            docvalue_fields=[{"field": "attributes.chaos.seq"}],
             ignore_unavailable=True,
             allow_no_indices=True,
         )
