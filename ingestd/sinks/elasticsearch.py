@@ -7,10 +7,10 @@ Every document carries a deterministic `_id` and is written with `create` (conve
 whatever is sent twice is stored once: a 409 means "already stored" and counts as success. That
 makes every retry safe, at the bulk level (connection lost, 429, 5xx) and per document, within
 one backing index. Across a rollover (the data stream got a new write index between a bulk
-whose answer was lost and its retry), the retry first looks its documents up in the previous
-backing indices (`BulkWriter._settle`). What stays open: a replica that dies after its bulk
-was stored and before it answered, when the client's retry (on another replica) comes after a
-rollover (docs/reliability.md).
+whose answer was lost and its retry), the retry first looks its documents up by id in all the
+stream's backing indices (`BulkWriter._settle`). What stays open: a replica that dies after its
+bulk was stored and before it answered, when the client's retry (on another replica) comes after
+a rollover (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -148,6 +148,8 @@ class _BatchState:
 _BULK_ACTIONS = "indices:data/write/bulk*"
 _IN_FLIGHT_WAIT_S = 30.0
 _IN_FLIGHT_POLL_S = 0.1
+# Ids per search of `_stored_ids`: twice this many hits stays within max_result_window (10,000).
+_LOOKUP_IDS = 5_000
 
 
 class _TooLarge(Exception):
@@ -290,14 +292,15 @@ class BulkWriter:
             ES_BULK_SECONDS.labels(outcome=outcome).observe(time.monotonic() - began)
 
     async def _settle(self, state: _BatchState) -> None:
-        """Find the uncertain documents that the data stream rolled away from.
+        """Find the uncertain documents that an unanswered bulk stored.
 
         A document's `_id` makes a retry a 409 only within one backing index: if the stream
-        rolled over between the lost answer and this retry, the retry would land in the new
-        write index and store the record twice. So the uncertain documents are looked up (a
-        realtime multi-get) in the two backing indices before the write index; those found
-        count as stored. Costs one GET per stream and one `_mget`, only after a bulk went
-        unanswered. Raises SinkUnavailable (and stays uncertain) when Elasticsearch cannot say.
+        rolled over between the lost answer and this retry (once or many times: each retry may
+        lose its answer too), the retry would land in a newer write index and store the record
+        twice. So the uncertain documents are looked up by id in every backing index of their
+        stream (`_stored_ids`); those found count as stored. Costs a refresh and a search per
+        stream, only after a bulk went unanswered. Raises SinkUnavailable (and stays
+        uncertain) when Elasticsearch cannot say.
         """
         by_stream: dict[str, list[tuple[int, str]]] = {}
         for i in sorted(state.uncertain):
@@ -308,10 +311,7 @@ class BulkWriter:
             await self._bulks_in_flight_done()
             found = 0
             for stream, docs in by_stream.items():
-                previous = await self._previous_indices(stream)
-                if not previous:
-                    continue
-                stored = await self._stored_ids(previous, [doc_id for _, doc_id in docs])
+                stored = await self._stored_ids(stream, [doc_id for _, doc_id in docs])
                 for i, doc_id in docs:
                     if doc_id in stored:
                         state.outcome[i] = _DUPLICATE
@@ -323,7 +323,7 @@ class BulkWriter:
             ) from exc
         if found:
             ES_DOCS.labels(outcome="duplicate").inc(found)
-            log.warning("bulk_retry_found_stored_before_rollover", documents=found)
+            log.warning("bulk_retry_found_stored", documents=found)
         state.uncertain.clear()
 
     async def _bulks_in_flight_done(self) -> None:
@@ -367,27 +367,46 @@ class BulkWriter:
                 )
             await self._clock.sleep(_IN_FLIGHT_POLL_S)
 
-    async def _previous_indices(self, stream: str) -> list[str]:
-        """The (up to) two backing indices of *stream* before its write index."""
-        # _resolve/index is in every distribution (GET _data_stream needs a module).
-        response = await self._sink.client.perform_request(
-            "GET",
-            f"/_resolve/index/{stream}?filter_path=data_streams.backing_indices",
-            headers={"accept": "application/json"},
-        )
-        streams = response.body.get("data_streams") or [{}]
-        names: list[str] = streams[0].get("backing_indices", [])
-        return names[-3:-1]
+    async def _stored_ids(self, stream: str, ids: list[str]) -> set[str]:
+        """Which of *ids* are stored in any backing index of *stream*.
 
-    async def _stored_ids(self, indices: list[str], ids: list[str]) -> set[str]:
-        docs = [{"_index": index, "_id": doc_id} for index in indices for doc_id in ids]
-        response = await self._sink.client.perform_request(
-            "POST",
-            "/_mget?_source=false&filter_path=docs._id,docs.found",
-            headers={"content-type": "application/json", "accept": "application/json"},
-            body=orjson.dumps({"docs": docs}),
-        )
-        return {d["_id"] for d in response.body.get("docs", ()) if d.get("found")}
+        A refresh first (the lost bulk is done, `_bulks_in_flight_done`, but its documents are
+        searchable only after one: `templates.refresh_interval_s` is 5 s), then an `ids`
+        search over the stream, `_LOOKUP_IDS` at a time. Without the `maintenance` privilege
+        to refresh (401/403), it waits one refresh interval instead. A realtime `_mget` needs
+        the concrete backing index, and which ones were the write index since the answer was
+        lost is not known: the stream may have rolled over any number of times meanwhile.
+        """
+        client = self._sink.client
+        missing = "ignore_unavailable=true&allow_no_indices=true"
+        try:
+            await client.perform_request(
+                "POST", f"/{stream}/_refresh?{missing}", headers={"accept": "application/json"}
+            )
+        except ApiError as exc:
+            if exc.meta.status not in (401, 403):
+                raise
+            log.warning("bulk_lookup_refresh_not_allowed", status=exc.meta.status)
+            await self._clock.sleep(self._config.templates.refresh_interval_s + 1.0)
+        found: set[str] = set()
+        for start in range(0, len(ids), _LOOKUP_IDS):
+            chunk = ids[start : start + _LOOKUP_IDS]
+            query = {
+                "query": {"ids": {"values": chunk}},
+                # Room for two copies of each (stored twice before this lookup existed).
+                "size": 2 * len(chunk),
+                "_source": False,
+                "track_total_hits": False,
+            }
+            response = await client.perform_request(
+                "POST",
+                f"/{stream}/_search?{missing}&filter_path=hits.hits._id",
+                headers={"content-type": "application/json", "accept": "application/json"},
+                body=orjson.dumps(query),
+            )
+            hits = (response.body.get("hits") or {}).get("hits") or ()
+            found.update(hit["_id"] for hit in hits)
+        return found
 
     def _read_items(self, state: _BatchState, indices: list[int], answer: dict[str, Any]) -> None:
         outcome = state.outcome

@@ -104,7 +104,8 @@ async def run_fault(
         result.exit_code = await env.stop_daemon()
         stored = await asyncio.to_thread(env.stored, ledger.run_id, dsn=run.dsn, es_url=run.es_url)
         result.verdict = check(ledger, stored)
-        dups = [seq for seq in result.verdict.duplicate_seqs if seq.startswith("lg")]
+        # Log records' seqs start with "l" (load.py names its clients by signal and transport).
+        dups = [seq for seq in result.verdict.duplicate_seqs if seq.startswith("l")]
         if dups:
             result.notes["duplicate_copies"] = await asyncio.to_thread(
                 es_copies, run.es_url or env.stack.es_url, ledger.run_id, dups

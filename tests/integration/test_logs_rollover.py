@@ -43,11 +43,13 @@ def _records(run: str, n: int) -> ExportLogsServiceRequest:
     return request
 
 
+@pytest.mark.parametrize("rollovers", [1, 3])
 async def test_a_retry_after_a_rollover_stores_each_record_once(
-    es: Elasticsearch, stack: Stack
+    es: Elasticsearch, stack: Stack, rollovers: int
 ) -> None:
-    """The first bulk is stored but its answer lost; the stream rolls over; the retry (which
-    would land in the new write index) finds the records in the old one: each stored once."""
+    """The first bulk is stored but its answer lost; the stream rolls over (once, or three
+    times: the records are then three indices behind the write index); the retry (which would
+    land in the new write index) finds the records in the old one: each stored once."""
     section = ElasticsearchSinkConfig(urls=[stack.es_url], logs_namespace=ES_TEST_NAMESPACE)
     await apply_templates(section)
     run = uuid.uuid4().hex
@@ -74,6 +76,8 @@ async def test_a_retry_after_a_rollover_stores_each_record_once(
             await proxy.cut_all()
             with pytest.raises(SinkUnavailable):
                 await first
+            for _ in range(rollovers - 1):
+                await asyncio.to_thread(es.indices.rollover, alias=STREAM)
             proxy.latency_s = 0.0
             batch.attempt = 2
             results = await writer.write_batch(batch)
@@ -85,5 +89,5 @@ async def test_a_retry_after_a_rollover_stores_each_record_once(
     backing = es.indices.resolve_index(name=STREAM)["data_streams"][0]["backing_indices"]
     for index in backing[:-1]:
         es.indices.delete(index=index)
-    print(f"20 records, answer lost, rollover, retry: {found} stored")
+    print(f"20 records, answer lost, {rollovers} rollover(s), retry: {found} stored")
     assert found == 20

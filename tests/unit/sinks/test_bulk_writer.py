@@ -59,13 +59,15 @@ class FakeClient:
     headers: list[dict[str, str]] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
 
-    # Backing indices of every data stream, oldest first (the last is the write index), and
-    # the documents each holds; `_mget` reads them.
-    backing: list[str] = field(default_factory=lambda: ["w1"])
+    # The documents each backing index holds, and what a search sees: what they held at the
+    # last `_refresh`.
     stored_in: dict[str, set[str]] = field(default_factory=dict)
+    searchable: dict[str, set[str]] = field(default_factory=dict)
+    refresh_error: int | None = None
+    refreshes: int = 0
 
     # Bulk tasks running at each `_tasks` look, in order (the last one stays); the documents
-    # of a task become visible to `_mget` (in `stored_in`) once it is no longer listed.
+    # of a task are stored (in `stored_in`) once it is no longer listed.
     tasks: list[set[str]] = field(default_factory=list)
     stored_when_done: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     tasks_error: int | None = None
@@ -85,19 +87,21 @@ class FakeClient:
                         self.stored_in.setdefault(index, set()).update(ids)
             tasks = {t: {"action": "indices:data/write/bulk"} for t in running}
             return Response({"nodes": {"n": {"tasks": tasks}}})
-        if path.startswith("/_resolve/index/"):
-            return Response({"data_streams": [{"backing_indices": self.backing}]})
-        if path.startswith("/_mget"):
+        if "/_refresh" in path:
+            if self.refresh_error is not None:
+                raise ApiError("forbidden", meta(self.refresh_error), body={})
+            self.refreshes += 1
+            self.searchable = {index: set(ids) for index, ids in self.stored_in.items()}
+            return Response({"_shards": {}})
+        if "/_search" in path:
             assert body is not None
-            asked = orjson.loads(body)["docs"]
-            return Response(
-                {
-                    "docs": [
-                        {"_id": d["_id"], "found": d["_id"] in self.stored_in.get(d["_index"], ())}
-                        for d in asked
-                    ]
-                }
-            )
+            asked = set(orjson.loads(body)["query"]["ids"]["values"])
+            hits = [
+                {"_id": doc_id}
+                for ids in self.searchable.values()
+                for doc_id in sorted(ids & asked)
+            ]
+            return Response({"hits": {"hits": hits}} if hits else {})
         assert body is not None
         assert (method, path.split("?")[0]) == ("POST", "/_bulk")
         self.headers.append(headers)
@@ -324,25 +328,57 @@ async def test_each_part_hears_only_about_its_own_records() -> None:
 
 
 async def _lost_then_rolled_over(client: FakeClient) -> tuple[BulkWriter, FakeClock, Batch]:
-    """A batch of `a`, `b` whose bulk answer is lost (the client's first bulk error), then the
-    stream rolls over (`w1` -> `w2`): the writer, its clock and the batch to retry."""
+    """A batch of `a`, `b` whose bulk answer is lost (the client's first bulk error); the
+    stream then rolls over (w1 was its write index): the writer, its clock and the batch."""
     w, clock = writer(client)
     b = batch(["a", "b"])
     with pytest.raises(SinkUnavailable):
         await run(w, clock, b)
-    client.backing = ["w1", "w2"]
     return w, clock, b
 
 
 async def test_a_retry_after_a_lost_answer_and_a_rollover_skips_what_was_stored() -> None:
-    """The bulk's answer is lost, the stream rolls over, the retry finds `a` in the previous
-    backing index (a realtime _mget) and sends only `b`: nothing is stored twice."""
+    """The bulk's answer is lost, the stream rolls over, the retry refreshes, finds `a` by id
+    in the stream's backing indices and sends only `b`: nothing is stored twice."""
+    client = FakeClient(bulk_error=[ConnectionError("reset")])
+    w, clock, b = await _lost_then_rolled_over(client)
+    client.stored_in = {"w1": {"a"}, "w2": set()}
+    results = await run(w, clock, b)
+    assert client.sent == [["a", "b"], ["b"]]
+    assert client.refreshes == 1
+    assert results[0].rejected == 0
+
+
+async def test_lookups_that_fail_while_the_stream_rolls_over_again_still_find_it() -> None:
+    """The lost bulk stored `a` in w1; the first two lookups fail (connections cut) while the
+    stream rolls over three times: the third finds `a` in w1, three indices behind the write
+    index (the chaos suite's rollover fault stored such records twice when only the two
+    indices before the write index were looked in)."""
     client = FakeClient(bulk_error=[ConnectionError("reset")])
     w, clock, b = await _lost_then_rolled_over(client)
     client.stored_in = {"w1": {"a"}}
-    results = await run(w, clock, b)
+    client.refresh_error = 503
+    for _ in range(2):
+        with pytest.raises(SinkUnavailable, match="cannot check"):
+            await run(w, clock, b)
+    client.refresh_error = None
+    client.stored_in.update({"w2": set(), "w3": set(), "w4": set()})
+    await run(w, clock, b)
     assert client.sent == [["a", "b"], ["b"]]
-    assert results[0].rejected == 0
+
+
+async def test_without_the_refresh_privilege_the_lookup_waits_a_refresh_interval() -> None:
+    """`_refresh` answered 403 (no `maintenance` privilege): the lookup waits one refresh
+    interval (the stream's own refresh makes the lost bulk searchable), then searches."""
+    client = FakeClient(bulk_error=[ConnectionError("reset")])
+    w, clock, b = await _lost_then_rolled_over(client)
+    client.stored_in = {"w1": {"a"}}
+    client.searchable = {"w1": {"a"}}  # what the index's own refresh will have made visible
+    client.refresh_error = 403
+    before = clock.now()
+    await run(w, clock, b)
+    assert client.sent == [["a", "b"], ["b"]]
+    assert clock.now() - before >= ElasticsearchSinkConfig().templates.refresh_interval_s
 
 
 async def test_the_lookup_waits_for_the_bulks_running_when_the_answer_was_lost() -> None:
@@ -384,13 +420,13 @@ async def test_without_the_monitor_privilege_the_lookup_goes_ahead() -> None:
 
 
 async def test_a_refused_bulk_is_not_looked_up() -> None:
-    """A 429 for the whole bulk means nothing was indexed: the retry sends it whole, no _mget."""
+    """A 429 for the whole bulk means nothing was indexed: the retry sends it whole, no lookup."""
     client = FakeClient(bulk_error=[ApiError("busy", meta(429), body={})])
     w, clock = writer(client)
     b = batch(["a"])
     with pytest.raises(SinkUnavailable):
         await run(w, clock, b)
-    client.backing = ["w1", "w2"]
     client.stored_in = {"w1": {"a"}}
     await run(w, clock, b)
     assert client.sent == [["a"], ["a"]]
+    assert client.refreshes == 0
