@@ -400,12 +400,20 @@ class BulkWriter:
             }
             response = await client.perform_request(
                 "POST",
-                f"/{stream}/_search?{missing}&filter_path=hits.hits._id",
+                f"/{stream}/_search?{missing}&filter_path=hits.hits._id,_shards.failed,timed_out",
                 headers={"content-type": "application/json", "accept": "application/json"},
                 body=orjson.dumps(query),
             )
-            hits = (response.body.get("hits") or {}).get("hits") or ()
-            found.update(hit["_id"] for hit in hits)
+            answer = response.body
+            failed = (answer.get("_shards") or {}).get("failed") or 0
+            if failed or answer.get("timed_out"):
+                # A shard that did not answer may hold them: not found is not "not stored".
+                raise SinkUnavailable(
+                    f"elasticsearch: looking up an unanswered bulk's documents in {stream}: "
+                    f"{failed} shards failed{', timed out' if answer.get('timed_out') else ''}",
+                    retry_after_s=2.0,
+                )
+            found.update(hit["_id"] for hit in (answer.get("hits") or {}).get("hits") or ())
         return found
 
     def _read_items(self, state: _BatchState, indices: list[int], answer: dict[str, Any]) -> None:

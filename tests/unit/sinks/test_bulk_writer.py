@@ -65,6 +65,7 @@ class FakeClient:
     searchable: dict[str, set[str]] = field(default_factory=dict)
     refresh_error: int | None = None
     refreshes: int = 0
+    search_shards_failed: int = 0
 
     # Bulk tasks running at each `_tasks` look, in order (the last one stays); the documents
     # of a task are stored (in `stored_in`) once it is no longer listed.
@@ -101,7 +102,10 @@ class FakeClient:
                 for ids in self.searchable.values()
                 for doc_id in sorted(ids & asked)
             ]
-            return Response({"hits": {"hits": hits}} if hits else {})
+            answer: dict[str, Any] = {"hits": {"hits": hits}} if hits else {}
+            if self.search_shards_failed:
+                answer["_shards"] = {"failed": self.search_shards_failed}
+            return Response(answer)
         assert body is not None
         assert (method, path.split("?")[0]) == ("POST", "/_bulk")
         self.headers.append(headers)
@@ -363,6 +367,21 @@ async def test_lookups_that_fail_while_the_stream_rolls_over_again_still_find_it
             await run(w, clock, b)
     client.refresh_error = None
     client.stored_in.update({"w2": set(), "w3": set(), "w4": set()})
+    await run(w, clock, b)
+    assert client.sent == [["a", "b"], ["b"]]
+
+
+async def test_a_lookup_with_failed_shards_leaves_the_batch_uncertain() -> None:
+    """A shard that did not answer the search may hold the documents: SinkUnavailable, nothing
+    resent; the next lookup, with every shard answering, finds `a` and sends only `b`."""
+    client = FakeClient(bulk_error=[ConnectionError("reset")])
+    w, clock, b = await _lost_then_rolled_over(client)
+    client.stored_in = {"w1": {"a"}}
+    client.search_shards_failed = 1
+    with pytest.raises(SinkUnavailable, match="1 shards failed"):
+        await run(w, clock, b)
+    assert client.sent == [["a", "b"]]
+    client.search_shards_failed = 0
     await run(w, clock, b)
     assert client.sent == [["a", "b"], ["b"]]
 
