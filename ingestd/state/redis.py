@@ -220,10 +220,7 @@ class RedisState:
             self._flush()
         if self._sending:
             await asyncio.wait(set(self._sending), timeout=remaining(deadline))
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            with contextlib.suppress(Exception):
-                await connection.disconnect()
+        await self._close_idle()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -240,11 +237,7 @@ class RedisState:
             _CALLS(op, "breaker_open").inc()
             raise StateUnavailable(f"redis: {op} skipped, breaker {self.breaker.state}")
         began = self._clock.now()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Pending(args, options, future))
-        if len(self._queue) == 1:
-            loop.call_soon(self._flush)
+        future = self._enqueue(args, options)
         # Awaited directly under a timeout (not asyncio.wait: a waiter future and callbacks
         # more per call); the timeout or a cancellation of the caller cancels *future*.
         timeout = asyncio.timeout(self._timeout_s)
@@ -261,10 +254,7 @@ class RedisState:
             future.cancel()
             self.breaker.abandon()
             raise
-        self.breaker.success()
-        self._answered_at = self._clock.now()
-        _CALLS(op, "ok").inc()
-        _CALL_SECONDS(op).observe(self._clock.now() - began)
+        self._answered(op, began)
         return result
 
     def send(self, op: str, *args: Any) -> None:
@@ -274,12 +264,23 @@ class RedisState:
         if self._client is None or not self.breaker.allow():
             _CALLS(op, "breaker_open").inc()
             return
+        future = self._enqueue(args, {})
+        future.add_done_callback(functools.partial(self._sent, op, self._clock.now()))
+
+    def _enqueue(self, args: tuple[Any, ...], options: dict[str, Any]) -> asyncio.Future[Any]:
+        """Queue one command for the next pipeline (flushed on the loop's next turn)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        future.add_done_callback(functools.partial(self._sent, op, self._clock.now()))
-        self._queue.append(_Pending(args, {}, future))
+        self._queue.append(_Pending(args, options, future))
         if len(self._queue) == 1:
             loop.call_soon(self._flush)
+        return future
+
+    def _answered(self, op: str, began: float) -> None:
+        self.breaker.success()
+        self._answered_at = self._clock.now()
+        _CALLS(op, "ok").inc()
+        _CALL_SECONDS(op).observe(self._answered_at - began)
 
     def _sent(self, op: str, began: float, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
@@ -291,10 +292,7 @@ class RedisState:
         elif error is not None:
             self._failed(op, began, "error", f"{type(error).__name__}: {error}"[:200])
         else:
-            self.breaker.success()
-            self._answered_at = self._clock.now()
-            _CALLS(op, "ok").inc()
-            _CALL_SECONDS(op).observe(self._clock.now() - began)
+            self._answered(op, began)
 
     async def run_script(
         self, op: str, script: Script, keys: Sequence[bytes], args: Sequence[Any]
@@ -342,10 +340,7 @@ class RedisState:
             # the chaos suite's redis-cut fault: it surfaced as "Task exception was never
             # retrieved").
             _fail(batch, RedisConnectionError(f"connection lost: {exc}"))
-            idle, self._idle = self._idle, []
-            for connection in idle:
-                with contextlib.suppress(Exception):
-                    await connection.disconnect()
+            await self._close_idle()
             return
         except BaseException:
             _fail(batch, RedisConnectionError("send cancelled"))
@@ -406,6 +401,12 @@ class RedisState:
             raise
         self._idle.append(connection)
         return results
+
+    async def _close_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
 
     @staticmethod
     def _connect(client: aioredis.Redis) -> Connection:
